@@ -1,0 +1,124 @@
+"""Device mesh and the one table that maps logical axis names to mesh axes.
+
+Every parameter carries `logical_axes` metadata (e.g. ("embed", "mlp")) and the main activations
+are constrained with logical names too; nothing else in the codebase names a mesh axis.
+
+Mesh axes:
+  data    pure data parallelism: parameters replicated, batch split.
+  fsdp    data parallelism with parameters, gradients and optimizer state split as well
+          (ZeRO-3 style); XLA all-gathers weights just in time.
+  tensor  Megatron-style tensor parallelism inside each layer (heads, MLP hidden, vocab).
+
+A logical axis whose mesh axes do not divide the dimension is left unsharded for that array
+(e.g. 1 KV head on tensor=2), so every preset runs on every mesh; `describe_shardings`
+shows what actually happened.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import math
+from typing import Any
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes. Parameter names first, then activation names. An activation
+# must not reuse a mesh axis already taken by another of its dimensions, which is why the
+# embedding dimension of activations ("act_embed") is replicated while that of weights
+# ("embed") is split over fsdp.
+LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # parameters
+    ("vocab", ("tensor",)),        # embedding rows / LM-head columns
+    ("embed", ("fsdp",)),          # d_model dimension of every weight
+    ("mlp", ("tensor",)),          # MLP hidden dimension
+    ("heads", ("tensor",)),        # query heads
+    ("kv_heads", ("tensor",)),     # key/value heads (GQA)
+    ("head_dim", ()),
+    ("norm", ()),                  # RMSNorm scales: tiny, replicated
+    # activations
+    ("batch", ("data", "fsdp")),
+    ("length", ()),
+    ("act_embed", ()),
+    ("act_heads", ("tensor",)),
+    ("act_kv_heads", ("tensor",)),
+    ("act_mlp", ("tensor",)),
+    ("act_vocab", ("tensor",)),
+)
+_RULES = dict(LOGICAL_AXIS_RULES)
+
+
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a (data, fsdp, tensor) mesh; one size may be -1 for "all remaining devices"."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [data, fsdp, tensor]
+  if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+    raise ValueError(f"mesh sizes must be positive, at most one -1; got data={data} "
+                     f"fsdp={fsdp} tensor={tensor}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices cannot be split into data={data} fsdp={fsdp} "
+                       f"tensor={tensor}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+                     f"{math.prod(sizes)} devices, but {len(devices)} are available; set "
+                     "config.mesh.* so the product matches (or use -1 for one axis)")
+  # Auto axes: XLA's partitioner propagates shardings from the annotations below (classic
+  # pjit semantics). Spelled out because JAX's default axis type is changing.
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,
+                    mesh: Mesh | jax.sharding.AbstractMesh | None = None) -> PartitionSpec:
+  """PartitionSpec for an array with these logical axis names (and, if given, this shape)."""
+  spec = []
+  used: set[str] = set()
+  for dim, name in enumerate(logical_axes):
+    if name is None:
+      spec.append(None)
+      continue
+    if name not in _RULES:
+      raise KeyError(f"logical axis {name!r} has no rule in model/sharding.py "
+                     f"LOGICAL_AXIS_RULES; known: {sorted(_RULES)}")
+    axes = tuple(a for a in _RULES[name] if a not in used)
+    if mesh is not None:
+      axes = tuple(a for a in axes if mesh.shape[a] > 1)
+      if shape is not None:
+        # Keep the longest prefix of mesh axes whose product divides the dimension.
+        while axes and shape[dim] % math.prod(mesh.shape[a] for a in axes):
+          axes = axes[:-1]
+    used.update(axes)
+    spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+  return PartitionSpec(*spec)
+
+
+def shard_activation(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+  """Constrains an activation's sharding inside jit; a no-op when no mesh is set."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, x.shape, mesh))
+
+
+def param_shardings(logical_axes: Any, shapes: Any, mesh: Mesh) -> Any:
+  """NamedShardings for a parameter tree, from its tree of logical axis tuples and shapes."""
+  return jax.tree.map(
+      lambda axes, shape: NamedSharding(mesh, logical_to_spec(axes, shape.shape, mesh)),
+      logical_axes, shapes, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Sharding of [batch, length, ...] input arrays: batch over data and fsdp."""
+  return NamedSharding(mesh, logical_to_spec(("batch",) + ("length",) * (ndim - 1), None, mesh))
+
+
+def describe_shardings(shardings: Any) -> dict[str, str]:
+  """{"path/to/param": "PartitionSpec(...)"}, for logs and tests."""
+  flat = jax.tree_util.tree_flatten_with_path(shardings)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator="/"): str(s.spec)
+          for path, s in flat}

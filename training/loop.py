@@ -1,0 +1,180 @@
+"""The training loop: config -> mesh -> state -> steps, with logging, eval and checkpoints.
+
+`train(config, workdir)` is everything train.py does; tests call it directly. Restarting with
+the same workdir resumes from the latest checkpoint (parameters, optimizer, data position), and
+the continued run is bit-identical to one that never stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from configs.models import get_model_config
+from model.config import ModelConfig
+from model.sharding import batch_sharding, make_mesh
+from training import checkpointing, inputs
+from training.metrics import MetricsWriter, Progress, log_progress
+from training.optimizer import make_optimizer
+from training.state import init_state, make_layout
+from training.step import make_eval_step, make_train_step
+
+BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
+
+
+def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  overrides = config.model_overrides.to_dict() if "model_overrides" in config else {}
+  return get_model_config(config.model, overrides)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Fails fast, before any expensive work, on settings that cannot work together."""
+  problems = []
+  for key in ("num_train_steps", "batch_size", "seq_len", "grad_accum_steps", "log_every",
+              "checkpoint_every", "keep_checkpoints"):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      problems.append(f"config.{key} must be a positive integer, got {config[key]!r}")
+  if config.eval_every < 0 or config.eval_batches < 0:
+    problems.append("config.eval_every and config.eval_batches must be >= 0")
+  if not problems:
+    if config.batch_size % config.grad_accum_steps:
+      problems.append(f"config.batch_size={config.batch_size} is not divisible by "
+                      f"config.grad_accum_steps={config.grad_accum_steps}")
+    mesh_sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+    if -1 not in mesh_sizes:
+      batch_shards = config.mesh.data * config.mesh.fsdp
+    else:
+      known = int(np.prod([s for s in mesh_sizes if s != -1]))
+      batch_shards = (num_devices // known if config.mesh.tensor != -1
+                      else config.mesh.data * config.mesh.fsdp)
+    micro = config.batch_size // config.grad_accum_steps
+    if batch_shards and micro % batch_shards:
+      problems.append(f"each microbatch has {micro} rows (batch_size / grad_accum_steps), which "
+                      f"must be divisible by mesh.data x mesh.fsdp = {batch_shards}")
+  if config.data.task not in inputs.TASKS:
+    problems.append(f"config.data.task={config.data.task!r} is unknown; choose one of "
+                    f"{inputs.TASKS}")
+  if problems:
+    raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
+
+
+def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local[k]))
+          for k in BATCH_KEYS}
+
+
+def _tokenizer_source(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Finetuning from another run: use that run's tokenizer unless one is given explicitly."""
+  if config.tokenizer.path or not config.init_from:
+    return config
+  directory, _ = checkpointing.resolve_checkpoint(config.init_from)
+  candidate = os.path.join(os.path.dirname(str(directory)), "tokenizer.model")
+  if os.path.exists(candidate):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.tokenizer.path = candidate
+  return config
+
+
+def evaluate(eval_step, params, make_eval_iter, num_batches: int, sharding) -> float:
+  nll_total, token_total = 0.0, 0.0
+  eval_iter = make_eval_iter()
+  for _ in range(num_batches):
+    nll, tokens = eval_step(params, _global_batch(next(eval_iter), sharding))
+    nll_total += float(nll)
+    token_total += float(tokens)
+  return nll_total / max(token_total, 1.0)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) a run in `workdir`; returns the last logged metrics record."""
+  os.makedirs(workdir, exist_ok=True)
+  validate_config(config, jax.device_count())
+  model_cfg = resolve_model_config(config)
+  mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    with open(os.path.join(workdir, "model_config.json"), "w") as f:
+      f.write(model_cfg.to_json())
+  logging.info("Mesh %s over %d devices (%d processes); model %s", dict(mesh.shape),
+               jax.device_count(), jax.process_count(), config.model)
+
+  tokenizer = inputs.prepare_tokenizer(_tokenizer_source(config), workdir, model_cfg.vocab_size)
+  tx, schedule = make_optimizer(config.optimizer, config.num_train_steps)
+  layout = make_layout(model_cfg, tx, mesh)
+  train_iter, make_eval_iter = inputs.make_iterators(config, tokenizer)
+  data_sharding = batch_sharding(mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints,
+                                       config.async_checkpointing)
+  latest = manager.latest_step()
+  if latest is not None:
+    logging.info("Resuming from %s/%d", manager.directory, latest)
+    state = checkpointing.restore(manager, latest, layout.abstract_state, train_iter)
+  elif config.init_from:
+    logging.info("Initialising parameters from %s", config.init_from)
+    params = checkpointing.load_params(config.init_from, layout.abstract_state["params"])
+    state = init_state(layout, config.seed, params)
+  else:
+    state = init_state(layout, config.seed)
+  start_step = int(state["step"])
+
+  with jax.set_mesh(mesh):
+    train_step = jax.jit(
+        make_train_step(layout.graphdef, tx, schedule, config.grad_accum_steps),
+        in_shardings=(layout.shardings, data_sharding),
+        out_shardings=(layout.shardings, replicated), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(layout.graphdef),
+                        in_shardings=(layout.param_shardings, data_sharding),
+                        out_shardings=replicated)
+
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), start_step, enabled=is_chief)
+  progress = Progress(start_step, config.num_train_steps)
+  tokens_per_step = config.batch_size * config.seq_len
+  flops_per_token = model_cfg.flops_per_token(config.seq_len)
+  stop_at = config.stop_at_step or config.num_train_steps
+  record: dict[str, Any] = {}
+  step = start_step
+  with jax.set_mesh(mesh):
+    while step < min(config.num_train_steps, stop_at):
+      batch = _global_batch(next(train_iter), data_sharding)
+      state, metrics = train_step(state, batch)
+      step += 1
+      progress.add_tokens(tokens_per_step)
+      is_last = step == config.num_train_steps
+      if step % config.log_every == 0 or is_last:
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        record.update(step=step, total_steps=config.num_train_steps, **progress.report(step))
+        if config.peak_flops_per_device:
+          record["mfu"] = (record["tokens_per_sec"] * flops_per_token /
+                           (config.peak_flops_per_device * jax.device_count()))
+        if config.eval_batches and ((config.eval_every and step % config.eval_every == 0)
+                                    or is_last):
+          started = time.perf_counter()
+          record["eval_loss"] = evaluate(eval_step, state["params"], make_eval_iter,
+                                         config.eval_batches, data_sharding)
+          progress.pause(time.perf_counter() - started)
+        writer.write(record)
+        log_progress(record)
+      elif (config.eval_batches and config.eval_every and step % config.eval_every == 0):
+        started = time.perf_counter()
+        writer.write({"step": step, "eval_loss": evaluate(
+            eval_step, state["params"], make_eval_iter, config.eval_batches, data_sharding)})
+        progress.pause(time.perf_counter() - started)
+      if step % config.checkpoint_every == 0 or is_last or step == stop_at:
+        checkpointing.save(manager, step, state, train_iter, model_cfg, force=True)
+  manager.wait_until_finished()
+  manager.close()
+  if step >= config.num_train_steps:
+    logging.info("Finished %d steps in %s", step, workdir)
+  return record

@@ -1,0 +1,88 @@
+"""metrics.jsonl writing and the human-readable progress line."""
+from __future__ import annotations
+
+import json
+import logging as py_logging
+import os
+import time
+from typing import Any
+
+from absl import logging
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to WORKDIR/metrics.jsonl (process 0 only).
+
+  On resume from step S, lines with step > S are dropped first: they were logged by a run that
+  died before its next checkpoint, and the resumed run logs those steps again, identically.
+  """
+
+  def __init__(self, path: str, resume_step: int, enabled: bool = True):
+    self.path = path
+    self.enabled = enabled
+    if enabled and os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(path + ".tmp", path)
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """Steps/s, tokens/s and ETA since the last report (excluding compile and eval time)."""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self.total_steps = total_steps
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+    self._tokens = 0.0
+
+  def add_tokens(self, tokens: float) -> None:
+    self._tokens += tokens
+
+  def pause(self, seconds: float) -> None:
+    """Excludes time spent elsewhere (eval, checkpoint waits) from the throughput."""
+    self._last_time += seconds
+
+  def report(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    elapsed = max(now - self._last_time, 1e-9)
+    steps = step - self._last_step
+    rates = {"steps_per_sec": steps / elapsed, "tokens_per_sec": self._tokens / elapsed}
+    rates["eta_sec"] = (self.total_steps - step) / max(rates["steps_per_sec"], 1e-9)
+    self._last_step, self._last_time, self._tokens = step, now, 0.0
+    return rates
+
+
+def log_progress(record: dict[str, Any]) -> None:
+  eta = record.get("eta_sec", 0.0)
+  logging.info("step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  %.2f step/s  ETA %dm%02ds%s",
+               record["step"], record["total_steps"], record["loss"], record["learning_rate"],
+               record["grad_norm"], record["tokens_per_sec"], record["steps_per_sec"],
+               eta // 60, eta % 60,
+               f"  eval_loss {record['eval_loss']:.4f}" if "eval_loss" in record else "")
+
+
+class _DropLibraryInfo(py_logging.Filter):
+  _NOISY = ("/orbax/", "/grain/")
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or not any(
+        part in record.pathname for part in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Orbax and grain log every file rename at INFO through absl; keep the console for
+  progress lines (their warnings and errors still show)."""
+  logging.get_absl_handler().addFilter(_DropLibraryInfo())
