@@ -23,3 +23,24 @@ def shared_data_dir() -> pathlib.Path:
   if not SHARED_DATA_DIR.is_dir():
     pytest.fail(f"shared datasets not found at {SHARED_DATA_DIR}; set SHARED_DATA_DIR")
   return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def mbpp_dirs(shared_data_dir, tmp_path_factory) -> dict[str, str]:
+  """A TFDS data dir with both MBPP configs built once per session from the shared files."""
+  from data import mbpp  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp("tfds_mbpp")
+  manual_dir = str(shared_data_dir / "mbpp")
+  for config in ("full", "sanitized"):
+    mbpp.load("prompt", config=config, data_dir=str(data_dir), manual_dir=manual_dir)
+  return {"data_dir": str(data_dir), "manual_dir": manual_dir}
+
+
+@pytest.fixture(scope="session")
+def mathqa_dirs(shared_data_dir, tmp_path_factory) -> dict[str, str]:
+  """MathQA-Python's eval splits, built once per session (the shared copy lacks train.json)."""
+  from data import mathqa  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp("tfds_mathqa")
+  manual_dir = str(shared_data_dir / "mathqa" / "raw")
+  mathqa.load("validation", data_dir=str(data_dir), manual_dir=manual_dir)
+  return {"data_dir": str(data_dir), "manual_dir": manual_dir}

@@ -36,9 +36,12 @@ def load_records(data_cfg: ml_collections.ConfigDict, split: str) -> Any:
   if task == "python_code":
     from data.code_corpus import load_code_corpus  # pylint: disable=g-import-not-at-top
     return load_code_corpus(split, data_dir=data_dir, source_dir=data_cfg.source_dir or None)
-  from data.tasks import load_task_examples  # pylint: disable=g-import-not-at-top
-  return load_task_examples(task, split, data_dir=data_dir,
-                            manual_dir=data_cfg.manual_dir or None)
+  from data import tasks  # pylint: disable=g-import-not-at-top
+  # Train and validation use the same format (the finetuning one: bare query, no shots), so
+  # the validation loss measures what training optimises.
+  options = {} if task == "mathqa" else {"num_shots": tasks.FINETUNING_NUM_SHOTS}
+  return tasks.load_task_examples(task, split, data_dir=data_dir,
+                                  manual_dir=data_cfg.manual_dir or None, **options)
 
 
 def split_names(task: str) -> tuple[str, str]:

@@ -1,0 +1,154 @@
+"""Training throughput of one jitted train step (AdamW, full forward + backward), as JSON.
+
+    python benchmarks/train_throughput.py --preset tiny --batch 8 --seq 256
+    python benchmarks/train_throughput.py --d-model 512 --layers 8 --heads 8 --ffn 2048 \
+        --vocab 32000 --batch 8 --seq 512 --peer-python ../peer-venv/bin/python
+
+Prints one JSON line: tokens/s, model FLOPs per token (6N + attention), MFU against
+--peak-flops (FLOP/s of one device, e.g. 989e12 for an H100's dense bf16), and, with
+--peer-python (a Python that has torch + transformers), the same-shaped `transformers`
+LlamaForCausalLM measured in the same run by ../shared/peers/hf_llama_bench.py, with the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from configs import base
+from configs.models import get_model_config
+from model.config import ModelConfig
+from model.sharding import batch_sharding, make_mesh
+from training.optimizer import make_optimizer
+from training.state import init_state, make_layout
+from training.step import make_train_step
+
+PEER_SCRIPT = REPO.parent / "shared" / "peers" / "hf_llama_bench.py"
+
+
+def parse_args() -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default=None, help="a configs/models.py preset (else the dims)")
+  p.add_argument("--d-model", type=int, default=128)
+  p.add_argument("--layers", type=int, default=2)
+  p.add_argument("--heads", type=int, default=4)
+  p.add_argument("--kv-heads", type=int, default=None)
+  p.add_argument("--ffn", type=int, default=512)
+  p.add_argument("--vocab", type=int, default=1024)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--seq", type=int, default=256)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--remat", action="store_true")
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor")
+  p.add_argument("--peak-flops", type=float, default=0.0, help="per-device peak FLOP/s for MFU")
+  p.add_argument("--peer-python", default=None, help="run the transformers peer with this Python")
+  p.add_argument("--peer-threads", type=int, default=2)
+  return p.parse_args()
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+  if args.preset:
+    return get_model_config(args.preset, {"dtype": args.dtype, "remat": args.remat})
+  return ModelConfig(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
+                     num_heads=args.heads, num_kv_heads=args.kv_heads or args.heads,
+                     head_dim=args.d_model // args.heads, d_ff=args.ffn, mlp_activation="silu",
+                     tie_embeddings=False, dtype=args.dtype, remat=args.remat)
+
+
+def measure_ours(cfg: ModelConfig, args: argparse.Namespace) -> dict:
+  mesh = make_mesh(*(int(x) for x in args.mesh.split(",")))
+  tx, schedule = make_optimizer(base.get_config().optimizer, 1000)
+  layout = make_layout(cfg, tx, mesh)
+  state = init_state(layout, seed=0)
+  sharding = batch_sharding(mesh)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, cfg.vocab_size, (args.batch, args.seq + 1)).astype(np.int32)
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+           "loss_mask": np.ones((args.batch, args.seq), np.float32),
+           "segment_ids": np.ones((args.batch, args.seq), np.int32),
+           "positions": np.broadcast_to(np.arange(args.seq, dtype=np.int32),
+                                        (args.batch, args.seq)).copy()}
+  batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  with jax.set_mesh(mesh):
+    step = jax.jit(make_train_step(layout.graphdef, tx, schedule, 1),
+                   in_shardings=(layout.shardings, sharding), donate_argnums=0)
+    started = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - started
+    for _ in range(args.warmup):
+      state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(args.steps):
+      started = time.perf_counter()
+      state, metrics = step(state, batch)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - started)
+  step_s = statistics.median(times)
+  tokens_per_sec = args.batch * args.seq / step_s
+  flops_per_token = cfg.flops_per_token(args.seq)
+  result = {"tokens_per_sec": round(tokens_per_sec, 1), "step_s_median": round(step_s, 4),
+            "compile_s": round(compile_s, 2), "flops_per_token": flops_per_token,
+            "achieved_tflops": round(tokens_per_sec * flops_per_token / 1e12, 4),
+            "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+            "device_kind": jax.devices()[0].device_kind}
+  if args.peak_flops:
+    result["mfu"] = round(tokens_per_sec * flops_per_token /
+                          (args.peak_flops * jax.device_count()), 4)
+  return result
+
+
+def measure_peer(cfg: ModelConfig, args: argparse.Namespace) -> dict:
+  if not PEER_SCRIPT.exists():
+    return {"error": f"{PEER_SCRIPT} not found"}
+  cmd = [args.peer_python, str(PEER_SCRIPT), "--mode", "train", "--d-model", str(cfg.d_model),
+         "--layers", str(cfg.num_layers), "--heads", str(cfg.num_heads), "--kv-heads",
+         str(cfg.num_kv_heads), "--ffn", str(cfg.d_ff), "--vocab", str(cfg.vocab_size),
+         "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
+         "--threads", str(args.peer_threads)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+  args = parse_args()
+  cfg = model_config(args)
+  # The 1-minute load average before and after our timing: on a shared machine a ratio is
+  # only trustworthy when the load stayed put while both sides ran.
+  load_start = os.getloadavg()[0]
+  result = {"benchmark": "train_throughput", "preset": args.preset, "batch": args.batch,
+            "seq": args.seq, "dtype": cfg.dtype, "d_model": cfg.d_model,
+            "layers": cfg.num_layers, "vocab": cfg.vocab_size, **measure_ours(cfg, args)}
+  result["loadavg_1m"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+  if args.peer_python:
+    peer = measure_peer(cfg, args)
+    # hf_llama_bench.py reports {"train": {"tokens_per_s": ...}, "contention": {...}}.
+    peer_tps = peer.get("train", {}).get("tokens_per_s")
+    result["peer"] = "transformers LlamaForCausalLM (PyTorch CPU)"
+    result["peer_tokens_per_sec"] = None if peer_tps is None else round(peer_tps, 1)
+    if "error" in peer:
+      result["peer_error"] = peer["error"]
+    if "contention" in peer:
+      result["peer_contention"] = peer["contention"]
+    if peer_tps:
+      result["ratio_vs_peer"] = round(result["tokens_per_sec"] / peer_tps, 3)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,32 @@
+"""Finetune a base model on MBPP execution prediction (program + input -> output).
+
+    python train.py --config=configs/execution.py --workdir=runs/ft-execution \
+        --config.init_from=runs/pretrain --config.data.manual_dir=../shared/data/mbpp
+
+One example per parseable test assert of the train split (task ids 601-974): the prompt shows
+the problem's code and the call, the target is the expected value's source text followed by
+`[DONE]` (data/execution_examples.py; the variant with description and example tests is chosen
+with the prompt options in data/tasks.py). Loss on the target only; validation on 511-600.
+
+What to expect: execution targets are short (a few tokens), so each packed batch holds many
+examples; validation loss drops quickly and then flattens. Compare against configs/synthesis.py
+with eval.py to reproduce the paper's objective comparison.
+"""
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.init_from = "runs/pretrain"
+  config.data.task = "mbpp_execution"
+  config.batch_size = 16
+  config.seq_len = 512
+  config.num_train_steps = 300
+  config.optimizer.learning_rate = 3e-4
+  config.optimizer.warmup_steps = 20
+  config.optimizer.weight_decay = 0.0
+  config.log_every = 10
+  config.eval_every = 50
+  config.eval_batches = 4
+  config.checkpoint_every = 50
+  return config

@@ -1,0 +1,35 @@
+"""Finetune a base model on MBPP program synthesis (the paper's Section 4.3 objective).
+
+    python train.py --config=configs/synthesis.py --workdir=runs/ft-synthesis \
+        --config.init_from=runs/pretrain --config.data.manual_dir=../shared/data/mbpp
+
+Inputs are the train split (task ids 601-974, 374 problems) rendered in the paper's format:
+`You are an expert Python programmer, and here is your task: {text} Your code should pass these
+tests:\n\n{tests}\n[BEGIN]\n` with no few-shot examples (data/tasks.py FINETUNING_NUM_SHOTS);
+the loss covers only the target `{code}\n[DONE]` and the end-of-sequence token. Validation
+loss is on task ids 511-600. `init_from` gives the base model and its tokenizer; without
+`data.manual_dir` the official MBPP files are downloaded (and their checksums verified).
+
+What to expect: with the tiny preset pretrained by configs/pretrain.py, validation loss falls
+for the first few hundred steps (374 short problems: a few epochs) and then rises as the model
+memorises the train split; keep the checkpoint with the lowest eval_loss in metrics.jsonl.
+Evaluate with eval.py (pass@k on the test split).
+"""
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.init_from = "runs/pretrain"
+  config.data.task = "mbpp_synthesis"
+  config.batch_size = 16
+  config.seq_len = 512
+  config.num_train_steps = 300
+  config.optimizer.learning_rate = 3e-4
+  config.optimizer.warmup_steps = 20
+  config.optimizer.weight_decay = 0.0
+  config.log_every = 10
+  config.eval_every = 50
+  config.eval_batches = 4
+  config.checkpoint_every = 50
+  return config

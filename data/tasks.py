@@ -1,0 +1,210 @@
+"""The seam between the data and the training/eval loops: tasks by name.
+
+`load_task_examples(task, split, ...)` returns plain dicts, each with at least
+  * "prompt": exactly what the model sees before its answer,
+  * "target": what it should write, ending with `[DONE]` where generation stops,
+  * "task", "task_id", "id": what the example is,
+plus what a scorer needs. `execution_request(example, completion)` turns a model's
+completion into the input of the project's sandbox (execution/): a plain dict
+`{"id", "program", "tests", "setup"}` in which `setup` must run after `program` and before
+`tests` (MBPP's setup code builds objects from classes that the solution defines).
+
+Tasks:
+  * "mbpp_synthesis": the paper's prompt; right if the program passes `test_list`
+    (`execution_request(..., challenge=True)` gives the `challenge_test_list` instead).
+  * "mbpp_execution": one example per parseable test assert; right if
+    `assert CALL == PREDICTION` passes after the problem's code.
+  * "mathqa": MathQA-Python; right if the program's `answer` is within 1% (relative) of
+    the annotated answer.
+
+Few-shot versus finetuning: the paper prompts its few-shot evaluations with 3 solved
+problems, and, as we read it, finetunes on the train split with the bare query (no
+shots), so `num_shots` defaults to 0 on "train" (FINETUNING_NUM_SHOTS) and to the paper's
+3 elsewhere (0 for MathQA); pass `num_shots=` to override.
+"""
+import dataclasses
+from typing import Any, Callable
+
+from absl import logging
+
+from data import execution_examples
+from data import mathqa_convert
+from data import prompts
+
+TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
+FINETUNING_SPLIT = "train"
+FINETUNING_NUM_SHOTS = 0
+FEW_SHOT_NUM_SHOTS = 3
+
+
+def _options(options_type: type, split: str, options: dict[str, Any]) -> Any:
+  names = {f.name for f in dataclasses.fields(options_type)}
+  unknown = set(options) - names
+  if unknown:
+    raise TypeError(f"unknown option(s) {sorted(unknown)} for {options_type.__name__}; "
+                    f"known: {sorted(names)}")
+  if "num_shots" not in options and options_type is not prompts.MathqaPromptOptions:
+    options = {**options, "num_shots": FINETUNING_NUM_SHOTS if split == FINETUNING_SPLIT
+               else FEW_SHOT_NUM_SHOTS}
+  return options_type(**options)
+
+
+def _log_template(task: str, split: str, options: Any) -> str:
+  fingerprint = prompts.template_fingerprint(options)
+  logging.info("task %s split %s prompt template sha256 %s options %s", task, split,
+               fingerprint, options)
+  return fingerprint
+
+
+def _mbpp_splits(split: str, data_dir: str | None, manual_dir: str | None,
+                 config: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  from data import mbpp  # pylint: disable=import-outside-toplevel  (TFDS is slow to import)
+  problems = mbpp.load(split, config=config, data_dir=data_dir, manual_dir=manual_dir)
+  shot_candidates = problems if split == "prompt" else mbpp.load(
+      "prompt", config=config, data_dir=data_dir, manual_dir=manual_dir)
+  return problems, shot_candidates
+
+
+def _test_setup(problem: dict[str, Any]) -> str:
+  """Full MBPP's `test_setup_code`, or sanitized MBPP's `test_imports`."""
+  if "test_setup_code" in problem:
+    return problem["test_setup_code"]
+  return "\n".join(problem.get("test_imports", []))
+
+
+def _synthesis_examples(split: str, data_dir: str | None, manual_dir: str | None,
+                        mbpp_config: str = "full", **options) -> list[dict[str, Any]]:
+  prompt_options = _options(prompts.SynthesisPromptOptions, split, options)
+  fingerprint = _log_template("mbpp_synthesis", split, prompt_options)
+  problems, shot_candidates = _mbpp_splits(split, data_dir, manual_dir, mbpp_config)
+  return [{
+      "task": "mbpp_synthesis",
+      "task_id": p["task_id"],
+      "id": f"mbpp/{p['task_id']}",
+      "prompt": prompts.synthesis_prompt(p, shot_candidates, prompt_options),
+      "target": prompts.synthesis_target(p, prompt_options),
+      "test_list": p["test_list"],
+      "challenge_test_list": p.get("challenge_test_list", []),
+      "test_setup": _test_setup(p),
+      "prompt_template_sha256": fingerprint,
+  } for p in problems]
+
+
+def _execution_examples(split: str, data_dir: str | None, manual_dir: str | None,
+                        mbpp_config: str = "full", **options) -> list[dict[str, Any]]:
+  prompt_options = _options(prompts.ExecutionPromptOptions, split, options)
+  fingerprint = _log_template("mbpp_execution", split, prompt_options)
+  problems, shot_candidates = _mbpp_splits(split, data_dir, manual_dir, mbpp_config)
+  examples, num_unparsed = [], 0
+  for p in problems:
+    cases, unparsed = execution_examples.cases_from_problem(p)
+    num_unparsed += len(unparsed)
+    for case in cases:
+      examples.append({
+          "task": "mbpp_execution",
+          "task_id": p["task_id"],
+          "test_index": case.test_index,
+          "id": f"mbpp/{p['task_id']}/{case.test_index}",
+          "prompt": prompts.execution_prompt(p, case, shot_candidates, prompt_options),
+          "target": prompts.execution_target(case),
+          "call": case.call,
+          "expected": case.expected,
+          "code": p["code"],
+          "test_setup": _test_setup(p),
+          "prompt_template_sha256": fingerprint,
+      })
+  logging.info("mbpp_execution %s: %d examples; %d test asserts could not be parsed",
+               split, len(examples), num_unparsed)
+  return examples
+
+
+def _mathqa_examples(split: str, data_dir: str | None, manual_dir: str | None,
+                     shot_split: str = "validation", **options) -> list[dict[str, Any]]:
+  """MathQA-Python; few-shot shots come from `shot_split` (default: validation)."""
+  from data import mathqa  # pylint: disable=import-outside-toplevel
+  prompt_options = _options(prompts.MathqaPromptOptions, split, options)
+  fingerprint = _log_template("mathqa", split, prompt_options)
+  problems = mathqa.load(split, data_dir=data_dir, manual_dir=manual_dir)
+  shot_candidates = []
+  if prompt_options.num_shots:
+    shot_candidates = problems if shot_split == split else mathqa.load(
+        shot_split, data_dir=data_dir, manual_dir=manual_dir)
+  return [{
+      "task": "mathqa",
+      "task_id": p["source_index"],
+      "id": f"mathqa/{split}/{p['source_index']}",
+      "prompt": prompts.mathqa_prompt(p, shot_candidates, prompt_options),
+      "target": prompts.mathqa_target(p),
+      "answer": p["answer"],
+      "prompt_template_sha256": fingerprint,
+  } for p in problems]
+
+
+_LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "mbpp_synthesis": _synthesis_examples,
+    "mbpp_execution": _execution_examples,
+    "mathqa": _mathqa_examples,
+}
+
+
+def load_task_examples(task: str, split: str, *, data_dir: str | None = None,
+                       manual_dir: str | None = None, **options) -> list[dict[str, Any]]:
+  """Examples of one task and split, in task-id order.
+
+  Args:
+    task: one of TASK_NAMES.
+    split: MBPP: "prompt", "test", "validation", "train"; MathQA: "train", "validation",
+      "test", "challenge_test".
+    data_dir: TFDS data directory (None: TFDS's default).
+    manual_dir: directory with the official source files (e.g. ../shared/data/mbpp or
+      ../shared/data/mathqa/raw); None downloads them.
+    **options: the fields of the task's prompt options (prompts.SynthesisPromptOptions,
+      ExecutionPromptOptions or MathqaPromptOptions), plus `mbpp_config` ("full" or
+      "sanitized") for the MBPP tasks and `shot_split` for MathQA.
+  """
+  if task not in _LOADERS:
+    raise ValueError(f"unknown task {task!r}; expected one of {TASK_NAMES}")
+  return _LOADERS[task](split, data_dir, manual_dir, **options)
+
+
+# --- Scoring: completion -> what the sandbox runs ---------------------------------------
+
+def predicted_value(completion: str) -> str:
+  """An execution-prediction answer: the completion's first line before `[DONE]`."""
+  lines = prompts.cut_at_done(completion).strip().splitlines()
+  return lines[0].strip() if lines else ""
+
+
+def mathqa_answer_test(expected: float,
+                       relative_tolerance: float = mathqa_convert.DEFAULT_RELATIVE_TOLERANCE
+                       ) -> str:
+  """An assert equal to math.isclose(answer, expected, rel_tol=...) that needs no import."""
+  return (f"assert abs(answer - {expected!r}) <= "
+          f"{relative_tolerance!r} * max(abs(answer), abs({expected!r}))")
+
+
+def execution_request(example: dict[str, Any], completion: str, *,
+                      challenge: bool = False) -> dict[str, Any]:
+  """The sandbox input `{"id", "program", "tests", "setup"}` that scores `completion`.
+
+  Args:
+    example: an example from load_task_examples.
+    completion: the model's text after the prompt (anything after `[DONE]` is ignored).
+    challenge: mbpp_synthesis only: use `challenge_test_list` instead of `test_list`.
+  """
+  task = example["task"]
+  if task == "mbpp_synthesis":
+    tests = example["challenge_test_list"] if challenge else example["test_list"]
+    return {"id": example["id"], "program": prompts.cut_at_done(completion),
+            "tests": list(tests), "setup": example["test_setup"]}
+  if challenge:
+    raise ValueError(f"task {task} has no challenge tests")
+  if task == "mbpp_execution":
+    return {"id": example["id"], "program": example["code"],
+            "tests": [execution_examples.scoring_assert(example["call"],
+                                                        predicted_value(completion))],
+            "setup": example["test_setup"]}
+  if task == "mathqa":
+    return {"id": example["id"], "program": prompts.cut_at_done(completion),
+            "tests": [mathqa_answer_test(example["answer"])], "setup": ""}
+  raise ValueError(f"unknown task {task!r}")
