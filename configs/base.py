@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.manual_dir = ""               # local copy of the raw files (offline machines)
   config.data.source_dir = ""               # python_code: directory of .py files (default stdlib)
   config.data.packing = True
+  # Logical data shards (0: one per process). Fix it (e.g. to the largest process count you
+  # will use) and the global batches, hence the losses, are the same on any number of hosts.
+  config.data.num_shards = 0
   config.data.shuffle_seed = 0
 
   config.tokenizer = ml_collections.ConfigDict()

@@ -118,6 +118,42 @@ def make_dataset(
   return batches.map(functools.partial(_finish_batch, batch_size=batch_size))
 
 
+def make_multi_shard_dataset(
+    source: Sequence[Mapping[str, Any]],
+    *,
+    shard_indices: Sequence[int],
+    shard_count: int,
+    batch_size: int,
+    **kwargs: Any,
+) -> grain.IterDataset:
+  """Batches whose rows come from several shards, `batch_size // len(shard_indices)` each.
+
+  With a fixed number of logical shards, the global batch at every step is the same whether
+  one process reads all shards or many processes read a few each, so a run's numbers do not
+  depend on how many hosts it ran on. Rows are concatenated in shard order.
+  """
+  if not shard_indices or batch_size % len(shard_indices):
+    raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of "
+                     f"shards read by this process ({len(shard_indices)})")
+  per_shard = batch_size // len(shard_indices)
+  parts = [make_dataset(source, shard_index=i, shard_count=shard_count, batch_size=per_shard,
+                        **kwargs) for i in shard_indices]
+  # Zipped even for one shard, so the state always has one entry per shard (see
+  # split_shard_states): checkpoints then restore on any number of processes.
+  return grain.experimental.ZipIterDataset(parts).map(
+      lambda batches: {k: np.concatenate([b[k] for b in batches]) for k in batches[0]})
+
+
+def split_shard_states(state: Mapping[str, Any]) -> list[Any]:
+  """The per-shard states inside a `make_multi_shard_dataset` iterator's state, in order."""
+  return list(state["parents"])
+
+
+def join_shard_states(shard_states: Sequence[Any]) -> dict[str, Any]:
+  """Inverse of split_shard_states."""
+  return {"parents": list(shard_states)}
+
+
 def make_iterator(
     source: Sequence[Mapping[str, Any]],
     *,

@@ -3,7 +3,8 @@
 Layout: WORKDIR/checkpoints/STEP/{params, train, data_iter, model_config}. Parameters are their
 own item so that another run can start from them (`config.init_from`) without caring about this
 run's optimizer, and so eval can load them alone. Saves are asynchronous (the step loop goes on
-while arrays are written); the data-iterator state is captured at save time, per process.
+while arrays are written); the data-iterator state is captured at save time, one file per logical data shard
+(training/data_checkpoint.py), so checkpoints restore on any number of processes.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import json
 import os
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
 from model.config import ModelConfig
+from training.data_checkpoint import (ShardedIteratorHandler, ShardedIteratorRestore,
+                                      ShardedIteratorSave)
 
 CHECKPOINT_DIRNAME = "checkpoints"
 
@@ -28,7 +30,7 @@ class CheckpointError(RuntimeError):
 def _item_handlers() -> dict[str, Any]:
   # Declared up front so that metadata (shapes) can be read before restoring anything.
   return {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
-          "data_iter": grain.checkpoint.CheckpointHandler(),
+          "data_iter": ShardedIteratorHandler(),
           "model_config": ocp.JsonCheckpointHandler()}
 
 
@@ -54,7 +56,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any], data_
   args = ocp.args.Composite(
       params=ocp.args.StandardSave(state["params"]),
       train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
-      data_iter=grain.checkpoint.CheckpointSave(data_iter),
+      data_iter=ShardedIteratorSave(data_iter),
       model_config=ocp.args.JsonSave(json.loads(model_config.to_json())),
   )
   return manager.save(step, args=args, force=force)
@@ -97,7 +99,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
       params=ocp.args.StandardRestore(abstract_state["params"]),
       train=ocp.args.StandardRestore({"step": abstract_state["step"],
                                       "opt_state": abstract_state["opt_state"]}),
-      data_iter=grain.checkpoint.CheckpointRestore(data_iter),
+      data_iter=ShardedIteratorRestore(data_iter),
   ))
   return {"step": restored["train"]["step"], "params": restored["params"],
           "opt_state": restored["train"]["opt_state"]}

@@ -10,11 +10,17 @@ from absl import logging
 def maybe_initialize_distributed(requested: bool) -> None:
   """Calls jax.distributed.initialize() when asked to, or when the environment says so.
 
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID are read by JAX itself; cluster
-  environments (SLURM, TPU pods, Kubernetes JobSets) are auto-detected by JAX.
+  Explicit: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID. Otherwise JAX auto-detects cluster environments (SLURM, TPU pods, ...).
   """
   if requested or int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1:
-    jax.distributed.initialize()
+    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+      jax.distributed.initialize(
+          coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+          num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+          process_id=int(os.environ["JAX_PROCESS_ID"]))
+    else:  # SLURM, TPU pods, ...: JAX detects the cluster itself.
+      jax.distributed.initialize()
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count())

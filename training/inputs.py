@@ -19,6 +19,7 @@ from absl import logging
 
 from data import pipeline
 from data.tokenizer import Tokenizer, train_tokenizer
+from training.data_checkpoint import ShardedIterator
 
 PRETRAIN_TASKS = ("python_code",)
 TASKS = PRETRAIN_TASKS + ("mbpp_synthesis", "mbpp_execution", "mathqa")
@@ -48,6 +49,18 @@ def split_names(task: str) -> tuple[str, str]:
   return _SPLITS[task]
 
 
+def shards_of_this_process(num_shards: int) -> list[int]:
+  """The logical data shards this process reads: a contiguous block, in process order."""
+  process_count = jax.process_count()
+  num_shards = num_shards or process_count
+  if num_shards % process_count:
+    raise ValueError(f"config.data.num_shards={num_shards} must be a multiple of the number "
+                     f"of processes ({process_count})")
+  per_process = num_shards // process_count
+  first = jax.process_index() * per_process
+  return list(range(first, first + per_process))
+
+
 def make_iterators(config: ml_collections.ConfigDict, tokenizer: Tokenizer
                    ) -> tuple[Any, Any]:
   """(train iterator, a function returning a fresh validation iterator), per process."""
@@ -56,19 +69,29 @@ def make_iterators(config: ml_collections.ConfigDict, tokenizer: Tokenizer
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number "
                      f"of processes ({process_count})")
   local_batch = config.batch_size // process_count
+  shard_indices = shards_of_this_process(config.data.num_shards)
   train_split, eval_split = split_names(config.data.task)
   common = dict(tokenizer=tokenizer, seq_len=config.seq_len, batch_size=local_batch,
-                shard_index=jax.process_index(), shard_count=process_count,
+                shard_indices=shard_indices,
+                shard_count=config.data.num_shards or process_count,
                 packing=config.data.packing)
-  train_iter = pipeline.make_iterator(load_records(config.data, train_split),
-                                      seed=config.data.shuffle_seed, shuffle=True,
-                                      num_epochs=None, **common)
+  train_iter = ShardedIterator(
+      iter(pipeline.make_multi_shard_dataset(
+          load_records(config.data, train_split), seed=config.data.shuffle_seed, shuffle=True,
+          num_epochs=None, **common)),
+      shard_indices, common["shard_count"])
   eval_records = load_records(config.data, eval_split)
 
   def make_eval_iter():
-    return pipeline.make_iterator(eval_records, seed=0, shuffle=False, num_epochs=None,
-                                  **common)
+    return iter(pipeline.make_multi_shard_dataset(eval_records, seed=0, shuffle=False,
+                                                  num_epochs=None, **common))
   return train_iter, make_eval_iter
+
+
+def _atomic_copy(src: str, dst: str) -> None:
+  # Other processes may look for dst at any moment: never let them see half a file.
+  shutil.copyfile(src, dst + ".tmp")
+  os.replace(dst + ".tmp", dst)
 
 
 def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
@@ -83,7 +106,7 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
     if not os.path.exists(config.tokenizer.path):
       raise FileNotFoundError(f"config.tokenizer.path={config.tokenizer.path} does not exist")
     if jax.process_index() == 0 and not os.path.exists(local_path):
-      shutil.copyfile(config.tokenizer.path, local_path)
+      _atomic_copy(config.tokenizer.path, local_path)
     tokenizer = Tokenizer.load(config.tokenizer.path)
   elif os.path.exists(local_path):
     tokenizer = Tokenizer.load(local_path)
@@ -96,7 +119,7 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
     prefix = os.path.join(workdir, f"tokenizer.process{jax.process_index()}")
     tokenizer = train_tokenizer(texts, prefix, vocab_size=vocab_size)
     if jax.process_index() == 0:
-      shutil.copyfile(prefix + ".model", local_path)
+      _atomic_copy(prefix + ".model", local_path)
   else:
     raise ValueError(f"config.data.task={config.data.task!r} needs a tokenizer: set "
                      "config.tokenizer.path, or config.init_from a run whose workdir has "
