@@ -1,0 +1,47 @@
+"""The two ends of an eval run that need no model: finishing a run, and scoring a file."""
+import os
+from typing import Any, Sequence
+
+from absl import logging
+
+from evaluation import report
+from evaluation import results as results_lib
+from evaluation import samples
+from evaluation import scoring
+from execution import SandboxConfig
+
+
+def finish(workdir: str, examples: Sequence[dict[str, Any]],
+           records_by_id: dict[str, list[dict[str, Any]]], *, meta: dict[str, Any],
+           sandbox_config: SandboxConfig | None = None,
+           ks: Sequence[int] = results_lib.PAPER_KS) -> dict[str, Any]:
+  """Summarizes scored records and writes results.json and report.md (+ plots)."""
+  meta = dict(meta)
+  meta.setdefault("sandbox", scoring.sandbox_meta(sandbox_config or SandboxConfig()))
+  results = results_lib.summarize(examples, records_by_id, meta=meta, ks=ks)
+  results_lib.write_results(workdir, results)
+  report.write_report(workdir, results)
+  logging.info("%s: %s", workdir, ", ".join(
+      f"pass@{k} {100 * v:.2f}%" for k, v in results["pass_at_k"].items()))
+  return results
+
+
+def evaluate_samples_file(samples_path: str, examples: Sequence[dict[str, Any]], workdir: str,
+                          *, meta: dict[str, Any] | None = None,
+                          sandbox_config: SandboxConfig | None = None,
+                          ks: Sequence[int] = results_lib.PAPER_KS,
+                          **scorer_options) -> dict[str, Any]:
+  """samples_path mode: scores a file of completions made elsewhere; resumable in workdir.
+
+  The whole file is validated before anything runs (SamplesFileError on a bad line or an
+  unknown task id). Problems of `examples` without samples are reported as unscored.
+  """
+  output = os.path.join(workdir, scoring.SAMPLES_FILE)
+  if os.path.exists(output) and os.path.samefile(samples_path, output):
+    raise samples.SamplesFileError(f"{samples_path} is where the scored samples go; "
+                                   "move the input elsewhere")
+  completions = samples.read_samples_file(samples_path, examples)
+  records = scoring.score_completions(examples, completions, workdir, sandbox_config,
+                                      **scorer_options)
+  meta = {"samples_source": samples_path, **(meta or {})}
+  return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox_config, ks=ks)
