@@ -1,0 +1,385 @@
+"""The isolation layers: set up once per warm worker, then once per program in its fresh fork.
+
+Process tree (W = warm worker, trusted; P = the program, untrusted):
+
+    caller --spawn--> W --(unshare(CLONE_NEWPID) + fork)--> P = PID 1 of a new pid namespace
+
+A pid namespace per program is what makes cleanup airtight: when its PID 1 dies (normally, or
+by the worker's SIGKILL at the deadline), the kernel SIGKILLs every process in it, setsid
+daemons and double-forked orphans included, and only then reports PID 1 as exited. From
+inside, nothing outside can be seen or signalled, so kill(-1) or killing the parent is
+harmless. W gets one cheaply per program: unshare(CLONE_NEWPID) only redirects W's *next*
+child, and right after the fork W points that back at its own namespace with setns(), so each
+program costs one fork. PR_SET_PDEATHSIG chains caller -> W -> P, so nothing outlives a
+killed caller (P re-arms it after its uid change, which clears it, and checks a lifeline pipe
+for a worker that died in between).
+
+Once per worker (the slow parts, inherited by every program):
+* As root: unshare(mount|net|ipc). As an ordinary user: unshare(user|mount|net|ipc|pid),
+  mapping only the user's own uid/gid (setgroups denied), then W forks once and continues as
+  PID 1 of that pid namespace (setns() back to a pid namespace needs CAP_SYS_ADMIN over it,
+  which a user has only for namespaces its own user namespace owns). The net namespace has no
+  interface up, so programs reach nothing, not even listeners on the host's 127.0.0.1.
+* A private mount view: propagation private; home directories (/root, /home, $HOME) hidden
+  under empty tmpfs except the interpreter's prefixes, which are bind-mounted back at the same
+  paths; every mount then read-only and nosuid; a size-capped tmpfs on /tmp (the programs'
+  scratch and cwd), wiped after every program; a fresh /proc (as root with hidepid=invisible,
+  so a program sees only its own processes). Why the homes: as root programs run as an
+  unprivileged uid, and this machine's interpreter lives under /root (mode 700); stdlib modules
+  the worker did not pre-import must still be importable by that uid, without opening the rest
+  of /root. It also keeps users' keys and tokens unreadable.
+* As root, a memory cgroup under the caller's own (memory_cgroup.py): a cap on all of W's
+  programs together, which RLIMIT_AS x RLIMIT_NPROC alone would allow to exceed the machine.
+* no_new_privs and the seccomp filter of seccomp.py, installed on W itself; the clean
+  environment, cwd and the rlimits that suit W too (file size, open files, no core dumps, no
+  locked memory or message queues); the programs' stdio objects.
+
+Once per program, in P before any untrusted byte runs: its own process group (a session with
+SandboxConfig.own_session; see there why not by default); rlimits on address space, CPU time
+and processes; privileges dropped (as root: setgroups([]) and setresgid/setresuid to a
+per-worker uid no account uses, which clears all capabilities; as a user: capset() to
+nothing); the parent-death signal. Everything else is inherited, because here each page of the
+worker a program touches costs a copy-on-write fault, and that is most of what a program costs.
+
+The explicit weaker mode `rlimits` (for machines without namespaces) keeps the process,
+session, rlimits, uid drop (as root), seccomp and a private scratch directory, and loses the
+pid/net/mount/ipc namespaces: programs can see the network and the filesystem as their uid
+can, and as a non-root user, processes that leave the program's process group can survive it.
+As root, every process of the worker's sandbox uid is killed after each program, which still
+catches them.
+"""
+import os
+import resource
+import shutil
+import signal
+import sys
+
+from execution import linux
+from execution import memory_cgroup
+from execution import seccomp
+from execution.config import NAMESPACES, SandboxConfig
+
+_MIB = 1024 * 1024
+# Where the private scratch tmpfs is mounted: /tmp, unless the interpreter or its packages
+# live under /tmp (say, a CI checkout with its venv), which the mount would hide; then the
+# next candidate, and the host's /tmp stays visible, read-only. HOME and TMPDIR point at it.
+SCRATCH_CANDIDATES = ("/tmp", "/dev/shm", "/var/tmp")
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+class IsolationUnavailable(RuntimeError):
+  """The requested isolation cannot be provided here; the message says which layer and why."""
+
+
+def is_root() -> bool:
+  return os.geteuid() == 0
+
+
+def interpreter_paths() -> list[str]:
+  """Outermost directories the child interpreter must read (stdlib, extensions, site)."""
+  paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                         sys.base_exec_prefix)}
+  paths |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+  outermost: list[str] = []
+  for p in sorted(paths, key=len):
+    if not any(p == q or p.startswith(q + os.sep) for q in outermost):
+      outermost.append(p)
+  return outermost
+
+
+def _hidden_dirs(keep: list[str]) -> list[str]:
+  hidden: list[str] = []
+  for d in ("/root", "/home", os.path.expanduser("~")):
+    d = os.path.realpath(d)
+    if d == "/" or not os.path.isdir(d):
+      continue
+    if any(d == h or d.startswith(h + os.sep) for h in hidden):
+      continue
+    if any(d == k or d.startswith(k + os.sep) for k in keep):
+      continue  # Hiding it would hide the interpreter itself.
+    hidden.append(d)
+  return hidden
+
+
+class WorkerIsolation:
+  """Per-worker isolation state; `fork_program` starts a program in its own pid namespace."""
+
+  def __init__(self, config: SandboxConfig, index: int):
+    self.config = config
+    self.index = index
+    self.namespaces = config.isolation == NAMESPACES
+    self.uid = config.sandbox_uid_base + index if is_root() else os.getuid()
+    self.gid = config.sandbox_uid_base + index if is_root() else os.getgid()
+    self.fresh_proc = False
+    self._own_pid_ns = -1
+    self._filter: seccomp.Filter | None = None
+    self._program_rlimits: list = []
+    self.scratch = SCRATCH_CANDIDATES[0]
+    self.cgroup: str | None = None
+
+  # --- once per worker -------------------------------------------------------------------
+
+  def prepare(self) -> None:
+    """Enters the worker's namespaces and builds its view. Raises IsolationUnavailable.
+
+    As a non-root user this forks: the calling process only waits for the worker to end and
+    exits with its status, and the worker continues in the child.
+    """
+    if not seccomp.is_supported():
+      raise IsolationUnavailable(f"no seccomp filter for architecture {linux.machine()}")
+    self._filter = seccomp.Filter()
+    if is_root() and self.config.worker_memory_mb:
+      # Before the mount view: /sys becomes read-only there.
+      self.cgroup = memory_cgroup.join(self.config.worker_memory_mb * _MIB)
+    if not self.namespaces:
+      import tempfile  # pylint: disable=import-outside-toplevel
+      self.scratch = tempfile.mkdtemp(prefix=f"sandbox-{self.index}-")
+      os.chmod(self.scratch, 0o700)
+      if is_root():
+        os.chown(self.scratch, self.uid, self.gid)
+      try:
+        self._filter.install()
+      except OSError as e:
+        raise IsolationUnavailable(f"cannot install the seccomp filter: {e}") from e
+      return
+    step = "namespaces"
+    try:
+      if is_root():
+        linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWIPC)
+      else:
+        step = "user namespace"
+        uid, gid = os.getuid(), os.getgid()
+        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWNET
+                      | linux.CLONE_NEWIPC | linux.CLONE_NEWPID)
+        step = "uid/gid maps"
+        linux.write_file("/proc/self/setgroups", "deny")
+        linux.write_file("/proc/self/uid_map", f"{uid} {uid} 1")
+        linux.write_file("/proc/self/gid_map", f"{gid} {gid} 1")
+        step = "pid namespace"
+        _continue_as_pid_one()
+      step = "read-only mount view"
+      self._build_mount_view()
+      step = "pid namespace handle"
+      self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+      step = "pid namespace per program"
+      pid = self.fork_program()  # Probe the per-program pid namespace once.
+      if pid == 0:
+        os._exit(0 if os.getpid() == 1 else 3)
+      _, status = os.waitpid(pid, 0)
+      if status != 0:
+        raise OSError(f"probe program was not PID 1 of a new pid namespace ({status})")
+      step = "seccomp filter"
+      self._filter.install()
+    except OSError as e:
+      hint = ""
+      if not is_root() and step in ("user namespace", "uid/gid maps"):
+        hint = (" (unprivileged user namespaces may be disabled: check "
+                "/proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone and "
+                "kernel.apparmor_restrict_unprivileged_userns; or ask for isolation='rlimits')")
+      raise IsolationUnavailable(f"cannot set up {step}: {e}{hint}") from e
+
+  def inherit_into_programs(self) -> None:
+    """Gives the worker itself what programs should start with, so forks inherit it for free:
+    the clean environment, the scratch directory as cwd, and the rlimits that suit both.
+    Call after the worker has opened every descriptor it needs (RLIMIT_NOFILE)."""
+    os.environ.clear()
+    os.environ.update(SANDBOX_ENV)
+    os.environ["HOME"] = os.environ["TMPDIR"] = self.scratch
+    os.environ["PYTHONHASHSEED"] = str(self.config.python_hash_seed)
+    os.chdir(self.scratch)
+    shared, self._program_rlimits = self._rlimits()
+    for which, soft, hard in shared:
+      resource.setrlimit(which, (soft, hard))
+
+  def _build_mount_view(self) -> None:
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    keep = interpreter_paths()
+    for candidate in SCRATCH_CANDIDATES:
+      if os.path.isdir(candidate) and not any(
+          p == candidate or p.startswith(candidate + os.sep) for p in keep):
+        self.scratch = candidate
+        break
+    else:
+      raise OSError(f"no scratch mount point among {SCRATCH_CANDIDATES} that would not hide "
+                    f"the interpreter ({keep})")
+    hidden = _hidden_dirs(keep)
+    exposed = [p for p in keep if any(p.startswith(h + os.sep) for h in hidden)]
+    trees = [(p, linux.open_tree_clone(p)) for p in exposed]
+    for h in hidden:
+      linux.mount("tmpfs", h, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=1m")
+    for path, tree_fd in trees:
+      os.makedirs(path, mode=0o755, exist_ok=True)
+      linux.move_mount_fd(tree_fd, path)
+      os.close(tree_fd)
+    linux.make_tree_read_only("/")
+    self._mount_scratch()
+    proc_flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    try:
+      linux.mount("proc", "/proc", "proc", proc_flags, "hidepid=invisible" if is_root() else None)
+      self.fresh_proc = True
+    except OSError:
+      # Container runtimes that mask parts of /proc forbid a fresh proc mount in a user
+      # namespace. The old, read-only /proc stays; the pid namespace still hides every
+      # process from signals, and describe_layers() says the layer is missing.
+      pass
+
+  def _mount_scratch(self) -> None:
+    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
+
+  # --- once per program ------------------------------------------------------------------
+
+  def fork_program(self) -> int:
+    """fork(), with the child as PID 1 of a fresh pid namespace when namespaces are on."""
+    if not self.namespaces:
+      return os.fork()
+    # pid_ns_for_children is back at our own namespace since the last fork (see below).
+    linux.unshare(linux.CLONE_NEWPID)
+    try:
+      pid = os.fork()
+    except OSError:
+      linux.setns(self._own_pid_ns, linux.CLONE_NEWPID)
+      raise
+    if pid:
+      # Point pid_ns_for_children back at our own namespace, so the one just created dies
+      # with its PID 1 and nothing else the worker forks lands in it.
+      linux.setns(self._own_pid_ns, linux.CLONE_NEWPID)
+    return pid
+
+  def enter_program_sandbox(self) -> None:
+    """In P, first thing: the isolation that cannot be inherited from the worker.
+
+    Kept short on purpose: each page of the worker this touches costs a copy-on-write fault,
+    which is most of what a program costs. Whatever can be inherited instead (environment,
+    cwd, stdio objects, the rlimits that also suit the worker) is set once in the worker.
+    """
+    if self.namespaces and not self.config.own_session:
+      # PID 1 of its own pid namespace already cannot reach anything outside; a new process
+      # group keeps kill(0) and killpg() inside it. setsid() would add nothing but cost more
+      # than the rest of this function: the kernel creates a scheduler autogroup per session.
+      os.setpgid(0, 0)
+    else:
+      os.setsid()
+    for which, soft, hard in self._program_rlimits:
+      resource.setrlimit(which, (soft, hard))
+    if is_root():
+      os.setgroups([])
+      os.setresgid(self.gid, self.gid, self.gid)
+      os.setresuid(self.uid, self.uid, self.uid)
+    elif self.namespaces:
+      linux.drop_all_capabilities()
+    # Armed after the uid change, which clears it (the worker checks the window before, see
+    # Worker._program). Without it a program could outlive a killed worker.
+    linux.set_parent_death_signal(signal.SIGKILL)
+
+  def _rlimits(self) -> tuple[list, list]:
+    """(limits that also suit the worker and are set there once, per-program limits)."""
+    config = self.config
+    cpu_s = int(config.timeout_s) + 2
+    shared = [
+        (resource.RLIMIT_FSIZE, config.max_file_mb * _MIB, config.max_file_mb * _MIB),
+        (resource.RLIMIT_NOFILE, config.max_open_files, config.max_open_files),
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_MEMLOCK, 0, 0),
+        (resource.RLIMIT_MSGQUEUE, 0, 0),
+    ]
+    per_program = [
+        (resource.RLIMIT_AS, config.memory_mb * _MIB, config.memory_mb * _MIB),
+        # A backstop only: the wall-clock deadline is enforced from outside with SIGKILL.
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+        (resource.RLIMIT_NPROC, config.max_processes, config.max_processes),
+    ]
+    return shared, per_program
+
+  def after_program(self, program_pid: int) -> None:
+    """In W, after P was reaped: kill stragglers (weak mode) and wipe the scratch directory."""
+    if not self.namespaces:
+      if is_root():
+        _kill_all_processes_of(self.uid)
+      else:
+        try:
+          os.killpg(program_pid, signal.SIGKILL)
+        except OSError:
+          pass
+    self._wipe_scratch()
+
+  def _wipe_scratch(self) -> None:
+    def make_writable_and_retry(function, path, _):
+      parent = os.path.dirname(path)
+      os.chmod(parent, 0o700)
+      if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+      function(path)
+
+    # Failure raises: the pool then stops, rather than let one program's files reach the next.
+    with os.scandir(self.scratch) as entries:
+      for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+          shutil.rmtree(entry.path, onerror=make_writable_and_retry)
+        else:
+          os.unlink(entry.path)
+
+  def close(self) -> None:
+    """In W, on a clean exit: the weak mode's scratch directory is a real one; remove it."""
+    if not self.namespaces:
+      self._wipe_scratch()
+      os.chdir("/")
+      os.rmdir(self.scratch)
+
+  def describe_layers(self) -> list[str]:
+    session = ("own session" if self.config.own_session or not self.namespaces
+               else "own process group")
+    layers = ["own process per program, forked from a warm worker", session,
+              "wall-clock SIGKILL from outside",
+              "rlimits: AS, CPU, FSIZE, NOFILE, NPROC, CORE=0, MEMLOCK=0, MSGQUEUE=0",
+              "clean environment, stdin /dev/null, capped output",
+              f"no_new_privs + seccomp deny-list filter ({linux.machine()}), set in the worker",
+              "scratch directory wiped after every program"]
+    if self.namespaces:
+      layers += ["pid namespace per program (the kernel kills every descendant)",
+                 "ipc namespace (SysV object creation denied)",
+                 "net namespace without interfaces",
+                 f"read-only filesystem, homes hidden, private tmpfs {self.scratch}",
+                 "parent-death signals: nothing outlives the caller"]
+      layers.append("fresh /proc" + (" (hidepid=invisible)" if is_root() else "")
+                    if self.fresh_proc else "host /proc (read-only; fresh mount refused)")
+      if not is_root():
+        layers.append("user namespace mapping only the caller's uid; capabilities dropped")
+    if is_root():
+      layers.append(f"unprivileged uid/gid {self.uid}, no supplementary groups")
+    if self.cgroup:
+      layers.append(f"memory cgroup: {self.config.worker_memory_mb} MiB for all of a "
+                    "worker's processes")
+    else:
+      layers.append("no memory cgroup (needs root and a memory controller); per-process "
+                    "limits only")
+    return layers
+
+
+def _continue_as_pid_one() -> None:
+  """Forks; the parent waits for the child and exits with its status; the child returns."""
+  pid = os.fork()
+  if pid == 0:
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    return
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  _, status = os.waitpid(pid, 0)
+  os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _kill_all_processes_of(uid: int) -> None:
+  """Root, weak mode: SIGKILL every process running as `uid` (kill(-1) from that uid)."""
+  for _ in range(100):
+    helper = os.fork()
+    if helper == 0:
+      try:
+        os.setresuid(uid, uid, uid)
+        os.kill(-1, signal.SIGKILL)  # Everything this uid may signal, except the helper.
+        os._exit(0)
+      except ProcessLookupError:
+        os._exit(1)  # Nothing left to kill.
+      except BaseException:
+        os._exit(2)
+    _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+      return

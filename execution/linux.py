@@ -1,0 +1,170 @@
+"""Thin ctypes wrappers for the Linux system calls the sandbox needs.
+
+Python 3.11 exposes neither unshare(2) nor mount(2), and no maintained PyPI binding covers the
+newer mount API, so these go straight to libc. Every wrapper raises OSError with errno on
+failure, so callers can report *why* an isolation layer is unavailable instead of silently
+running without it.
+"""
+import ctypes
+import errno
+import os
+
+# The interpreter is linked against libc, so its own symbol table has every call used here;
+# this avoids ctypes.util.find_library, which would pull subprocess and tempfile into workers.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+# Namespace flags (linux/sched.h).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags (linux/mount.h).
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+# New mount API (Linux >= 5.2 / 5.12). These syscall numbers are shared by all architectures.
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_RECURSIVE = 0x8000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_EMPTY_PATH = 0x1000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAPBSET_DROP = 24
+SECCOMP_MODE_FILTER = 2
+
+_SYSCALL_NUMBERS = {
+    # (capset, ...) differ per architecture; only what is called through syscall() is listed.
+    "x86_64": {"capset": 126},
+    "aarch64": {"capset": 91},
+}
+
+
+def _check(result: int, what: str) -> int:
+  if result < 0:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+  return result
+
+
+def machine() -> str:
+  return os.uname().machine
+
+
+def unshare(flags: int) -> None:
+  _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int) -> None:
+  _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+  enc = lambda s: None if s is None else s.encode()
+  _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+         f"mount({source!r}, {target!r}, {fstype!r})")
+
+
+def open_tree_clone(path: str) -> int:
+  """Returns an fd holding a detached recursive copy of the mount tree at `path`."""
+  return _check(
+      _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), path.encode(),
+                    ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)),
+      f"open_tree({path!r})")
+
+
+def move_mount_fd(tree_fd: int, target: str) -> None:
+  _check(
+      _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree_fd), b"",
+                    ctypes.c_int(AT_FDCWD), target.encode(),
+                    ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)),
+      f"move_mount(-> {target!r})")
+
+
+class _MountAttr(ctypes.Structure):
+  _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+              ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def make_tree_read_only(path: str) -> None:
+  """Marks every mount at and below `path` read-only and nosuid (in this mount namespace).
+
+  Not nodev: /dev/null and /dev/urandom must stay usable; the other device nodes are root-only
+  by permission, and the program never runs as root.
+  """
+  attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
+  _check(
+      _libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                    ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                    ctypes.c_size_t(ctypes.sizeof(attr))),
+      f"mount_setattr({path!r}, RDONLY|NOSUID)")
+
+
+_prctl_ints = _libc.prctl
+_prctl_ints.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_prctl_ints.restype = ctypes.c_int
+
+
+def set_parent_death_signal(signal_number: int) -> None:
+  """prctl(PR_SET_PDEATHSIG): the cheapest path, since each program pays for it."""
+  if _prctl_ints(PR_SET_PDEATHSIG, signal_number, 0, 0, 0) != 0:
+    _check(-1, "prctl(PR_SET_PDEATHSIG)")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+  return _check(_prctl_ints(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def prctl_pointer(option: int, arg2: int, pointer: ctypes.c_void_p) -> int:
+  return _check(_prctl_ints(option, arg2, pointer.value, 0, 0), f"prctl({option}, ptr)")
+
+
+class _CapHeader(ctypes.Structure):
+  _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+  _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+              ("inheritable", ctypes.c_uint32)]
+
+
+def drop_all_capabilities() -> None:
+  """Clears the effective, permitted and inheritable capability sets of this thread."""
+  numbers = _SYSCALL_NUMBERS.get(machine())
+  if numbers is None:
+    raise OSError(errno.ENOSYS, f"capset: unsupported architecture {machine()}")
+  header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit data words.
+  data = (_CapData * 2)()
+  _check(_libc.syscall(ctypes.c_long(numbers["capset"]), ctypes.byref(header),
+                       ctypes.byref(data)), "capset(0)")
+
+
+def write_file(path: str, text: str) -> None:
+  fd = os.open(path, os.O_WRONLY)
+  try:
+    os.write(fd, text.encode())
+  finally:
+    os.close(fd)

@@ -1,0 +1,204 @@
+"""The Python API: a pool of warm workers that runs a batch of jobs and returns results in order.
+
+    from execution import Job, SandboxConfig, run_programs
+    results = run_programs([Job("a", "def f(): return 1", ("assert f() == 1",))])
+
+Workers are separate interpreters (never the caller's), started with a fixed hash seed and a
+clean environment. Each reports at start-up whether the requested isolation could be set up;
+if any cannot, the pool raises IsolationUnavailable with the reason, and runs nothing.
+Workers are tied to the caller with PR_SET_PDEATHSIG, which fires when the *thread* that
+created the pool exits: create and use a pool from the same, long-lived thread. A pool runs
+one batch at a time (run() is not reentrant), and can run many batches.
+"""
+import collections
+import dataclasses
+import fcntl
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+from typing import Callable, Iterable, Sequence
+
+from execution import isolation
+from execution import memory_cgroup
+from execution import verdict
+from execution import worker as worker_module
+from execution.config import SandboxConfig
+from execution.records import Job, Result
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ProgressCallback = Callable[[int, int], None]
+_PIPE_SIZE = 1 << 20
+_START_TIMEOUT_S = 60.0
+# Not `-m execution.worker`, which would import the worker module twice (runpy warns).
+_WORKER_ENTRY = "import sys; from execution.worker import main; sys.exit(main(sys.argv))"
+
+
+class _WorkerHandle:
+  """One worker process and the two pipes to it."""
+
+  def __init__(self, config: SandboxConfig, index: int, python: str):
+    job_r, self._job_w = os.pipe()
+    self._result_r, result_w = os.pipe()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": _PACKAGE_PARENT,
+           "PYTHONHASHSEED": str(config.python_hash_seed), "PYTHONDONTWRITEBYTECODE": "1",
+           "LANG": "C.UTF-8"}
+    argv = [python, "-s", "-c", _WORKER_ENTRY, json.dumps(dataclasses.asdict(config)),
+            str(index), str(job_r), str(result_w), str(os.getpid()), _PACKAGE_PARENT]
+    self.cgroup: str | None = None
+    self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, pass_fds=(job_r, result_w),
+                                    env=env, cwd="/", start_new_session=True)
+    os.close(job_r)
+    os.close(result_w)
+    self.big_pipes = True
+    for fd in (self._job_w, self._result_r):
+      try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+      except OSError:  # Above /proc/sys/fs/pipe-max-size.
+        self.big_pipes = False
+
+  def hello(self) -> dict:
+    if not select.select([self._result_r], [], [], _START_TIMEOUT_S)[0]:
+      self.process.kill()
+      return {"ready": False, "error": f"worker did not start within {_START_TIMEOUT_S:.0f} s"}
+    frame = worker_module.read_frame(self._result_r)
+    if frame is None:
+      return {"ready": False, "error": f"worker exited with status {self.process.wait()}"}
+    hello = json.loads(frame)
+    self.cgroup = hello.get("cgroup")
+    return hello
+
+  def send(self, job: Job) -> None:
+    """Queues `job` in the worker's pipe."""
+    record = {"id": job.id, "program": job.program, "tests": list(job.tests),
+              "setup": job.setup}
+    frame = json.dumps(record).encode()
+    worker_module.write_frame(self._job_w, frame)
+
+  def receive(self) -> Result:
+    frame = worker_module.read_frame(self._result_r)
+    if frame is None:
+      raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    reply = json.loads(frame)
+    if "sandbox_failure" in reply:
+      raise verdict.SandboxFailure(reply["sandbox_failure"])
+    return Result(**reply["result"])
+
+  def close(self) -> None:
+    for fd in (self._job_w, self._result_r):
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+    try:
+      self.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+      self.process.wait()
+    if self.cgroup:
+      memory_cgroup.remove(self.cgroup)
+
+
+class WorkerPool:
+  """Warm sandbox workers; reusable across batches. Use as a context manager."""
+
+  def __init__(self, config: SandboxConfig | None = None, python: str | None = None):
+    self.config = config or SandboxConfig()
+    self._workers: list[_WorkerHandle] = []
+    try:
+      for i in range(self.config.worker_count):
+        self._workers.append(_WorkerHandle(self.config, i, python or sys.executable))
+      hellos = [w.hello() for w in self._workers]
+    except BaseException:
+      self.close()
+      raise
+    refusals = [h["error"] for h in hellos if not h.get("ready")]
+    if refusals:
+      self.close()
+      raise isolation.IsolationUnavailable(
+          f"sandbox isolation {self.config.isolation!r} unavailable: {refusals[0]}")
+    self.layers: list[str] = hellos[0]["layers"]
+    self.mode: str = hellos[0]["mode"]
+
+  def run(self, jobs: Sequence[Job], progress: ProgressCallback | None = None) -> list[Result]:
+    """Runs every job; results come back in input order.
+
+    Raises SandboxFailure if the sandbox itself broke (never for anything a program does);
+    the pool is closed then.
+    """
+    if not self._workers:
+      raise verdict.SandboxFailure("this pool is closed")
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in enumerate(jobs):
+      todo.put(item)
+    results: list[Result | None] = [None] * len(jobs)
+    failures: list[BaseException] = []
+    done_lock = threading.Lock()
+    done = [0]
+
+    def drive(handle: _WorkerHandle) -> None:
+      # With big pipes, keep a second job queued in the worker's pipe while it runs one, so it
+      # never idles waiting for this thread to wake up. Safe from deadlock because a result
+      # frame (output is capped) always fits in the 1 MiB result pipe, so the worker can always
+      # finish writing and go on to read the queued job.
+      depth = 2 if handle.big_pipes and self.config.output_cap_bytes <= 128 * 1024 else 1
+      in_flight: collections.deque = collections.deque()
+      while True:
+        # Queue ahead only while plenty is left, so a short batch spreads over all workers.
+        while not failures and (not in_flight or (len(in_flight) < depth
+                                                  and todo.qsize() > len(self._workers))):
+          try:
+            i, job = todo.get_nowait()
+          except queue.Empty:
+            break
+          try:
+            handle.send(job)
+          except BaseException as e:  # Stop everyone; re-raised in the caller's thread.
+            failures.append(e)
+            return
+          in_flight.append(i)
+        if not in_flight:
+          return
+        try:
+          results[in_flight.popleft()] = handle.receive()
+        except BaseException as e:
+          failures.append(e)
+          return
+        with done_lock:
+          done[0] += 1
+          if progress is not None:
+            progress(done[0], len(jobs))
+
+    threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in self._workers]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
+    if failures:
+      # Other workers may hold results nobody read; a later batch must not receive them.
+      self.close()
+      raise failures[0]
+    return results  # type: ignore[return-value]
+
+  def close(self) -> None:
+    for w in self._workers:
+      w.close()
+    self._workers = []
+
+  def __enter__(self) -> "WorkerPool":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def run_programs(jobs: Iterable[Job], config: SandboxConfig | None = None,
+                 progress: ProgressCallback | None = None) -> list[Result]:
+  """One-shot convenience: start a pool, run `jobs`, stop the pool."""
+  jobs = list(jobs)
+  with WorkerPool(config) as pool:
+    return pool.run(jobs, progress)
