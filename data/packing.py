@@ -31,8 +31,15 @@ def tokenize_record(
     record: Mapping[str, Any], tokenizer: tokenizer_lib.Tokenizer
 ) -> SequenceDict:
   """{"prompt", "target"} -> {"tokens", "target_mask", "prompt_length"}, untruncated."""
-  prompt_ids = tokenizer.encode(record["prompt"]) if record["prompt"] else []
-  target_ids = tokenizer.encode(record["target"]) + [tokenizer.eos_id]
+  # encode_prompt adds BOS for imported models that expect it (ours: none); a target that
+  # follows a prompt is a continuation (no Llama-style dummy-prefix space in front of it).
+  if record["prompt"]:
+    prompt_ids = tokenizer.encode_prompt(record["prompt"])
+    target_ids = tokenizer.encode_continuation(record["target"])
+  else:
+    prompt_ids = []
+    target_ids = tokenizer.encode_prompt(record["target"])
+  target_ids = target_ids + [tokenizer.eos_id]
   tokens = np.asarray(prompt_ids + target_ids, dtype=np.int32)
   target_mask = np.zeros(len(tokens), dtype=np.int32)
   target_mask[len(prompt_ids):] = 1

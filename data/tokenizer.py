@@ -24,6 +24,7 @@ enough to keep training fast.
 from collections.abc import Iterable, Iterator, Sequence
 import hashlib
 import io
+import json
 import os
 import pathlib
 
@@ -34,6 +35,8 @@ EOS_ID = 1
 BOS_ID = 2
 UNK_ID = 3
 _USER_DEFINED_SYMBOLS = ("\n", "\t")
+# Written next to tokenizer.model by model/import_checkpoint.py for public checkpoints.
+IMPORT_METADATA = "import.json"
 
 # SentencePiece drops longer sentences; minified or generated lines longer than this add
 # nothing useful to a code vocabulary.
@@ -43,25 +46,49 @@ _MAX_LINE_BYTES = 1 << 14
 class Tokenizer:
   """A SentencePiece model plus the conventions of this project (see module docstring)."""
 
-  def __init__(self, model_proto: bytes, model_path: str | None = None):
+  def __init__(self, model_proto: bytes, model_path: str | None = None, *,
+               imported: bool = False, add_bos: bool = False):
+    """`imported`: a public model's tokenizer (model/import_checkpoint.py), whose special ids
+    differ from ours (Llama: unk 0, bos 1, eos 2, no pad; Gemma: pad 0, eos 1, bos 2); the
+    pad id is then not checked, which is safe because the input pipeline masks padding by
+    segment id 0, not by token id. `add_bos`: `encode_prompt` starts with BOS, as those
+    models were trained; our own models never see BOS."""
     self._model_proto = model_proto
     self._model_path = model_path
+    self._imported = imported
+    self._add_bos = add_bos
     self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
-    if self._processor.pad_id() != PAD_ID:
-      raise ValueError(f"tokenizer pad id is {self._processor.pad_id()}, expected {PAD_ID}")
+    self._continuation_processor = _without_dummy_prefix(model_proto) or self._processor
+    if not imported and self._processor.pad_id() != PAD_ID:
+      raise ValueError(f"tokenizer pad id is {self._processor.pad_id()}, expected {PAD_ID} "
+                       f"(an imported checkpoint's tokenizer loads via Tokenizer.load next to "
+                       f"its {IMPORT_METADATA})")
 
   def __getstate__(self) -> dict[str, object]:
     # The SentencePiece processor does not pickle; rebuild it from the model bytes, so that
     # grain worker processes can receive a tokenizer.
-    return {"model_proto": self._model_proto, "model_path": self._model_path}
+    return {"model_proto": self._model_proto, "model_path": self._model_path,
+            "imported": self._imported, "add_bos": self._add_bos}
 
   def __setstate__(self, state: dict[str, object]) -> None:
-    self.__init__(state["model_proto"], model_path=state["model_path"])
+    self.__init__(state["model_proto"], model_path=state["model_path"],
+                  imported=bool(state.get("imported", False)),
+                  add_bos=bool(state.get("add_bos", False)))
 
   @classmethod
   def load(cls, path: str | os.PathLike[str]) -> "Tokenizer":
-    """Loads a `.model` file written by `train_tokenizer` or `save`."""
+    """Loads a `.model` file written by `train_tokenizer` or `save`, or an imported one.
+
+    A tokenizer.model with an `import.json` beside it (written by model/import_checkpoint.py)
+    is a public model's: its special ids are accepted as they are and its BOS policy is read
+    from there, so eval.py and train.py need no flag for imported runs.
+    """
     path = pathlib.Path(path)
+    metadata_path = path.parent / IMPORT_METADATA
+    if metadata_path.exists():
+      tokenizer_meta = json.loads(metadata_path.read_text()).get("tokenizer", {})
+      return cls(path.read_bytes(), model_path=str(path), imported=True,
+                 add_bos=bool(tokenizer_meta.get("add_bos", False)))
     return cls(path.read_bytes(), model_path=str(path))
 
   def save(self, path: str | os.PathLike[str]) -> None:
@@ -71,6 +98,29 @@ class Tokenizer:
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without BOS or EOS."""
     return self._processor.encode(text, out_type=int)
+
+  def encode_continuation(self, text: str) -> list[int]:
+    """Token ids of text that continues already-encoded text (e.g. a target after its prompt).
+
+    Llama-style models add a "dummy prefix" space at the start of every `encode`; encoding a
+    continuation with it would insert a space that is not in the text, so that
+    `encode(a) + encode_continuation(b) == encode(a + b)` holds (at piece boundaries) only
+    without it. Our own tokenizers have no dummy prefix: this equals `encode` for them.
+    """
+    return self._continuation_processor.encode(text, out_type=int)
+
+  def encode_prompt(self, text: str) -> list[int]:
+    """Token ids of text that starts a sequence: BOS first if the model expects it (imported
+    Llama/Gemma models do; ours do not, so this equals `encode` for them)."""
+    return ([self.bos_id] if self._add_bos else []) + self.encode(text)
+
+  @property
+  def add_bos(self) -> bool:
+    return self._add_bos
+
+  @property
+  def imported(self) -> bool:
+    return self._imported
 
   def decode(self, ids: Sequence[int]) -> str:
     """Text of `ids`; pad, BOS and EOS ids decode to nothing."""
@@ -116,6 +166,17 @@ class Tokenizer:
 
   def __repr__(self) -> str:
     return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+def _without_dummy_prefix(model_proto: bytes) -> spm.SentencePieceProcessor | None:
+  """A processor for the same model with add_dummy_prefix off; None if it is off already."""
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(model_proto)
+  if not proto.normalizer_spec.add_dummy_prefix:
+    return None
+  proto.normalizer_spec.add_dummy_prefix = False
+  return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
 
 
 def _training_lines(texts: Iterable[str], max_lines: int | None) -> Iterator[str]:

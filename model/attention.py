@@ -2,6 +2,11 @@
 
 Packed rows (several examples in one row, see data/pipeline.py) attend only within their own
 segment: the mask is causal AND same-segment.
+
+The softmax core is hand-written with its own VJP (`_attend`): on CPU the [L, L] score tensors
+cost memory passes, not FLOPs, and the generic autodiff of `jax.nn.dot_product_attention`
+makes several more passes over them (mask select, max, normalise, and their transposes) than
+the minimum below.
 """
 from __future__ import annotations
 
@@ -19,6 +24,110 @@ def causal_segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
   causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
   same_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
   return (causal_LxL[None] & same_BxLxL)[:, None]
+
+
+# Queries are processed in chunks of this many rows; chunk i only needs the keys up to its
+# own end, which skips the fully masked upper-right blocks of the causal [L, L] scores
+# (a quarter of the score work at 2 chunks, 3/8 at 4) at the price of more, smaller ops.
+QUERY_CHUNK = 128
+
+
+def _query_chunks(length: int) -> list[tuple[int, int]]:
+  return [(start, min(start + QUERY_CHUNK, length)) for start in range(0, length, QUERY_CHUNK)]
+
+
+def _chunk_mask(segment_ids_BxL: jax.Array, start: int, end: int) -> jax.Array:
+  """[B, 1, 1, T, S] mask of queries start..end against keys 0..end.
+
+  Built from iota and compares so XLA fuses it into the score pass instead of reading a
+  materialised mask per layer.
+  """
+  query_TxS = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 0) + start
+  key_TxS = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 1)
+  same_BxTxS = segment_ids_BxL[:, start:end, None] == segment_ids_BxL[:, None, :end]
+  return ((key_TxS <= query_TxS)[None] & same_BxTxS)[:, None, None]
+
+
+def _chunk_fwd(q_BxKxGxTxH, k_BxKxSxH, v_BxKxSxH, mask):
+  scores = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH,
+                      preferred_element_type=jnp.float32)
+  # The diagonal is always visible (same token, same segment), so every row has a finite
+  # max and masked entries become exactly 0 after exp.
+  scores = jnp.where(mask, scores, -jnp.inf)
+  probs_un = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+  inv_sum_BxKxGxT = 1.0 / jnp.sum(probs_un, axis=-1)
+  # Normalise the [T, H] output rather than the [T, S] probabilities: one fewer pass over
+  # the big tensor, same maths.
+  out_un = jnp.einsum("bkgts,bksh->bkgth", probs_un.astype(v_BxKxSxH.dtype), v_BxKxSxH,
+                      preferred_element_type=jnp.float32)
+  out_BxKxGxTxH = (out_un * inv_sum_BxKxGxT[..., None]).astype(q_BxKxGxTxH.dtype)
+  return out_BxKxGxTxH, probs_un, inv_sum_BxKxGxT
+
+
+def _chunk_bwd(q, k, v, probs_un, inv_sum, out, dout):
+  dout32 = dout.astype(jnp.float32)
+  # dV = P^T dO with P = probs_un * inv_sum: fold 1/sum into dO (a [T, H] tensor).
+  dv = jnp.einsum("bkgts,bkgth->bksh", probs_un.astype(v.dtype),
+                  (dout32 * inv_sum[..., None]).astype(v.dtype),
+                  preferred_element_type=jnp.float32)
+  dprobs = jnp.einsum("bkgth,bksh->bkgts", dout, v, preferred_element_type=jnp.float32)
+  # Softmax backward: dS = P * (dP - rowsum(dO * O)); rowsum(dP * P) == rowsum(dO * O).
+  row_dot = jnp.sum(dout32 * out.astype(jnp.float32), axis=-1, keepdims=True)
+  dscores = (probs_un * inv_sum[..., None] * (dprobs - row_dot)).astype(q.dtype)
+  dq = jnp.einsum("bkgts,bksh->bkgth", dscores, k, preferred_element_type=jnp.float32)
+  dk = jnp.einsum("bkgts,bkgth->bksh", dscores, q, preferred_element_type=jnp.float32)
+  return dq, dk, dv
+
+
+@jax.custom_vjp
+def _attend(q_BxKxGxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL):
+  """softmax(q k^T + mask) v; q arrives pre-scaled by 1/sqrt(head_dim)."""
+  return _attend_fwd(q_BxKxGxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL)[0]
+
+
+def _attend_fwd(q_BxKxGxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL):
+  outs, saved = [], []
+  for start, end in _query_chunks(q_BxKxGxLxH.shape[3]):
+    out, probs_un, inv_sum = _chunk_fwd(
+        q_BxKxGxLxH[:, :, :, start:end], k_BxKxLxH[:, :, :end], v_BxKxLxH[:, :, :end],
+        _chunk_mask(segment_ids_BxL, start, end))
+    outs.append(out)
+    saved.append((probs_un, inv_sum))
+  out_BxKxGxLxH = jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0]
+  return out_BxKxGxLxH, (q_BxKxGxLxH, k_BxKxLxH, v_BxKxLxH, saved, out_BxKxGxLxH)
+
+
+def _attend_bwd(residuals, dout_BxKxGxLxH):
+  q, k, v, saved, out = residuals
+  length = q.shape[3]
+  pad = lambda x, end: jnp.pad(x, ((0, 0), (0, 0), (0, length - end), (0, 0)))
+  dqs, dk, dv = [], 0.0, 0.0
+  for (start, end), (probs_un, inv_sum) in zip(_query_chunks(length), saved):
+    dq_c, dk_c, dv_c = _chunk_bwd(q[:, :, :, start:end], k[:, :, :end], v[:, :, :end], probs_un,
+                                  inv_sum, out[:, :, :, start:end],
+                                  dout_BxKxGxLxH[:, :, :, start:end])
+    dqs.append(dq_c)
+    # Chunk i saw keys 0..end_i only: its key/value gradients cover that prefix.
+    dk = dk + pad(dk_c, end)
+    dv = dv + pad(dv_c, end)
+  dq = jnp.concatenate(dqs, axis=3) if len(dqs) > 1 else dqs[0]
+  return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None)
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+def attention_core(q_BxNxLxH: jax.Array, k_BxKxLxH: jax.Array, v_BxKxLxH: jax.Array,
+                   segment_ids_BxL: jax.Array) -> jax.Array:
+  """Causal, same-segment softmax attention; [B, N, L, H] out, heads-major layout."""
+  batch, num_heads, length, head_dim = q_BxNxLxH.shape
+  num_kv_heads = k_BxKxLxH.shape[1]
+  group = num_heads // num_kv_heads
+  # Query heads n = kv * group + g share K/V head kv (the usual GQA grouping).
+  q_BxKxGxLxH = (q_BxNxLxH * jnp.asarray(head_dim ** -0.5, q_BxNxLxH.dtype)).reshape(
+      batch, num_kv_heads, group, length, head_dim)
+  out = _attend(q_BxKxGxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL)
+  return out.reshape(batch, num_heads, length, head_dim)
 
 
 class Attention(nnx.Module):
@@ -41,14 +150,45 @@ class Attention(nnx.Module):
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
                segment_ids_BxL: jax.Array) -> jax.Array:
     cast = lambda p: p.value.astype(self.dtype)
-    q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD, cast(self.q_DxNxH))
-    k_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, cast(self.k_DxKxH))
-    v_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, cast(self.v_DxKxH))
-    q_BxLxNxH = shard_activation(apply_rope(q_BxLxNxH, positions_BxL, self.rope_theta),
-                                 ("batch", "length", "act_heads", None))
-    k_BxLxKxH = shard_activation(apply_rope(k_BxLxKxH, positions_BxL, self.rope_theta),
-                                 ("batch", "length", "act_kv_heads", None))
-    v_BxLxKxH = shard_activation(v_BxLxKxH, ("batch", "length", "act_kv_heads", None))
-    out_BxLxNxH = jax.nn.dot_product_attention(
-        q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, mask=causal_segment_mask(segment_ids_BxL))
-    return jnp.einsum("blnh,nhd->bld", out_BxLxNxH, cast(self.o_NxHxD))
+    # Heads-major [B, N, L, H] activations: the score and value matmuls then batch over
+    # (B, N) with contiguous [L, H] operands, no per-layer transposes around them.
+    q_BxNxLxH = jnp.einsum("bld,dnh->bnlh", x_BxLxD, cast(self.q_DxNxH))
+    k_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.k_DxKxH))
+    v_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.v_DxKxH))
+    positions_Bx1xL = positions_BxL[:, None, :]
+    q_BxNxLxH = shard_activation(apply_rope(q_BxNxLxH, positions_Bx1xL, self.rope_theta),
+                                 ("batch", "act_heads", "length", None))
+    k_BxKxLxH = shard_activation(apply_rope(k_BxKxLxH, positions_Bx1xL, self.rope_theta),
+                                 ("batch", "act_kv_heads", "length", None))
+    v_BxKxLxH = shard_activation(v_BxKxLxH, ("batch", "act_kv_heads", "length", None))
+    out_BxNxLxH = attention_core(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL)
+    return jnp.einsum("bnlh,nhd->bld", out_BxNxLxH, cast(self.o_NxHxD))
+
+  def decode(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, kv_valid_BxS: jax.Array,
+             cache: dict[str, jax.Array], index) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """T new tokens written at cache slots index..index+T-1 (model/sampling.py).
+
+    Query t sees slot s iff s <= index + t and kv_valid[b, s] (left padding is invalid).
+    Cache layout: {"k", "v"}: [B, S, K, H].
+    """
+    cast = lambda p: p.value.astype(self.dtype)
+    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_DxNxH))
+    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_DxKxH))
+    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_DxKxH))
+    q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta)
+    k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta)
+    start = (0, index, 0, 0)
+    k_BxSxKxH = jax.lax.dynamic_update_slice(cache["k"], k_BxTxKxH.astype(cache["k"].dtype),
+                                             start)
+    v_BxSxKxH = jax.lax.dynamic_update_slice(cache["v"], v_BxTxKxH.astype(cache["v"].dtype),
+                                             start)
+    num_new, num_slots = x_BxTxD.shape[1], k_BxSxKxH.shape[1]
+    query_slot_Tx1 = index + jnp.arange(num_new)[:, None]
+    causal_TxS = jnp.arange(num_slots)[None, :] <= query_slot_Tx1
+    mask_Bx1xTxS = (causal_TxS[None] & kv_valid_BxS[:, None, :])[:, None]
+    # jax.nn.dot_product_attention masks with a finite value, so the rows of padding tokens
+    # (no valid key at all) stay finite instead of spreading NaN through the cache.
+    out_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
+                                               mask=mask_Bx1xTxS)
+    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_NxHxD))
+    return out_BxTxD, {"k": k_BxSxKxH, "v": v_BxSxKxH}

@@ -14,8 +14,35 @@ from flax import nnx
 
 from model.attention import Attention
 from model.config import ModelConfig
-from model.layers import GatedMLP, RMSNorm
+from model.layers import GatedMLP, RMSNorm, weight_grad
 from model.sharding import shard_activation
+
+
+@jax.custom_vjp
+def lm_head(x_BxLxD: jax.Array, head_DxV: jax.Array) -> jax.Array:
+  """float32 logits x @ head, with a backward that suits XLA:CPU's GEMMs (see weight_grad).
+
+  The [T, V] logit gradient is by far the largest tensor of the step: autodiff's backward
+  transposes it (recomputing the loss gradient a second time, with strided writes) for the
+  head's gradient; here only x [T, D] and the head [D, V] are transposed.
+  """
+  return jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV, preferred_element_type=jnp.float32)
+
+
+def _lm_head_fwd(x_BxLxD, head_DxV):
+  return lm_head(x_BxLxD, head_DxV), (x_BxLxD, head_DxV)
+
+
+def _lm_head_bwd(residuals, dlogits_BxLxV):
+  x_BxLxD, head_DxV = residuals
+  dlogits_BxLxV = dlogits_BxLxV.astype(x_BxLxD.dtype)
+  head_VxD = jax.lax.optimization_barrier(head_DxV.T)
+  dx_BxLxD = jnp.einsum("blv,vd->bld", dlogits_BxLxV, head_VxD,
+                        preferred_element_type=jnp.float32).astype(x_BxLxD.dtype)
+  return dx_BxLxD, weight_grad(x_BxLxD, dlogits_BxLxV).astype(head_DxV.dtype)
+
+
+lm_head.defvjp(_lm_head_fwd, _lm_head_bwd)
 
 
 class Block(nnx.Module):
@@ -38,6 +65,14 @@ class Block(nnx.Module):
     return shard_activation(x_BxLxD, ("batch", "length", "act_embed"))
 
 
+def _block_decode(block: Block, x_BxTxD, positions_BxT, kv_valid_BxS, cache, index):
+  attn_BxTxD, cache = block.attn.decode(block.attn_norm(x_BxTxD), positions_BxT, kv_valid_BxS,
+                                        cache, index)
+  x_BxTxD = x_BxTxD + attn_BxTxD
+  x_BxTxD = x_BxTxD + block.mlp(block.mlp_norm(x_BxTxD))
+  return shard_activation(x_BxTxD, ("batch", "length", "act_embed")), cache
+
+
 class Decoder(nnx.Module):
   """Token ids [B, L] -> float32 logits [B, L, vocab]."""
 
@@ -57,28 +92,35 @@ class Decoder(nnx.Module):
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None,
                segment_ids_BxL: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
-    dtype = jnp.dtype(cfg.dtype)
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     if segment_ids_BxL is None:
       segment_ids_BxL = jnp.ones_like(tokens_BxL)
-    # Gather from a table split only over vocab (all-gathered over fsdp like any FSDP weight):
-    # a gather from a table split over the embedding dim cannot produce batch-split rows.
-    embed_VxD = shard_activation(self.embed_VxD.value, ("vocab", None))
-    x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(dtype)
-    if cfg.embed_scale_by_sqrt_dim:
-      x_BxLxD = x_BxLxD * jnp.asarray(cfg.d_model ** 0.5, dtype)
-    x_BxLxD = shard_activation(x_BxLxD, ("batch", "length", "act_embed"))
+    x_BxLxD = self.embed(tokens_BxL)
     for block in self.blocks:
       if cfg.remat:
         x_BxLxD = nnx.remat(lambda b, x, p, s: b(x, p, s))(block, x_BxLxD, positions_BxL,
                                                            segment_ids_BxL)
       else:
         x_BxLxD = block(x_BxLxD, positions_BxL, segment_ids_BxL)
+    return self.logits(x_BxLxD)
+
+  def embed(self, tokens_BxL: jax.Array) -> jax.Array:
+    dtype = jnp.dtype(self.cfg.dtype)
+    # Gather from a table split only over vocab (all-gathered over fsdp like any FSDP weight):
+    # a gather from a table split over the embedding dim cannot produce batch-split rows.
+    embed_VxD = shard_activation(self.embed_VxD.value, ("vocab", None))
+    x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0).astype(dtype)
+    if self.cfg.embed_scale_by_sqrt_dim:
+      x_BxLxD = x_BxLxD * jnp.asarray(self.cfg.d_model ** 0.5, dtype)
+    return shard_activation(x_BxLxD, ("batch", "length", "act_embed"))
+
+  def logits(self, x_BxLxD: jax.Array) -> jax.Array:
+    """Final norm and LM head; float32 logits for the loss and for sampling."""
+    dtype = jnp.dtype(self.cfg.dtype)
     x_BxLxD = self.final_norm(x_BxLxD)
-    head_DxV = (self.embed_VxD.value.T if cfg.tie_embeddings else self.head_DxV.value)
-    logits_BxLxV = jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV.astype(dtype),
-                              preferred_element_type=jnp.float32)
+    head_DxV = (self.embed_VxD.value.T if self.cfg.tie_embeddings else self.head_DxV.value)
+    logits_BxLxV = lm_head(x_BxLxD, head_DxV.astype(dtype))
     return shard_activation(logits_BxLxV, ("batch", "length", "act_vocab"))
 
 
@@ -118,3 +160,27 @@ def forward(graphdef: nnx.GraphDef, params: Params, tokens_BxL: jax.Array,
             segment_ids_BxL: jax.Array | None = None) -> jax.Array:
   """Logits as a pure function of the parameters (what jit sees)."""
   return nnx.merge(graphdef, params)(tokens_BxL, positions_BxL, segment_ids_BxL)
+
+
+# --- Cached decoding (model/sampling.py) -------------------------------------------------
+
+KVCache = list[dict[str, jax.Array]]  # per layer {"k", "v"}: [batch, length, kv_heads, head_dim]
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
+  shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+  zeros = lambda: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
+                                   ("batch", "length", "act_kv_heads", None))
+  return [{"k": zeros(), "v": zeros()} for _ in range(cfg.num_layers)]
+
+
+def decode_step(model: Decoder, tokens_BxT: jax.Array, positions_BxT: jax.Array,
+                kv_valid_BxS: jax.Array, cache: KVCache, index) -> tuple[jax.Array, KVCache]:
+  """Logits [B, T, V] for T tokens written at cache[index:index+T], and the updated cache."""
+  x_BxTxD = model.embed(tokens_BxT)
+  new_cache = []
+  for block, layer_cache in zip(model.blocks, cache):
+    x_BxTxD, layer_cache = _block_decode(block, x_BxTxD, positions_BxT, kv_valid_BxS,
+                                         layer_cache, index)
+    new_cache.append(layer_cache)
+  return model.logits(x_BxTxD), new_cache

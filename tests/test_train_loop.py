@@ -156,3 +156,14 @@ def test_finetune_configs_run_from_a_pretrained_base(corpus, tmp_path, shared_da
   assert record["step"] == 4 and np.isfinite(record["eval_loss"])
   # Loss only on targets: far fewer target tokens than positions in a packed batch.
   assert 0 < record["target_tokens"] < 8 * 128
+
+
+def test_model_init_from_takes_the_checkpoints_model(corpus, tmp_path):
+  base_dir = str(tmp_path / "base")
+  base = _config(corpus, num_train_steps=2, checkpoint_every=2, eval_every=0)
+  train(base, base_dir)
+  ft = _config(corpus, num_train_steps=1, init_from=base_dir, model="init_from", eval_every=0)
+  ft.model_overrides.vocab_size = None
+  assert resolve_model_config(ft) == resolve_model_config(base)
+  with pytest.raises(ValueError, match="needs config.init_from"):
+    resolve_model_config(_config(corpus, model="init_from"))

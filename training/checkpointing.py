@@ -139,3 +139,25 @@ def load_model_config(path: str) -> ModelConfig:
   if not config_path.exists():
     raise CheckpointError(f"{directory}/{step} has no model_config item")
   return ModelConfig(**json.loads(config_path.read_text()))
+
+
+def save_params_checkpoint(directory: str, params: Any, model_config: ModelConfig,
+                           step: int = 0, save_concurrent_gb: int = 4) -> str:
+  """Writes DIRECTORY/checkpoints/STEP/{params, model_config}, readable by `load_params`.
+
+  For checkpoints made outside training (model/import_checkpoint.py): the same layout and
+  item handlers as a run's checkpoint, without optimizer or iterator state, so `init_from`
+  and eval load it like any run. `save_concurrent_gb` bounds the device->host bytes in flight
+  while writing (orbax's default, 96 GB, would stage a 7B float32 model on the host at once).
+  Returns the step folder.
+  """
+  handlers = _item_handlers()
+  handlers["params"] = ocp.StandardCheckpointHandler(save_concurrent_gb=save_concurrent_gb)
+  options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False)
+  root = os.path.join(os.path.abspath(directory), CHECKPOINT_DIRNAME)
+  with ocp.CheckpointManager(root, options=options, item_handlers=handlers) as manager:
+    manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        model_config=ocp.args.JsonSave(json.loads(model_config.to_json()))), force=True)
+    manager.wait_until_finished()
+  return os.path.join(root, str(step))

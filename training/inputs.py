@@ -106,6 +106,10 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
     if not os.path.exists(config.tokenizer.path):
       raise FileNotFoundError(f"config.tokenizer.path={config.tokenizer.path} does not exist")
     if jax.process_index() == 0 and not os.path.exists(local_path):
+      # An imported tokenizer's import.json (special ids, BOS policy) travels with it.
+      sidecar = os.path.join(os.path.dirname(config.tokenizer.path), "import.json")
+      if os.path.exists(sidecar):
+        _atomic_copy(sidecar, os.path.join(workdir, "import.json"))
       _atomic_copy(config.tokenizer.path, local_path)
     tokenizer = Tokenizer.load(config.tokenizer.path)
   elif os.path.exists(local_path):

@@ -31,7 +31,14 @@ BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The preset `config.model` with `config.model_overrides`; `model="init_from"` takes the
+  model of the checkpoint in config.init_from (e.g. an imported Llama/Gemma)."""
   overrides = config.model_overrides.to_dict() if "model_overrides" in config else {}
+  if config.model == "init_from":
+    if not config.init_from:
+      raise ValueError('config.model="init_from" needs config.init_from')
+    base = checkpointing.load_model_config(config.init_from)
+    return base.replace(**{k: v for k, v in overrides.items() if v is not None})
   return get_model_config(config.model, overrides)
 
 

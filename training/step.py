@@ -21,11 +21,43 @@ Batch = dict[str, jax.Array]
 TrainState = dict[str, Any]  # {"step": int32[], "params": Params, "opt_state": optax state}
 
 
+def _label_logit(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+  return jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+
+
+@jax.custom_vjp
+def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+  """Per-token cross-entropy logsumexp(logits) - logits[target]: the same float ops as
+  optax.softmax_cross_entropy_with_integer_labels, with a one-pass backward.
+
+  Autodiff would transpose the label gather into a scatter into a zero [B, L, V] tensor;
+  the backward below is a single elementwise pass (softmax - onehot, from an iota compare).
+  """
+  return jax.nn.logsumexp(logits_BxLxV, axis=-1) - _label_logit(logits_BxLxV, targets_BxL)
+
+
+def _token_nll_fwd(logits_BxLxV, targets_BxL):
+  lse_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
+  return lse_BxL - _label_logit(logits_BxLxV, targets_BxL), (logits_BxLxV, targets_BxL, lse_BxL)
+
+
+def _token_nll_bwd(residuals, g_BxL):
+  logits_BxLxV, targets_BxL, lse_BxL = residuals
+  # d nll / d logits = softmax - onehot, in one elementwise pass over the [B, L, V] logits.
+  vocab_1x1xV = jax.lax.broadcasted_iota(targets_BxL.dtype, (1, 1, logits_BxLxV.shape[-1]), 2)
+  probs = jnp.exp(logits_BxLxV - lse_BxL[..., None])
+  onehot = (vocab_1x1xV == targets_BxL[..., None]).astype(logits_BxLxV.dtype)
+  return (probs - onehot) * g_BxL[..., None], None
+
+
+token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
+
+
 def loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
   """(sum of target-token NLL, number of target tokens) for one (micro)batch."""
   logits_BxLxV = forward(graphdef, params, batch["inputs"], batch["positions"],
                          batch["segment_ids"])
-  nll_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, batch["targets"])
+  nll_BxL = token_nll(logits_BxLxV, batch["targets"])
   mask_BxL = batch["loss_mask"].astype(jnp.float32)
   return jnp.sum(nll_BxL * mask_BxL), jnp.sum(mask_BxL)
 

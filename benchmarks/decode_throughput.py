@@ -1,0 +1,117 @@
+"""Sampling throughput of model/sampling.py (prefill + on-device while_loop), as one JSON line.
+
+    python benchmarks/decode_throughput.py --d-model 512 --layers 8 --heads 8 --ffn 2048 \
+        --vocab 32000 --batch 16 --prompt-len 256 --new-tokens 128 \
+        --peer-python ../peer-venv/bin/python
+
+Generated tokens/s = batch * new_tokens / median wall time of a whole `generate` call
+(prefill included, like the peer), after one compile+warm-up call. No stop string fires
+(random weights), so every row generates all new tokens. With --peer-python, the same-shaped
+`transformers` LlamaForCausalLM.generate (../shared/peers/hf_llama_bench.py --mode generate)
+is measured in the same run and the ratio reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from model.config import ModelConfig
+from model.decoder import Decoder
+from model.sampling import SamplingConfig, make_generate_fn
+from model.stop_matcher import build_stop_table
+
+PEER_SCRIPT = REPO.parent / "shared" / "peers" / "hf_llama_bench.py"
+
+
+def parse_args() -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--d-model", type=int, default=512)
+  p.add_argument("--layers", type=int, default=8)
+  p.add_argument("--heads", type=int, default=8)
+  p.add_argument("--kv-heads", type=int, default=None)
+  p.add_argument("--ffn", type=int, default=2048)
+  p.add_argument("--vocab", type=int, default=32000)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--prompt-len", type=int, default=256)
+  p.add_argument("--new-tokens", type=int, default=128)
+  p.add_argument("--temperature", type=float, default=0.8)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p.add_argument("--runs", type=int, default=3)
+  p.add_argument("--peer-python", default=None)
+  p.add_argument("--peer-threads", type=int, default=2)
+  return p.parse_args()
+
+
+def measure_ours(args: argparse.Namespace) -> dict:
+  cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
+                    num_heads=args.heads, num_kv_heads=args.kv_heads or args.heads,
+                    head_dim=args.d_model // args.heads, d_ff=args.ffn, tie_embeddings=False,
+                    dtype=args.dtype)
+  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
+  params = nnx.to_pure_dict(state)
+  generate = make_generate_fn(
+      graphdef, SamplingConfig(max_new_tokens=args.new_tokens, temperature=args.temperature),
+      eos_id=-1)
+  stop = tuple(map(jnp.asarray, build_stop_table([""] * args.vocab, "[DONE]")))
+  rng = np.random.default_rng(0)
+  prompt = jnp.asarray(rng.integers(2, args.vocab, (args.batch, args.prompt_len)), jnp.int32)
+  lengths = jnp.full((args.batch,), args.prompt_len, jnp.int32)
+  started = time.perf_counter()
+  jax.block_until_ready(generate(params, prompt, lengths, jax.random.key(0), *stop))
+  compile_s = time.perf_counter() - started
+  times = []
+  for run in range(args.runs):
+    started = time.perf_counter()
+    out, out_lengths = generate(params, prompt, lengths, jax.random.key(run + 1), *stop)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - started)
+  assert int(np.min(np.asarray(out_lengths))) == args.new_tokens
+  wall = statistics.median(times)
+  return {"tokens_per_sec": round(args.batch * args.new_tokens / wall, 1),
+          "wall_s_median": round(wall, 3), "compile_and_first_call_s": round(compile_s, 2),
+          "platform": jax.devices()[0].platform}
+
+
+def measure_peer(args: argparse.Namespace) -> dict:
+  cmd = [args.peer_python, str(PEER_SCRIPT), "--mode", "generate", "--d-model",
+         str(args.d_model), "--layers", str(args.layers), "--heads", str(args.heads),
+         "--kv-heads", str(args.kv_heads or args.heads), "--ffn", str(args.ffn), "--vocab",
+         str(args.vocab), "--batch", str(args.batch), "--prompt-len", str(args.prompt_len),
+         "--new-tokens", str(args.new_tokens), "--runs", str(args.runs), "--threads",
+         str(args.peer_threads), "--temperature", str(args.temperature)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+  args = parse_args()
+  result = {"benchmark": "decode_throughput", "batch": args.batch,
+            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "d_model": args.d_model, "layers": args.layers, "vocab": args.vocab,
+            "dtype": args.dtype, **measure_ours(args)}
+  if args.peer_python:
+    peer = measure_peer(args)
+    peer_tps = peer.get("generate", {}).get("tokens_per_s")
+    result["peer"] = "transformers LlamaForCausalLM.generate (PyTorch CPU)"
+    result["peer_tokens_per_sec"] = peer_tps
+    if peer_tps:
+      result["ratio_vs_peer"] = round(result["tokens_per_sec"] / peer_tps, 3)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

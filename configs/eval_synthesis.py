@@ -1,0 +1,22 @@
+"""MBPP program synthesis, as in the paper: 500 test problems x 80 samples at temperature 0.5,
+3-shot prompts (tasks 2, 3, 4) with 3 tests shown.
+
+    python eval.py --config=configs/eval_synthesis.py --workdir=runs/eval-syn \
+        --config.checkpoint=runs/pretrain --config.data.manual_dir=../shared/data/mbpp
+
+From a finetuned run use `--config.prompt.num_shots=0 --config.meta.objective=finetuned-synthesis`
+(the finetuning format). Ablations: `--config.prompt.num_tests_shown=0|1|3`,
+`--config.prompt.shot_seed=S` (a seeded random 3-shot prompt), `--config.sampling.temperature`.
+Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
+tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
+almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported
+weights).
+"""
+from configs import eval_base
+
+
+def get_config():
+  config = eval_base.get_config()
+  config.task = "mbpp_synthesis"
+  config.prompt.num_tests_shown = 3
+  return config

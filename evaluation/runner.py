@@ -1,0 +1,109 @@
+"""eval.py's logic: config -> examples -> (samples file | model sampling) -> scores -> report.
+
+Everything that can fail on bad input (unknown task or split, malformed samples file, missing
+or mismatched checkpoint, a tokenizer that does not fit the model) fails before sampling or
+execution starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from data.tasks import load_task_examples
+from data.tokenizer import Tokenizer
+from evaluation.evaluate import evaluate_samples_file, finish
+from evaluation.sampler import Sampler, sample_problems
+from evaluation.scoring import Scorer
+from execution import SandboxConfig
+from model.decoder import abstract_model
+from model.sampling import SamplingConfig
+from model.sharding import make_mesh, param_shardings
+from training import checkpointing
+
+
+def _examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  options = config.prompt.to_dict()
+  options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
+             if v is not None}
+  if config.task != "mathqa":
+    options["mbpp_config"] = config.data.mbpp_config
+  examples = load_task_examples(config.task, config.split, data_dir=config.data.data_dir or None,
+                                manual_dir=config.data.manual_dir or None, **options)
+  if config.max_problems:
+    examples = examples[:config.max_problems]
+  return examples
+
+
+def _sandbox(config: ml_collections.ConfigDict) -> SandboxConfig:
+  return SandboxConfig(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
+                       workers=config.sandbox.workers)
+
+
+def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
+  meta = {"task": config.task, "split": config.split, "model": config.meta.model,
+          "objective": config.meta.objective, "num_samples": config.num_samples,
+          "prompt_template_sha256": examples[0]["prompt_template_sha256"] if examples else "",
+          "config": json.loads(config.to_json_best_effort())}
+  return meta
+
+
+def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
+  if config.tokenizer_path:
+    return config.tokenizer_path
+  directory, _ = checkpointing.resolve_checkpoint(config.checkpoint)
+  candidate = os.path.join(os.path.dirname(str(directory)), "tokenizer.model")
+  if not os.path.exists(candidate):
+    raise FileNotFoundError(f"no tokenizer.model next to {directory}; set "
+                            "--config.tokenizer_path")
+  return candidate
+
+
+def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
+  """Loads the checkpoint's model, sharded on the configured mesh, and checks the tokenizer."""
+  if not config.checkpoint:
+    raise ValueError("set --config.checkpoint=RUN_DIR (or --config.samples_path=FILE to score "
+                     "completions made elsewhere)")
+  model_cfg = checkpointing.load_model_config(config.checkpoint)
+  tokenizer = Tokenizer.load(_tokenizer_path(config))
+  if tokenizer.vocab_size != model_cfg.vocab_size:
+    raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the checkpoint's model "
+                     f"has vocab_size {model_cfg.vocab_size}: they do not belong together")
+  mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  graphdef, shapes, logical_axes = abstract_model(model_cfg)
+  shardings = param_shardings(logical_axes, shapes, mesh)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          shapes, shardings)
+  params = checkpointing.load_params(config.checkpoint, abstract)
+  sampling = SamplingConfig(max_new_tokens=config.sampling.max_new_tokens,
+                            temperature=config.sampling.temperature, top_k=config.sampling.top_k,
+                            top_p=config.sampling.top_p)
+  return Sampler(graphdef, params, tokenizer, mesh, sampling, config.batch_size,
+                 config.max_prompt_len, config.seed)
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  os.makedirs(workdir, exist_ok=True)
+  examples = _examples(config)
+  if not examples:
+    raise ValueError(f"no examples for task {config.task!r} split {config.split!r}")
+  meta = _meta(config, examples)
+  sandbox = _sandbox(config)
+  if config.samples_path:
+    return evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
+                                 sandbox_config=sandbox)
+  sampler = make_sampler(config)
+  logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
+               config.checkpoint)
+  with Scorer(workdir, sandbox, expected_programs=len(examples) * config.num_samples) as scorer:
+    sample_problems(sampler, examples, config.num_samples, scorer.done_ids, scorer.score)
+    records = scorer.records
+  if sampler.truncated_prompts:
+    logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",
+                    sampler.truncated_prompts, config.max_prompt_len)
+  meta["truncated_prompts"] = sampler.truncated_prompts
+  return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox)

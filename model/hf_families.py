@@ -1,0 +1,227 @@
+"""Hugging Face Llama / Gemma checkpoints <-> our ModelConfig and parameter tree.
+
+Two things per family: how `config.json` maps onto ModelConfig (refusing every feature our
+decoder cannot reproduce exactly, by name), and how each of our parameters is a *view* of one
+HF tensor: `ours = hf.reshape(split_shape).transpose(perm)`. A view (not a copy) is what lets
+the importer materialise one device's slice at a time, and inverting it gives the export.
+
+HF stores nn.Linear weights as [out, in]; ours are [in, ...out] with heads split out, e.g.
+q_proj [N*H, D] -> reshape [N, H, D] -> transpose (2, 0, 1) -> q_DxNxH. HF's q/k projections
+are already in the "rotate half" RoPE layout that model/layers.py uses, so no permutation of
+the head dimension is needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from model.config import ModelConfig
+
+# model_type -> family. CodeLlama and TinyLlama are "llama"; CodeGemma is "gemma".
+FAMILIES = {"llama": "llama", "mistral": "llama", "gemma": "gemma"}
+# Known relatives we refuse, with the reason, so users learn what is missing.
+_REFUSED_TYPES = {
+    "gemma2": "Gemma 2 needs attention/final logit soft-capping, sliding-window layers and "
+              "extra post-norms",
+    "gemma3": "Gemma 3 needs sliding-window layers, QK-norm and dual RoPE bases",
+    "mixtral": "mixture-of-experts MLPs",
+    "qwen2": "attention biases on q/k/v",
+    "phi3": "fused qkv / gate_up projections and partial rotary",
+}
+# Tensors HF keeps in some checkpoints that hold no learned state.
+_IGNORABLE_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+class UnsupportedCheckpointError(ValueError):
+  """The checkpoint uses a feature our decoder cannot reproduce exactly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMap:
+  """Our parameter = hf_tensor.reshape(split_shape).transpose(perm)."""
+  hf_name: str
+  split_shape: tuple[int, ...]
+  perm: tuple[int, ...]
+  hf_shape: tuple[int, ...] | None = None  # as stored, when it differs from split_shape
+
+  def view(self, hf_array: Any) -> Any:
+    """Our layout as a view of `hf_array` (numpy memmap views stay lazy)."""
+    return hf_array.reshape(self.split_shape).transpose(self.perm)
+
+  def inverse(self, ours: Any) -> Any:
+    """HF layout of our array (for export)."""
+    inverse_perm = tuple(sorted(range(len(self.perm)), key=lambda i: self.perm[i]))
+    return ours.transpose(inverse_perm).reshape(self.hf_shape or self.split_shape)
+
+
+def _get(config: dict[str, Any], key: str, default: Any = None) -> Any:
+  value = config.get(key, default)
+  return default if value is None else value
+
+
+def _rope(config: dict[str, Any]) -> tuple[float, str]:
+  """(theta, rope type); transformers 5 nests both under rope_parameters, 4.x does not."""
+  params = config.get("rope_parameters") or {}
+  scaling = config.get("rope_scaling") or {}
+  theta = params.get("rope_theta", config.get("rope_theta", 10_000.0))
+  kind = (params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or
+          "default")
+  return float(theta), kind
+
+
+def refusals(config: dict[str, Any]) -> list[str]:
+  """Every feature of `config` that our decoder would silently get wrong; [] if none."""
+  model_type = config.get("model_type")
+  if model_type in _REFUSED_TYPES:
+    return [f"model_type {model_type!r} ({_REFUSED_TYPES[model_type]})"]
+  if model_type not in FAMILIES:
+    return [f"model_type {model_type!r} (supported: {sorted(FAMILIES)})"]
+  family = FAMILIES[model_type]
+  problems = []
+  _, rope_kind = _rope(config)
+  if rope_kind != "default":
+    problems.append(f"rope scaling {rope_kind!r} (only unscaled RoPE with any theta is "
+                    "supported)")
+  params = config.get("rope_parameters") or {}
+  if _get(params, "partial_rotary_factor", _get(config, "partial_rotary_factor", 1.0)) != 1.0:
+    problems.append("partial_rotary_factor != 1")
+  for flag in ("attention_bias", "mlp_bias"):
+    if config.get(flag):
+      problems.append(f"{flag}=true (our projections have no biases)")
+  window = config.get("sliding_window")
+  max_positions = config.get("max_position_embeddings")
+  if window is not None and config.get("use_sliding_window", True) and not (
+      max_positions and window >= max_positions):
+    problems.append(f"sliding_window={window} (attention here is full causal; a window at "
+                    f"least max_position_embeddings={max_positions} would be exact)")
+  for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+    if config.get(key) is not None:
+      problems.append(f"{key}={config[key]} (no soft-capping here)")
+  head_dim = _head_dim(config)
+  scalar = config.get("query_pre_attn_scalar")
+  if scalar is not None and scalar != head_dim:
+    problems.append(f"query_pre_attn_scalar={scalar} (attention scales by head_dim "
+                    f"{head_dim} ** -0.5)")
+  activation = _activation(config, family)
+  allowed = {"llama": ("silu",), "gemma": ("gelu_pytorch_tanh", "gelu")}[family]
+  if activation not in allowed:
+    problems.append(f"activation {activation!r} (this family supports {allowed})")
+  return problems
+
+
+def _head_dim(config: dict[str, Any]) -> int:
+  return int(_get(config, "head_dim", config["hidden_size"] // config["num_attention_heads"]))
+
+
+def _activation(config: dict[str, Any], family: str) -> str:
+  if family == "gemma":
+    # Early Gemma configs carry `hidden_activation`, which wins over the legacy
+    # `hidden_act: "gelu"`; transformers itself reads that legacy "gelu" as the tanh
+    # approximation, and so do we (model/layers.py's "gelu" is tanh-approximate).
+    return _get(config, "hidden_activation", _get(config, "hidden_act", "gelu_pytorch_tanh"))
+  return _get(config, "hidden_act", "silu")
+
+
+def family_of(config: dict[str, Any]) -> str:
+  problems = refusals(config)
+  if problems:
+    raise UnsupportedCheckpointError(
+        "cannot import this checkpoint exactly; unsupported: " + "; ".join(problems))
+  return FAMILIES[config["model_type"]]
+
+
+def model_config(config: dict[str, Any], dtype: str = "float32") -> ModelConfig:
+  """Our ModelConfig for an HF config.json (raises UnsupportedCheckpointError)."""
+  family = family_of(config)
+  gemma = family == "gemma"
+  theta, _ = _rope(config)
+  num_heads = int(config["num_attention_heads"])
+  return ModelConfig(
+      vocab_size=int(config["vocab_size"]),
+      d_model=int(config["hidden_size"]),
+      num_layers=int(config["num_hidden_layers"]),
+      num_heads=num_heads,
+      num_kv_heads=int(_get(config, "num_key_value_heads", num_heads)),
+      head_dim=_head_dim(config),
+      d_ff=int(config["intermediate_size"]),
+      mlp_activation="gelu" if gemma else "silu",
+      # Llama's default is untied, Gemma's tied; an explicit key always wins.
+      tie_embeddings=bool(_get(config, "tie_word_embeddings", gemma)),
+      rope_theta=theta,
+      norm_eps=float(_get(config, "rms_norm_eps", 1e-6)),
+      embed_scale_by_sqrt_dim=gemma,
+      norm_weight_plus_one=gemma,
+      dtype=dtype,
+  )
+
+
+def hf_config(cfg: ModelConfig, family: str, **special_ids: int) -> dict[str, Any]:
+  """An HF config.json for our model (the export direction); refuses mismatched numerics."""
+  gemma = family == "gemma"
+  if (cfg.embed_scale_by_sqrt_dim, cfg.norm_weight_plus_one) != (gemma, gemma) or (
+      cfg.mlp_activation != ("gelu" if gemma else "silu")):
+    raise UnsupportedCheckpointError(
+        f"this model's numerics (embed scaling {cfg.embed_scale_by_sqrt_dim}, norm plus-one "
+        f"{cfg.norm_weight_plus_one}, activation {cfg.mlp_activation}) are not those of the "
+        f"{family} family")
+  config = {
+      "model_type": family,
+      "architectures": ["GemmaForCausalLM" if gemma else "LlamaForCausalLM"],
+      "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+      "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.num_layers,
+      "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
+      "head_dim": cfg.head_dim, "rms_norm_eps": cfg.norm_eps,
+      "rope_theta": cfg.rope_theta,
+      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+      "tie_word_embeddings": cfg.tie_embeddings,
+      "hidden_act": "gelu_pytorch_tanh" if gemma else "silu",
+      "attention_bias": False, "torch_dtype": "float32", "dtype": "float32",
+  }
+  config.update(special_ids)
+  return config
+
+
+def tensor_maps(cfg: ModelConfig) -> dict[tuple, TensorMap]:
+  """{path in our params tree: TensorMap}; paths are tuples like ("blocks", 0, "attn", ...)."""
+  d, n, k, h, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_ff,
+                      cfg.vocab_size)
+  maps = {("embed_VxD",): TensorMap("model.embed_tokens.weight", (v, d), (0, 1)),
+          ("final_norm", "scale"): TensorMap("model.norm.weight", (d,), (0,))}
+  if not cfg.tie_embeddings:
+    maps[("head_DxV",)] = TensorMap("lm_head.weight", (v, d), (1, 0))
+  for i in range(cfg.num_layers):
+    hf = f"model.layers.{i}."
+    block = ("blocks", i)
+    maps.update({
+        block + ("attn_norm", "scale"): TensorMap(hf + "input_layernorm.weight", (d,), (0,)),
+        block + ("mlp_norm", "scale"): TensorMap(hf + "post_attention_layernorm.weight", (d,),
+                                                 (0,)),
+        block + ("attn", "q_DxNxH"): TensorMap(hf + "self_attn.q_proj.weight", (n, h, d),
+                                               (2, 0, 1), (n * h, d)),
+        block + ("attn", "k_DxKxH"): TensorMap(hf + "self_attn.k_proj.weight", (k, h, d),
+                                               (2, 0, 1), (k * h, d)),
+        block + ("attn", "v_DxKxH"): TensorMap(hf + "self_attn.v_proj.weight", (k, h, d),
+                                               (2, 0, 1), (k * h, d)),
+        block + ("attn", "o_NxHxD"): TensorMap(hf + "self_attn.o_proj.weight", (d, n, h),
+                                               (1, 2, 0), (d, n * h)),
+        block + ("mlp", "gate_DxF"): TensorMap(hf + "mlp.gate_proj.weight", (f, d), (1, 0)),
+        block + ("mlp", "up_DxF"): TensorMap(hf + "mlp.up_proj.weight", (f, d), (1, 0)),
+        block + ("mlp", "down_FxD"): TensorMap(hf + "mlp.down_proj.weight", (d, f), (1, 0)),
+    })
+  return maps
+
+
+def unmapped_tensors(names: list[str], maps: dict[tuple, TensorMap],
+                     tie_embeddings: bool) -> tuple[list[str], list[str]]:
+  """(tensors we would drop that carry weights -> refuse, tensors safe to skip)."""
+  used = {m.hf_name for m in maps.values()}
+  unexpected, skipped = [], []
+  for name in names:
+    if name in used:
+      continue
+    if name.endswith(_IGNORABLE_SUFFIXES) or (tie_embeddings and name == "lm_head.weight"):
+      # A tied model's lm_head is by definition the embedding (HF ties them on load).
+      skipped.append(name)
+    else:
+      unexpected.append(name)
+  return unexpected, skipped

@@ -1,0 +1,128 @@
+"""Sampling on device: one prefill, then a `lax.while_loop` over a preallocated KV cache.
+
+Batched over rows (problems x samples). Prompts are left-padded to a bucketed length so that
+every prompt ends at the same cache index; padding keys are masked out and positions start at
+0 at each prompt's first real token, so a row's logits do not depend on its padding. Each row
+stops on EOS or when its text completes the stop string (model/stop_matcher.py), checked on
+device; the loop ends when every row has stopped or `max_new_tokens` is reached. Shapes depend
+only on (batch, bucketed prompt length, max_new_tokens), so an evaluation compiles a handful
+of times.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from model.decoder import decode_step, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How to pick each token: temperature 0 is greedy; top_k 0 and top_p 1 disable filtering."""
+  max_new_tokens: int = 256
+  temperature: float = 0.5
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if self.max_new_tokens <= 0 or self.temperature < 0 or self.top_k < 0 or not (
+        0 < self.top_p <= 1):
+      raise ValueError(f"invalid sampling config {self}")
+
+
+def choose_tokens(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """Next token per row under temperature / top-k / top-p (nucleus) sampling."""
+  if cfg.temperature == 0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  logits_BxV = logits_BxV.astype(jnp.float32) / cfg.temperature
+  if cfg.top_k:
+    kth_B1 = jax.lax.top_k(logits_BxV, cfg.top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_B1, -jnp.inf, logits_BxV)
+  if cfg.top_p < 1.0:
+    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+    cumulative_BxV = jnp.cumsum(jax.nn.softmax(sorted_BxV, axis=-1), axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+    cutoff_index_B = jnp.sum(cumulative_BxV < cfg.top_p, axis=-1)
+    cutoff_B1 = jnp.take_along_axis(sorted_BxV, cutoff_index_B[:, None], axis=-1)
+    logits_BxV = jnp.where(logits_BxV < cutoff_B1, -jnp.inf, logits_BxV)
+  return jax.random.categorical(rng, logits_BxV, axis=-1).astype(jnp.int32)
+
+
+def left_pad(prompts: list[list[int]], length: int, pad_id: int = 0) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+  """(tokens [B, length] left-padded, real lengths [B]); prompts longer than length fail."""
+  tokens = np.full((len(prompts), length), pad_id, np.int32)
+  lengths = np.zeros((len(prompts),), np.int32)
+  for row, prompt in enumerate(prompts):
+    if len(prompt) > length:
+      raise ValueError(f"prompt of {len(prompt)} tokens does not fit in {length}")
+    if prompt:
+      tokens[row, length - len(prompt):] = prompt
+    lengths[row] = len(prompt)
+  return tokens, lengths
+
+
+def bucket_length(n: int, minimum: int = 64) -> int:
+  """Prompt lengths round up to a power of two (>= minimum): few distinct shapes to compile."""
+  length = minimum
+  while length < n:
+    length *= 2
+  return length
+
+
+def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array,
+             prompt_lengths_B: jax.Array, rng: jax.Array, stop_next_SxV: jax.Array,
+             stop_completes_SxV: jax.Array, *, cfg: SamplingConfig,
+             eos_id: int) -> tuple[jax.Array, jax.Array]:
+  """(generated tokens [B, max_new_tokens] padded with 0 after the stop, lengths [B]).
+
+  A row's length counts its tokens up to and including EOS or the token that completed the
+  stop string. Pure function: jit it (see make_generate_fn).
+  """
+  batch, prompt_len = prompt_BxP.shape
+  total_len = prompt_len + cfg.max_new_tokens
+  model = nnx.merge(graphdef, params)
+  pad_B = prompt_len - prompt_lengths_B
+  kv_valid_BxS = jnp.arange(total_len)[None, :] >= pad_B[:, None]
+  kv_valid_BxS = kv_valid_BxS & (jnp.arange(total_len)[None, :] < prompt_len)
+  positions_BxP = jnp.maximum(jnp.arange(prompt_len)[None, :] - pad_B[:, None], 0)
+  cache = init_cache(model.cfg, batch, total_len)
+  logits_BxPxV, cache = decode_step(model, prompt_BxP, positions_BxP, kv_valid_BxS, cache, 0)
+
+  def cond(carry):
+    step, _, _, done_B, *_ = carry
+    return (step < cfg.max_new_tokens) & ~jnp.all(done_B)
+
+  def body(carry):
+    step, logits_BxV, cache, done_B, stop_state_B, lengths_B, out_BxN, kv_valid_BxS = carry
+    token_B = choose_tokens(logits_BxV, jax.random.fold_in(rng, step), cfg)
+    token_B = jnp.where(done_B, 0, token_B)
+    out_BxN = out_BxN.at[:, step].set(token_B)
+    lengths_B = lengths_B + (~done_B).astype(jnp.int32)
+    stopped_B = (token_B == eos_id) | stop_completes_SxV[stop_state_B, token_B]
+    stop_state_B = stop_next_SxV[stop_state_B, token_B]
+    done_B = done_B | stopped_B
+    index = prompt_len + step
+    kv_valid_BxS = kv_valid_BxS.at[:, index].set(True)
+    positions_Bx1 = (prompt_lengths_B + step)[:, None]
+    logits_Bx1xV, cache = decode_step(model, token_B[:, None], positions_Bx1, kv_valid_BxS,
+                                      cache, index)
+    return (step + 1, logits_Bx1xV[:, 0], cache, done_B, stop_state_B, lengths_B, out_BxN,
+            kv_valid_BxS)
+
+  carry = (jnp.int32(0), logits_BxPxV[:, -1], cache, jnp.zeros((batch,), jnp.bool_),
+           jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32),
+           jnp.zeros((batch, cfg.max_new_tokens), jnp.int32), kv_valid_BxS)
+  carry = jax.lax.while_loop(cond, body, carry)
+  return carry[6], carry[5]
+
+
+def make_generate_fn(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_id: int):
+  """The jitted `generate` for one sampling config (recompiles only for new shapes)."""
+  return jax.jit(functools.partial(generate, graphdef, cfg=cfg, eos_id=eos_id))

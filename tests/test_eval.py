@@ -1,0 +1,90 @@
+"""eval.py's runner: samples files, a tiny model end to end, resume, and bad input."""
+import json
+import os
+
+import pytest
+
+from configs import eval_execution, eval_synthesis
+from evaluation.runner import run_eval
+from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
+from training.loop import train
+
+
+def _eval_config(module, mbpp_dirs, **overrides):
+  config = module.get_config()
+  config.data.manual_dir = mbpp_dirs["manual_dir"]
+  config.data.data_dir = mbpp_dirs["data_dir"]
+  config.update(overrides)
+  return config
+
+
+def test_samples_path_scores_reference_solutions(mbpp_dirs, shared_data_dir, tmp_path):
+  samples = tmp_path / "samples.in.jsonl"
+  with open(shared_data_dir / "mbpp" / "mbpp.jsonl") as f, open(samples, "w") as out:
+    for line in f:
+      problem = json.loads(line)
+      if 11 <= problem["task_id"] <= 15:
+        out.write(json.dumps({"task_id": problem["task_id"], "completion": problem["code"]}))
+        out.write("\n")
+        out.write(json.dumps({"task_id": problem["task_id"], "completion": "return"}) + "\n")
+  results = run_eval(_eval_config(eval_synthesis, mbpp_dirs, samples_path=str(samples),
+                                  max_problems=5), str(tmp_path / "ev"))
+  assert results["pass_at_k"] == {"1": 0.5}
+  assert [(p["task_id"], p["n"], p["c"]) for p in results["per_problem"]] == [
+      (t, 2, 1) for t in range(11, 16)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(corpus, tmp_path_factory):  # noqa: F811
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  train(_config(corpus, num_train_steps=2, checkpoint_every=2, eval_every=0), workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
+  workdir = str(tmp_path / "ev")
+  config = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=tiny_run, max_problems=3,
+                        num_samples=2, batch_size=8, max_prompt_len=512)
+  config.sampling.max_new_tokens = 12
+  config.mesh.data = 8
+  results = run_eval(config, workdir)
+  assert [(p["task_id"], p["n"]) for p in results["per_problem"]] == [(11, 2), (12, 2), (13, 2)]
+  assert set(results["pass_at_k"]) == {"1"}
+  with open(os.path.join(workdir, "samples.jsonl")) as f:
+    first = f.read()
+  assert len(first.splitlines()) == 6
+  # Resume: a second run with more problems keeps the finished ones and samples the rest;
+  # the samples of the first three problems are exactly those of an uninterrupted run.
+  config.max_problems = 5
+  run_eval(config, workdir)
+  fresh = str(tmp_path / "fresh")
+  run_eval(config, fresh)
+  load = lambda d: sorted((r["id"], r["sample_index"], r["completion"]) for r in map(
+      json.loads, open(os.path.join(d, "samples.jsonl"))))
+  assert load(workdir) == load(fresh)
+  assert len(load(workdir)) == 10
+
+
+@pytest.mark.slow
+def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path):
+  config = _eval_config(eval_execution, mbpp_dirs, checkpoint=tiny_run, max_problems=4,
+                        batch_size=8, max_prompt_len=512)
+  config.sampling.max_new_tokens = 8
+  config.mesh.data = 8
+  results = run_eval(config, str(tmp_path / "ev"))
+  assert all(p["n"] == 1 for p in results["per_problem"]) and len(results["per_problem"]) == 4
+
+
+def test_bad_inputs_fail_before_any_work(tiny_run, mbpp_dirs, tmp_path):
+  with pytest.raises(ValueError, match="checkpoint"):
+    run_eval(_eval_config(eval_synthesis, mbpp_dirs), str(tmp_path / "a"))
+  from data.tokenizer import train_tokenizer  # pylint: disable=g-import-not-at-top
+  other = train_tokenizer((f"x{i} = {i}\n" * 20 for i in range(50)), str(tmp_path / "tok"),
+                          vocab_size=276)
+  with pytest.raises(ValueError, match="do not belong together"):
+    run_eval(_eval_config(eval_synthesis, mbpp_dirs, checkpoint=tiny_run,
+                          tokenizer_path=other.model_path), str(tmp_path / "b"))
+  with pytest.raises(Exception, match="does not exist"):
+    run_eval(_eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(tmp_path / "none")),
+             str(tmp_path / "c"))
