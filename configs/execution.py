@@ -12,21 +12,8 @@ What to expect: execution targets are short (a few tokens), so each packed batch
 examples; validation loss drops quickly and then flattens. Compare against configs/synthesis.py
 with eval.py to reproduce the paper's objective comparison.
 """
-from configs import base
+from configs import finetune_base
 
 
 def get_config():
-  config = base.get_config()
-  config.init_from = "runs/pretrain"
-  config.data.task = "mbpp_execution"
-  config.batch_size = 16
-  config.seq_len = 512
-  config.num_train_steps = 300
-  config.optimizer.learning_rate = 3e-4
-  config.optimizer.warmup_steps = 20
-  config.optimizer.weight_decay = 0.0
-  config.log_every = 10
-  config.eval_every = 50
-  config.eval_batches = 4
-  config.checkpoint_every = 50
-  return config
+  return finetune_base.get_config("mbpp_execution", num_train_steps=300, eval_every=50)

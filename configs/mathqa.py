@@ -13,21 +13,8 @@ What to expect: the paper finetunes its models on ~19k converted training proble
 learns the program format quickly (validation loss well below the base model's) but solves
 few problems.
 """
-from configs import base
+from configs import finetune_base
 
 
 def get_config():
-  config = base.get_config()
-  config.init_from = "runs/pretrain"
-  config.data.task = "mathqa"
-  config.batch_size = 16
-  config.seq_len = 512
-  config.num_train_steps = 1000
-  config.optimizer.learning_rate = 3e-4
-  config.optimizer.warmup_steps = 50
-  config.optimizer.weight_decay = 0.0
-  config.log_every = 20
-  config.eval_every = 200
-  config.eval_batches = 8
-  config.checkpoint_every = 200
-  return config
+  return finetune_base.get_config("mathqa", num_train_steps=1000, eval_every=200)

@@ -15,21 +15,8 @@ for the first few hundred steps (374 short problems: a few epochs) and then rise
 memorises the train split; keep the checkpoint with the lowest eval_loss in metrics.jsonl.
 Evaluate with eval.py (pass@k on the test split).
 """
-from configs import base
+from configs import finetune_base
 
 
 def get_config():
-  config = base.get_config()
-  config.init_from = "runs/pretrain"
-  config.data.task = "mbpp_synthesis"
-  config.batch_size = 16
-  config.seq_len = 512
-  config.num_train_steps = 300
-  config.optimizer.learning_rate = 3e-4
-  config.optimizer.warmup_steps = 20
-  config.optimizer.weight_decay = 0.0
-  config.log_every = 10
-  config.eval_every = 50
-  config.eval_batches = 4
-  config.checkpoint_every = 50
-  return config
+  return finetune_base.get_config("mbpp_synthesis", num_train_steps=300, eval_every=50)
