@@ -10,7 +10,6 @@ import json
 import os
 from typing import Any
 
-import jax
 import ml_collections
 from absl import logging
 
@@ -20,10 +19,10 @@ from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.sampler import Sampler, sample_problems
 from evaluation.scoring import Scorer
 from execution import SandboxConfig
-from model.decoder import abstract_model
 from model.sampling import SamplingConfig
-from model.sharding import make_mesh, param_shardings
+from model.sharding import make_mesh
 from training import checkpointing
+from training.state import sharded_abstract_params
 
 
 def _examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
@@ -55,10 +54,9 @@ def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
 def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
   if config.tokenizer_path:
     return config.tokenizer_path
-  directory, _ = checkpointing.resolve_checkpoint(config.checkpoint)
-  candidate = os.path.join(os.path.dirname(str(directory)), "tokenizer.model")
-  if not os.path.exists(candidate):
-    raise FileNotFoundError(f"no tokenizer.model next to {directory}; set "
+  candidate = checkpointing.run_tokenizer_path(config.checkpoint)
+  if not candidate:
+    raise FileNotFoundError(f"no tokenizer.model in the run of {config.checkpoint}; set "
                             "--config.tokenizer_path")
   return candidate
 
@@ -74,10 +72,7 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the checkpoint's model "
                      f"has vocab_size {model_cfg.vocab_size}: they do not belong together")
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  graphdef, shapes, logical_axes = abstract_model(model_cfg)
-  shardings = param_shardings(logical_axes, shapes, mesh)
-  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          shapes, shardings)
+  graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = checkpointing.load_params(config.checkpoint, abstract)
   sampling = SamplingConfig(max_new_tokens=config.sampling.max_new_tokens,
                             temperature=config.sampling.temperature, top_k=config.sampling.top_k,

@@ -121,6 +121,13 @@ def resolve_checkpoint(path: str) -> tuple[epath.Path, int]:
   return p, steps[-1]
 
 
+def run_tokenizer_path(path: str) -> str | None:
+  """The tokenizer.model of the run that `path` (workdir / checkpoints / step) belongs to."""
+  directory, _ = resolve_checkpoint(path)
+  candidate = os.path.join(os.path.dirname(str(directory)), "tokenizer.model")
+  return candidate if os.path.exists(candidate) else None
+
+
 def load_params(path: str, abstract_params: Any) -> Any:
   """Parameters only, from a workdir / checkpoints dir / step dir, sharded as given."""
   directory, step = resolve_checkpoint(path)

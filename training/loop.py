@@ -82,9 +82,8 @@ def _tokenizer_source(config: ml_collections.ConfigDict) -> ml_collections.Confi
   """Finetuning from another run: use that run's tokenizer unless one is given explicitly."""
   if config.tokenizer.path or not config.init_from:
     return config
-  directory, _ = checkpointing.resolve_checkpoint(config.init_from)
-  candidate = os.path.join(os.path.dirname(str(directory)), "tokenizer.model")
-  if os.path.exists(candidate):
+  candidate = checkpointing.run_tokenizer_path(config.init_from)
+  if candidate:
     config = ml_collections.ConfigDict(config.to_dict())
     config.tokenizer.path = candidate
   return config
