@@ -6,7 +6,10 @@
 
 From a finetuned run use `--config.prompt.num_shots=0 --config.meta.objective=finetuned-synthesis`
 (the finetuning format). Ablations: `--config.prompt.num_tests_shown=0|1|3`,
-`--config.prompt.shot_seed=S` (a seeded random 3-shot prompt), `--config.sampling.temperature`.
+`--config.prompt.shot_seed=S` (a seeded random 3-shot prompt), `--config.sampling.temperature`;
+each as a whole study (all values, one model load, a table and a plot), and the
+execution-feedback repair rounds: `python scripts/study.py --study=tests_shown|temperature|
+prompt_sensitivity|repair --config=configs/eval_synthesis.py --workdir=DIR ...`.
 Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
 tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
 almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported

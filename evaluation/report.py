@@ -1,6 +1,6 @@
 """report.md with two PNG plots beside it: pass@k against k, and the status breakdown."""
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -35,6 +35,35 @@ def plot_pass_at_k(results: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
+def line_plot(path: str, xs: Sequence[Any], series: dict[str, Sequence[float]], *,
+              xlabel: str, ylabel: str, title: str,
+              reference: dict[str, float] | None = None, connect: bool = True) -> None:
+  """Fractions (drawn in percent) against `xs`, one line per series; `reference` values are
+  dashed horizontal lines (a study's ensemble). Non-numeric xs are evenly spaced labels;
+  `connect=False` draws points only, for xs with no order (seeds), each one ticked."""
+  numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+  positions = list(xs) if numeric else list(range(len(xs)))
+  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  for label, values in series.items():
+    line, = ax.plot(positions, [100 * v for v in values], marker="o", label=label,
+                    linestyle="-" if connect else "none")
+    if reference and label in reference:
+      ax.axhline(100 * reference[label], color=line.get_color(), linestyle="--",
+                 label=f"{label}, ensemble")
+  if not numeric or not connect:
+    ax.set_xticks(positions)
+    ax.set_xticklabels([str(x) for x in xs])
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=9)
+  ax.grid(True, alpha=0.3)
+  if len(series) > 1 or reference:
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def plot_status_counts(results: dict[str, Any], path: str) -> None:
   groups = [("tests", results["status_counts"])]
   if results.get("challenge"):
@@ -53,7 +82,8 @@ def plot_status_counts(results: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+  """Markdown table lines."""
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
@@ -62,7 +92,7 @@ def render(results: dict[str, Any]) -> str:
   """The markdown of report.md (plots referenced by file name)."""
   meta = results["meta"]
   out = [f"# Eval: {meta['task']} {meta['split']}, {meta['model']} ({meta['objective']})", ""]
-  out += _table(["meta", "value"], [[k, f"`{v}`"] for k, v in sorted(meta.items())
+  out += table(["meta", "value"], [[k, f"`{v}`"] for k, v in sorted(meta.items())
                                     if not isinstance(v, dict)])
   spp = results["samples_per_problem"]
   out += ["", "## Scores", "",
@@ -72,7 +102,7 @@ def render(results: dict[str, Any]) -> str:
   rows = [[f"pass@{k}", _percent(v)] for k, v in results["pass_at_k"].items()]
   rows += [["samples passing", _percent(results["pass_rate"])],
            ["problems solved by any sample", _percent(results["problems_solved"])]]
-  out += _table(["metric", "value"], rows)
+  out += table(["metric", "value"], rows)
   if meta["task"] == "mbpp_execution":
     out += ["", "A problem is one test assert; pass@1 is the execution-prediction accuracy."]
   out += ["", f"![pass@k against k]({PASS_AT_K_PLOT})", "", "## Execution statuses", ""]
@@ -80,7 +110,7 @@ def render(results: dict[str, Any]) -> str:
   if results.get("challenge"):
     header.append("challenge tests")
     columns.append(results["challenge"]["status_counts"])
-  out += _table(header, [[s] + [c.get(s, 0) for c in columns] for s in STATUSES])
+  out += table(header, [[s] + [c.get(s, 0) for c in columns] for s in STATUSES])
   out += ["", f"![status breakdown]({STATUS_PLOT})"]
   challenge = results.get("challenge")
   if challenge:
@@ -89,7 +119,7 @@ def render(results: dict[str, Any]) -> str:
             "(a sample passes if it passes the challenge asserts).", ""]
     rows = [[f"pass@{k}", _percent(v)] for k, v in challenge["pass_at_k"].items()]
     rows.append(["samples passing", _percent(challenge["pass_rate"])])
-    out += _table(["metric", "value"], rows)
+    out += table(["metric", "value"], rows)
   return "\n".join(out) + "\n"
 
 

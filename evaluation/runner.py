@@ -6,6 +6,7 @@ execution starts.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -25,7 +26,7 @@ from training import checkpointing
 from training.state import sharded_abstract_params
 
 
-def _examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   options = config.prompt.to_dict()
   options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
              if v is not None}
@@ -38,7 +39,7 @@ def _examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   return examples
 
 
-def _sandbox(config: ml_collections.ConfigDict) -> SandboxConfig:
+def sandbox_config(config: ml_collections.ConfigDict) -> SandboxConfig:
   return SandboxConfig(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
                        workers=config.sandbox.workers)
 
@@ -74,31 +75,55 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = checkpointing.load_params(config.checkpoint, abstract)
-  sampling = SamplingConfig(max_new_tokens=config.sampling.max_new_tokens,
-                            temperature=config.sampling.temperature, top_k=config.sampling.top_k,
-                            top_p=config.sampling.top_p)
-  return Sampler(graphdef, params, tokenizer, mesh, sampling, config.batch_size,
+  return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,
                  config.max_prompt_len, config.seed)
 
 
-def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def sampling_config(config: ml_collections.ConfigDict) -> SamplingConfig:
+  return SamplingConfig(max_new_tokens=config.sampling.max_new_tokens,
+                        temperature=config.sampling.temperature, top_k=config.sampling.top_k,
+                        top_p=config.sampling.top_p)
+
+
+def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
+  """`sampler` (its loaded params) with `config`'s sampling settings, seed and batching.
+
+  Studies load a checkpoint once and run many eval configs against it; only a change of the
+  sampling settings (static in the compiled decode loop) builds a new generate function.
+  """
+  changes = {"sampling": sampling_config(config), "seed": config.seed,
+             "batch_size": config.batch_size, "max_prompt_len": config.max_prompt_len}
+  if all(getattr(sampler, k) == v for k, v in changes.items()):
+    return sampler
+  return dataclasses.replace(sampler, **changes)
+
+
+def run_eval(config: ml_collections.ConfigDict, workdir: str,
+             sampler: Sampler | None = None) -> dict[str, Any]:
+  """Samples (or reads), scores and reports one eval config in `workdir`; resumes there.
+
+  `sampler`: an already loaded model to use instead of loading `config.checkpoint` (the
+  studies in evaluation/studies.py evaluate many configs with one).
+  """
   os.makedirs(workdir, exist_ok=True)
-  examples = _examples(config)
+  examples = load_examples(config)
   if not examples:
     raise ValueError(f"no examples for task {config.task!r} split {config.split!r}")
   meta = _meta(config, examples)
-  sandbox = _sandbox(config)
+  sandbox = sandbox_config(config)
   if config.samples_path:
     return evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
                                  sandbox_config=sandbox)
-  sampler = make_sampler(config)
+  sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
+  truncated_before = sampler.truncated_prompts
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
   with Scorer(workdir, sandbox, expected_programs=len(examples) * config.num_samples) as scorer:
     sample_problems(sampler, examples, config.num_samples, scorer.done_ids, scorer.score)
     records = scorer.records
-  if sampler.truncated_prompts:
+  truncated = sampler.truncated_prompts - truncated_before
+  if truncated:
     logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",
-                    sampler.truncated_prompts, config.max_prompt_len)
-  meta["truncated_prompts"] = sampler.truncated_prompts
+                    truncated, config.max_prompt_len)
+  meta["truncated_prompts"] = truncated
   return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox)

@@ -88,3 +88,26 @@ def test_bad_inputs_fail_before_any_work(tiny_run, mbpp_dirs, tmp_path):
   with pytest.raises(Exception, match="does not exist"):
     run_eval(_eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(tmp_path / "none")),
              str(tmp_path / "c"))
+
+
+@pytest.mark.slow
+def test_studies_run_on_a_real_model(tiny_run, mbpp_dirs, tmp_path):
+  """The studies' model path: one checkpoint load, a new sampler per temperature, repair
+  rounds whose dialogs reach the model (a tiny model solves nothing, so every problem goes
+  on to round 1)."""
+  from evaluation import repair, studies  # pylint: disable=g-import-not-at-top
+  config = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=tiny_run, max_problems=2,
+                        num_samples=2, batch_size=8, max_prompt_len=512)
+  config.sampling.max_new_tokens = 8
+  config.mesh.data = 8
+  summary = studies.run_study(config, str(tmp_path / "temp"), "temperature", values="0.0,1.0")
+  greedy = [json.loads(line)["completion"]
+            for line in open(tmp_path / "temp" / "temperature=0.0" / "samples.jsonl")]
+  assert len(greedy) == 4 and greedy[0] == greedy[1] and greedy[2] == greedy[3]
+  assert [r["samples_per_problem"] for r in summary["rows"]] == [2, 2]
+  summary = studies.run_study(config, str(tmp_path / "repair"), "repair", rounds=1)
+  assert [r["attempted"] for r in summary["rounds"]] == [2, 2]
+  with open(tmp_path / "repair" / "round_1" / repair.DIALOGS_FILE) as f:
+    assert all("\nFeedback: " in json.loads(line)["prompt"] for line in f)
+  with open(tmp_path / "repair" / "round_1" / "results.json") as f:
+    assert json.load(f)["meta"]["repair_round"] == 1

@@ -1,0 +1,42 @@
+r"""The paper's studies, one command each (evaluation/studies.py has the details):
+
+    python scripts/study.py --study=tests_shown --config=configs/eval_synthesis.py \
+        --workdir=runs/study-tests --config.checkpoint=runs/pretrain \
+        --config.data.manual_dir=../shared/data/mbpp
+    python scripts/study.py --study=prompt_sensitivity ...   # 15 seeded prompts + ensemble
+    python scripts/study.py --study=temperature --values=0.2,0.5,0.8 ...
+    python scripts/study.py --study=repair --rounds=4 ...     # execution-feedback repair
+
+Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes.
+"""
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evaluation.studies import DEFAULT_REPAIR_ROUNDS, STUDY_NAMES  # noqa: E402
+from training.metrics import quiet_library_logs  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Base eval config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the study.")
+_STUDY = flags.DEFINE_enum("study", None, STUDY_NAMES, "Which study to run.")
+_VALUES = flags.DEFINE_string("values", "", "Comma-separated values replacing the study's "
+                              "defaults (not for repair).")
+_ROUNDS = flags.DEFINE_integer("rounds", DEFAULT_REPAIR_ROUNDS, "Repair rounds after round 0.")
+flags.mark_flags_as_required(["config", "workdir", "study"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
+  from evaluation.studies import run_study  # pylint: disable=g-import-not-at-top
+  run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,24 @@
+"""A stand-in for evaluation.sampler.Sampler whose answers a test scripts, so the study and
+repair loops can be checked against outcomes known in advance (a tiny random model solves
+nothing). It has the fields that evaluation.runner.sampler_for compares and replaces."""
+import dataclasses
+from typing import Any, Callable
+
+from model.sampling import SamplingConfig
+
+
+@dataclasses.dataclass
+class ScriptedSampler:
+  """`answer(prompt, sampler)` gives the completion; every call is logged in `calls`."""
+  answer: Callable[[str, Any], str]
+  sampling: SamplingConfig = SamplingConfig()
+  seed: int = 0
+  batch_size: int = 8
+  max_prompt_len: int = 4096
+  truncated_prompts: int = 0
+  tokens_generated: int = 0
+  calls: list = dataclasses.field(default_factory=list)
+
+  def complete(self, prompts, key_index):
+    self.calls.append((key_index, self.seed, self.sampling.temperature, len(prompts)))
+    return [self.answer(p, self) for p in prompts]
