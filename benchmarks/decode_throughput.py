@@ -16,7 +16,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,39 +27,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from model.config import ModelConfig
+from benchmarks.llama_peer import add_model_args, llama_config, run_peer
 from model.decoder import Decoder
 from model.sampling import SamplingConfig, make_generate_fn
 from model.stop_matcher import build_stop_table
-
-PEER_SCRIPT = REPO.parent / "shared" / "peers" / "hf_llama_bench.py"
 
 
 def parse_args() -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--d-model", type=int, default=512)
-  p.add_argument("--layers", type=int, default=8)
-  p.add_argument("--heads", type=int, default=8)
-  p.add_argument("--kv-heads", type=int, default=None)
-  p.add_argument("--ffn", type=int, default=2048)
-  p.add_argument("--vocab", type=int, default=32000)
-  p.add_argument("--batch", type=int, default=16)
+  add_model_args(p, d_model=512, layers=8, heads=8, ffn=2048, vocab=32000, batch=16)
   p.add_argument("--prompt-len", type=int, default=256)
   p.add_argument("--new-tokens", type=int, default=128)
   p.add_argument("--temperature", type=float, default=0.8)
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--runs", type=int, default=3)
-  p.add_argument("--peer-python", default=None)
-  p.add_argument("--peer-threads", type=int, default=2)
   return p.parse_args()
 
 
 def measure_ours(args: argparse.Namespace) -> dict:
-  cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
-                    num_heads=args.heads, num_kv_heads=args.kv_heads or args.heads,
-                    head_dim=args.d_model // args.heads, d_ff=args.ffn, tie_embeddings=False,
-                    dtype=args.dtype)
+  cfg = llama_config(args)
   graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
   params = nnx.to_pure_dict(state)
   generate = make_generate_fn(
@@ -87,14 +72,8 @@ def measure_ours(args: argparse.Namespace) -> dict:
 
 
 def measure_peer(args: argparse.Namespace) -> dict:
-  cmd = [args.peer_python, str(PEER_SCRIPT), "--mode", "generate", "--d-model",
-         str(args.d_model), "--layers", str(args.layers), "--heads", str(args.heads),
-         "--kv-heads", str(args.kv_heads or args.heads), "--ffn", str(args.ffn), "--vocab",
-         str(args.vocab), "--batch", str(args.batch), "--prompt-len", str(args.prompt_len),
-         "--new-tokens", str(args.new_tokens), "--runs", str(args.runs), "--threads",
-         str(args.peer_threads), "--temperature", str(args.temperature)]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  return run_peer(args, llama_config(args), "generate", prompt_len=args.prompt_len,
+                  new_tokens=args.new_tokens, runs=args.runs, temperature=args.temperature)
 
 
 def main() -> None:

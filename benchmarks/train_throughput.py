@@ -16,7 +16,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(REPO))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from benchmarks.llama_peer import add_model_args, llama_config, run_peer
 from configs import base
 from configs.models import get_model_config
 from model.config import ModelConfig
@@ -34,39 +34,25 @@ from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
 from training.step import make_train_step
 
-PEER_SCRIPT = REPO.parent / "shared" / "peers" / "hf_llama_bench.py"
-
 
 def parse_args() -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", default=None, help="a configs/models.py preset (else the dims)")
-  p.add_argument("--d-model", type=int, default=128)
-  p.add_argument("--layers", type=int, default=2)
-  p.add_argument("--heads", type=int, default=4)
-  p.add_argument("--kv-heads", type=int, default=None)
-  p.add_argument("--ffn", type=int, default=512)
-  p.add_argument("--vocab", type=int, default=1024)
-  p.add_argument("--batch", type=int, default=8)
+  add_model_args(p, d_model=128, layers=2, heads=4, ffn=512, vocab=1024, batch=8)
   p.add_argument("--seq", type=int, default=256)
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--remat", action="store_true")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor")
   p.add_argument("--peak-flops", type=float, default=0.0, help="per-device peak FLOP/s for MFU")
-  p.add_argument("--peer-python", default=None, help="run the transformers peer with this Python")
-  p.add_argument("--peer-threads", type=int, default=2)
   return p.parse_args()
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
   if args.preset:
     return get_model_config(args.preset, {"dtype": args.dtype, "remat": args.remat})
-  return ModelConfig(vocab_size=args.vocab, d_model=args.d_model, num_layers=args.layers,
-                     num_heads=args.heads, num_kv_heads=args.kv_heads or args.heads,
-                     head_dim=args.d_model // args.heads, d_ff=args.ffn, mlp_activation="silu",
-                     tie_embeddings=False, dtype=args.dtype, remat=args.remat)
+  return llama_config(args, remat=args.remat)
 
 
 def measure_ours(cfg: ModelConfig, args: argparse.Namespace) -> dict:
@@ -115,15 +101,7 @@ def measure_ours(cfg: ModelConfig, args: argparse.Namespace) -> dict:
 
 
 def measure_peer(cfg: ModelConfig, args: argparse.Namespace) -> dict:
-  if not PEER_SCRIPT.exists():
-    return {"error": f"{PEER_SCRIPT} not found"}
-  cmd = [args.peer_python, str(PEER_SCRIPT), "--mode", "train", "--d-model", str(cfg.d_model),
-         "--layers", str(cfg.num_layers), "--heads", str(cfg.num_heads), "--kv-heads",
-         str(cfg.num_kv_heads), "--ffn", str(cfg.d_ff), "--vocab", str(cfg.vocab_size),
-         "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
-         "--threads", str(args.peer_threads)]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  return run_peer(args, cfg, "train", seq=args.seq, steps=args.steps)
 
 
 def main() -> None:
