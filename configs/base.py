@@ -19,6 +19,8 @@ def _model_overrides() -> ml_collections.ConfigDict:
   """One placeholder per ModelConfig field, so `--config.model_overrides.dtype=bfloat16` works."""
   overrides = ml_collections.ConfigDict()
   for field in dataclasses.fields(ModelConfig):
+    if field.name == "rope_scaling":
+      continue  # structured, and belongs to the checkpoint it was imported with
     field_type = {"int": int, "float": float, "bool": bool, "str": str}[field.type]
     overrides[field.name] = config_dict.placeholder(field_type)
   return overrides

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model.layers import apply_rope, dense_init
+from model.rope import RopeScaling
 from model.sharding import shard_activation
 
 
@@ -134,7 +135,8 @@ class Attention(nnx.Module):
   """Multi-head (num_kv_heads == num_heads), grouped-query or multi-query attention."""
 
   def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
-               rope_theta: float, dtype: jnp.dtype, rngs: nnx.Rngs):
+               rope_theta: float, dtype: jnp.dtype, rngs: nnx.Rngs,
+               rope_scaling: RopeScaling | None = None):
     self.q_DxNxH = nnx.Param(dense_init(rngs, (d_model, num_heads, head_dim), d_model),
                              logical_axes=("embed", "heads", "head_dim"))
     self.k_DxKxH = nnx.Param(dense_init(rngs, (d_model, num_kv_heads, head_dim), d_model),
@@ -145,7 +147,11 @@ class Attention(nnx.Module):
         dense_init(rngs, (num_heads, head_dim, d_model), num_heads * head_dim),
         logical_axes=("heads", "head_dim", "embed"))
     self.rope_theta = rope_theta
+    self.rope_scaling = rope_scaling  # hashable, so it stays static in the graphdef
     self.dtype = dtype
+
+  def _rope(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    return apply_rope(x, positions, self.rope_theta, self.rope_scaling)
 
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
                segment_ids_BxL: jax.Array) -> jax.Array:
@@ -156,9 +162,9 @@ class Attention(nnx.Module):
     k_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.k_DxKxH))
     v_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.v_DxKxH))
     positions_Bx1xL = positions_BxL[:, None, :]
-    q_BxNxLxH = shard_activation(apply_rope(q_BxNxLxH, positions_Bx1xL, self.rope_theta),
+    q_BxNxLxH = shard_activation(self._rope(q_BxNxLxH, positions_Bx1xL),
                                  ("batch", "act_heads", "length", None))
-    k_BxKxLxH = shard_activation(apply_rope(k_BxKxLxH, positions_Bx1xL, self.rope_theta),
+    k_BxKxLxH = shard_activation(self._rope(k_BxKxLxH, positions_Bx1xL),
                                  ("batch", "act_kv_heads", "length", None))
     v_BxKxLxH = shard_activation(v_BxKxLxH, ("batch", "act_kv_heads", "length", None))
     out_BxNxLxH = attention_core(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL)
@@ -175,8 +181,8 @@ class Attention(nnx.Module):
     q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_DxNxH))
     k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_DxKxH))
     v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_DxKxH))
-    q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, self.rope_theta)
-    k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, self.rope_theta)
+    q_BxTxNxH = self._rope(q_BxTxNxH, positions_BxT)
+    k_BxTxKxH = self._rope(k_BxTxKxH, positions_BxT)
     start = (0, index, 0, 0)
     k_BxSxKxH = jax.lax.dynamic_update_slice(cache["k"], k_BxTxKxH.astype(cache["k"].dtype),
                                              start)

@@ -9,6 +9,8 @@ import dataclasses
 import json
 from typing import Any
 
+from model.rope import RopeScaling
+
 _ACTIVATIONS = ("silu", "gelu")  # gated MLP: SwiGLU (Llama) or GeGLU (Gemma, the paper's LaMDA)
 _DTYPES = ("float32", "bfloat16")
 
@@ -30,6 +32,8 @@ class ModelConfig:
   mlp_activation: str = "silu"
   tie_embeddings: bool = True
   rope_theta: float = 10_000.0
+  # Frequency scaling of an imported long-context checkpoint (model/rope.py); None = plain RoPE.
+  rope_scaling: RopeScaling | None = None
   norm_eps: float = 1e-6
   # Gemma-family conventions, kept here so imported checkpoints run unchanged.
   embed_scale_by_sqrt_dim: bool = False
@@ -52,6 +56,8 @@ class ModelConfig:
       problems.append(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
     if self.mlp_activation not in _ACTIVATIONS:
       problems.append(f"mlp_activation must be one of {_ACTIVATIONS}, got {self.mlp_activation!r}")
+    if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+      problems.append(f"rope_scaling must be None or a RopeScaling, got {self.rope_scaling!r}")
     if self.dtype not in _DTYPES:
       problems.append(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
     if problems:
@@ -69,7 +75,10 @@ class ModelConfig:
 
   @classmethod
   def from_json(cls, text: str) -> ModelConfig:
-    return cls(**json.loads(text))
+    fields = json.loads(text)
+    if fields.get("rope_scaling") is not None:  # asdict() flattened it to a dict
+      fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+    return cls(**fields)
 
   def flops_per_token(self, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), matmuls only.

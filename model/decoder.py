@@ -54,7 +54,8 @@ class Block(nnx.Module):
                            dtype=dtype)
     self.attn_norm = norm()
     self.attn = Attention(cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                          rope_theta=cfg.rope_theta, dtype=dtype, rngs=rngs)
+                          rope_theta=cfg.rope_theta, dtype=dtype, rngs=rngs,
+                          rope_scaling=cfg.rope_scaling)
     self.mlp_norm = norm()
     self.mlp = GatedMLP(cfg.d_model, cfg.d_ff, activation=cfg.mlp_activation, dtype=dtype,
                         rngs=rngs)

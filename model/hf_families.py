@@ -13,9 +13,12 @@ the head dimension is needed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from model.config import ModelConfig
+from model.rope import KINDS as ROPE_KINDS
+from model.rope import RopeScaling
 
 # model_type -> family. CodeLlama and TinyLlama are "llama"; CodeGemma is "gemma".
 FAMILIES = {"llama": "llama", "mistral": "llama", "gemma": "gemma"}
@@ -59,14 +62,88 @@ def _get(config: dict[str, Any], key: str, default: Any = None) -> Any:
   return default if value is None else value
 
 
-def _rope(config: dict[str, Any]) -> tuple[float, str]:
-  """(theta, rope type); transformers 5 nests both under rope_parameters, 4.x does not."""
-  params = config.get("rope_parameters") or {}
-  scaling = config.get("rope_scaling") or {}
-  theta = params.get("rope_theta", config.get("rope_theta", 10_000.0))
-  kind = (params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or
-          "default")
-  return float(theta), kind
+# RoPE types whose frequencies change with the sequence length at run time (no fixed table).
+_RUNTIME_ROPE = {
+    "dynamic": "dynamic NTK rescales theta with the sequence length at run time",
+    "longrope": "switches between short and long factors with the sequence length at run time",
+}
+
+
+def _rope(config: dict[str, Any]) -> tuple[float, str, dict[str, Any]]:
+  """(theta, rope type, RoPE parameters) as transformers 5 reads them.
+
+  transformers 5 nests everything under `rope_parameters`; a 4.x `rope_scaling` dict replaces
+  it (convert_rope_params_to_dict), and a top-level `rope_theta` fills in a missing theta.
+  """
+  params = config.get("rope_scaling") or config.get("rope_parameters") or {}
+  theta = _get(params, "rope_theta", _get(config, "rope_theta", 10_000.0))
+  kind = params.get("rope_type") or params.get("type") or "default"
+  return float(theta), kind, params
+
+
+def _yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+  return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def _rope_scaling(config: dict[str, Any]) -> RopeScaling | None:
+  """Our RopeScaling, transformers' defaults resolved (ValueError says what is missing).
+
+  Mirrors standardize_rope_params and the _compute_*_parameters functions of transformers 5
+  modeling_rope_utils; the frequencies themselves are model/rope.py's.
+  """
+  _, kind, params = _rope(config)
+  if kind == "default":
+    return None
+  fields: dict[str, Any] = {}
+  factor = params.get("factor")
+  if kind in ("llama3", "yarn"):
+    # A top-level original_max_position_embeddings (Phi-3 style) wins over the nested one,
+    # which defaults to max_position_embeddings.
+    original = _get(config, "original_max_position_embeddings",
+                    _get(params, "original_max_position_embeddings",
+                         config.get("max_position_embeddings")))
+    if original is None or float(original) != int(original):
+      raise ValueError(f"needs an integer original_max_position_embeddings, got {original!r}")
+    fields["original_max_positions"] = int(original)
+  if kind == "llama3":
+    fields["low_freq_factor"] = params.get("low_freq_factor")
+    fields["high_freq_factor"] = params.get("high_freq_factor")
+  if kind == "yarn":
+    if factor is None:  # DeepSeek-V3 style: the ratio of the two context lengths
+      if config.get("max_position_embeddings") is None:
+        raise ValueError("needs factor or max_position_embeddings")
+      factor = config["max_position_embeddings"] / fields["original_max_positions"]
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+      mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+      if mscale and mscale_all_dim:
+        attention_factor = _yarn_mscale(factor, mscale) / _yarn_mscale(factor, mscale_all_dim)
+      else:
+        attention_factor = _yarn_mscale(factor)
+    fields.update(attention_factor=float(attention_factor),
+                  beta_fast=float(params.get("beta_fast") or 32),
+                  beta_slow=float(params.get("beta_slow") or 1),
+                  truncate=bool(params.get("truncate", True)))
+  if factor is None:
+    raise ValueError("needs factor")
+  return RopeScaling(kind=kind, factor=float(factor), **fields)
+
+
+def _hf_rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
+  """transformers 5 `rope_parameters` for our RoPE, every value explicit (no defaults)."""
+  params = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+  scaling = cfg.rope_scaling
+  if scaling is not None:
+    params.update(rope_type=scaling.kind, factor=scaling.factor)
+    if scaling.kind in ("llama3", "yarn"):
+      params["original_max_position_embeddings"] = scaling.original_max_positions
+    if scaling.kind == "llama3":
+      params.update(low_freq_factor=scaling.low_freq_factor,
+                    high_freq_factor=scaling.high_freq_factor)
+    if scaling.kind == "yarn":
+      params.update(beta_fast=scaling.beta_fast, beta_slow=scaling.beta_slow,
+                    truncate=scaling.truncate, attention_factor=scaling.attention_factor)
+  return params
 
 
 def refusals(config: dict[str, Any]) -> list[str]:
@@ -78,11 +155,18 @@ def refusals(config: dict[str, Any]) -> list[str]:
     return [f"model_type {model_type!r} (supported: {sorted(FAMILIES)})"]
   family = FAMILIES[model_type]
   problems = []
-  _, rope_kind = _rope(config)
-  if rope_kind != "default":
-    problems.append(f"rope scaling {rope_kind!r} (only unscaled RoPE with any theta is "
-                    "supported)")
-  params = config.get("rope_parameters") or {}
+  _, rope_kind, params = _rope(config)
+  if rope_kind in _RUNTIME_ROPE:
+    problems.append(f"rope scaling {rope_kind!r} ({_RUNTIME_ROPE[rope_kind]}; supported: "
+                    f"unscaled and {', '.join(ROPE_KINDS)})")
+  elif rope_kind != "default" and rope_kind not in ROPE_KINDS:
+    problems.append(f"rope scaling {rope_kind!r} (supported: unscaled and "
+                    f"{', '.join(ROPE_KINDS)})")
+  else:
+    try:
+      _rope_scaling(config)
+    except ValueError as e:
+      problems.append(f"rope scaling {rope_kind!r} ({e})")
   if _get(params, "partial_rotary_factor", _get(config, "partial_rotary_factor", 1.0)) != 1.0:
     problems.append("partial_rotary_factor != 1")
   for flag in ("attention_bias", "mlp_bias"):
@@ -134,7 +218,7 @@ def model_config(config: dict[str, Any], dtype: str = "float32") -> ModelConfig:
   """Our ModelConfig for an HF config.json (raises UnsupportedCheckpointError)."""
   family = family_of(config)
   gemma = family == "gemma"
-  theta, _ = _rope(config)
+  theta, _, _ = _rope(config)
   num_heads = int(config["num_attention_heads"])
   return ModelConfig(
       vocab_size=int(config["vocab_size"]),
@@ -148,6 +232,7 @@ def model_config(config: dict[str, Any], dtype: str = "float32") -> ModelConfig:
       # Llama's default is untied, Gemma's tied; an explicit key always wins.
       tie_embeddings=bool(_get(config, "tie_word_embeddings", gemma)),
       rope_theta=theta,
+      rope_scaling=_rope_scaling(config),
       norm_eps=float(_get(config, "rms_norm_eps", 1e-6)),
       embed_scale_by_sqrt_dim=gemma,
       norm_weight_plus_one=gemma,
@@ -172,7 +257,7 @@ def hf_config(cfg: ModelConfig, family: str, **special_ids: int) -> dict[str, An
       "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads,
       "head_dim": cfg.head_dim, "rms_norm_eps": cfg.norm_eps,
       "rope_theta": cfg.rope_theta,
-      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+      "rope_parameters": _hf_rope_parameters(cfg),
       "tie_word_embeddings": cfg.tie_embeddings,
       "hidden_act": "gelu_pytorch_tanh" if gemma else "silu",
       "attention_bias": False, "torch_dtype": "float32", "dtype": "float32",

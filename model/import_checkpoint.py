@@ -12,8 +12,10 @@ SOURCE/tokenizer.model, and writes
                                                   special ids and whether prompts take BOS
 
 so `eval.py --config.checkpoint=OUTPUT` and `train.py --config.init_from=OUTPUT` use it like
-any run. Features our decoder cannot reproduce exactly (RoPE scaling, sliding windows,
-soft-capping, biases, ...) are refused by name (model/hf_families.py).
+any run. RoPE scaling "linear", "llama3" and "yarn" imports exactly (model/rope.py); features
+our decoder cannot reproduce exactly ("dynamic" / "longrope" RoPE, which change with the
+sequence length, sliding windows, soft-capping, biases, ...) are refused by name
+(model/hf_families.py).
 
 Memory: every parameter is built with `jax.make_array_from_callback` from a lazy memmap view
 of its HF tensor (model/safetensors_reader.py), so each device's slice is the only anonymous

@@ -5,6 +5,7 @@ nothing is downloaded), saved as sharded safetensors (so the index path is exerc
 with model/import_checkpoint.py and compared: logits within 1e-4 in float32, greedy
 generations token for token, on one device and sharded over 8, and tokenizers on MBPP prompts.
 """
+import functools
 import glob
 import io
 import json
@@ -26,9 +27,11 @@ from model import hf_export, hf_families  # noqa: E402
 from model.attention import Attention  # noqa: E402
 from model.decoder import abstract_model, forward  # noqa: E402
 from model.import_checkpoint import import_checkpoint, main  # noqa: E402
+from model.rope import RopeScaling, rope_frequencies  # noqa: E402
 from model.sampling import SamplingConfig, make_generate_fn  # noqa: E402
 from model.sharding import make_mesh  # noqa: E402
 from training import checkpointing  # noqa: E402
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = 512
@@ -40,6 +43,7 @@ _SPECIALS = {"llama": dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_pr
              "gemma": dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3, add_dummy_prefix=False)}
 
 
+@functools.cache
 def _train_sentencepiece(family: str) -> bytes:
   """A family-like SentencePiece BPE model trained on this repo's own source (deterministic)."""
   lines = []
@@ -55,14 +59,28 @@ def _train_sentencepiece(family: str) -> bytes:
   return buffer.getvalue()
 
 
-def _hf_model(family: str):
+# Scaled RoPE on the tiny Llama (head_dim 16, theta 5e5, wavelengths 6.3, 33, 167, ...): with a
+# pretraining context of 64 positions, "llama3" keeps the first frequency, blends the second and
+# divides the rest; "yarn"'s ramp spans the first two dims and its attention factor (1.14,
+# from transformers' default) scales cos and sin; "linear" divides them all.
+_SCALINGS = {
+    "linear": {"rope_type": "linear", "factor": 2.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+}
+
+
+def _hf_model(family: str, rope_scaling: str | None = None):
   torch.manual_seed(0)
   if family == "llama":
+    rope = {"rope_type": "default", "rope_theta": 500_000.0}
+    rope.update(_SCALINGS[rope_scaling] if rope_scaling else {})
     config = transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 500_000.0},
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_parameters=rope,
+        max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+        pad_token_id=None)
     model = transformers.LlamaForCausalLM(config)
   else:
     config = transformers.GemmaConfig(
@@ -184,16 +202,107 @@ def test_export_round_trips_through_transformers(hf_checkpoint, tmp_path):
                              atol=1e-5, rtol=0)
 
 
+@pytest.fixture(scope="module", params=sorted(_SCALINGS))
+def scaled_checkpoint(request, tmp_path_factory):
+  """(scaling kind, HF Llama with that RoPE scaling, saved checkpoint directory)."""
+  kind = request.param
+  directory = tmp_path_factory.mktemp(f"hf_llama_{kind}")
+  model = _hf_model("llama", rope_scaling=kind)
+  assert model.model.rotary_emb.rope_type == kind
+  model.save_pretrained(directory)
+  (directory / "tokenizer.model").write_bytes(_train_sentencepiece("llama"))
+  return kind, model, str(directory)
+
+
+def test_scaled_rope_logits_and_greedy_generation_match_transformers(scaled_checkpoint,
+                                                                      tmp_path):
+  kind, model, source = scaled_checkpoint
+  import_checkpoint(source, str(tmp_path), make_mesh(devices=jax.devices()[:1]))
+  cfg, graphdef, params = _load(str(tmp_path))
+  assert cfg.rope_scaling.kind == kind
+  expected = _hf_logits(model, TOKENS)
+  ours = np.asarray(forward(graphdef, params, jnp.asarray(TOKENS)))
+  np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+  # The same weights with plain RoPE are far off: the comparison above can fail.
+  plain_graphdef, _, _ = abstract_model(cfg.replace(rope_scaling=None))
+  plain = np.asarray(forward(plain_graphdef, params, jnp.asarray(TOKENS)))
+  assert np.abs(plain - expected).max() > 1e-2
+
+  # Prefill + KV-cached decode (Attention.decode) against transformers' generate.
+  prompt, new_tokens = TOKENS[:, :7], 12
+  generate = make_generate_fn(graphdef, SamplingConfig(max_new_tokens=new_tokens,
+                                                       temperature=0.0), eos_id=-1)
+  no_stops = (jnp.zeros((1, cfg.vocab_size), jnp.int32), jnp.zeros((1, cfg.vocab_size), bool))
+  got, _ = generate(params, jnp.asarray(prompt, jnp.int32),
+                    jnp.full((2,), prompt.shape[1], jnp.int32), jax.random.key(0), *no_stops)
+  np.testing.assert_array_equal(np.asarray(got), _hf_greedy(model, prompt, new_tokens))
+
+
+def test_scaled_rope_export_round_trips_through_transformers(scaled_checkpoint, tmp_path):
+  kind, model, source = scaled_checkpoint
+  import_checkpoint(source, str(tmp_path / "run"), make_mesh(devices=jax.devices()[:1]))
+  hf_export.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "hf"))
+  exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert exported["rope_parameters"]["rope_type"] == kind
+  assert hf_families.model_config(exported) == checkpointing.load_model_config(
+      str(tmp_path / "run"))
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), _hf_logits(model, TOKENS),
+                             atol=1e-5, rtol=0)
+
+
+_LLAMA = {"model_type": "llama", "vocab_size": 32, "hidden_size": 4096,
+          "intermediate_size": 11008, "num_hidden_layers": 1, "num_attention_heads": 32}
+
+
+@pytest.mark.parametrize("config", [
+    # Llama 3.1's config.json (transformers 4.x layout: rope_scaling, top-level rope_theta).
+    dict(_LLAMA, rope_theta=500_000.0, max_position_embeddings=131072,
+         rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
+    dict(_LLAMA, rope_theta=1e6, rope_scaling={"type": "linear", "factor": 4}),
+    # yarn with every default: beta 32/1, truncation, attention factor from factor alone.
+    dict(_LLAMA, max_position_embeddings=131072,
+         rope_parameters={"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+                          "original_max_position_embeddings": 32768}),
+    # yarn without factor (max / original, where a top-level original wins) and with mscale.
+    dict(_LLAMA, max_position_embeddings=16384, original_max_position_embeddings=2048,
+         rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": None,
+                          "original_max_position_embeddings": 4096, "mscale": 0.707,
+                          "mscale_all_dim": 1.0, "beta_fast": 16, "truncate": False}),
+], ids=["llama3_4x", "linear_4x", "yarn_defaults", "yarn_no_factor_mscale"])
+def test_scaled_rope_frequencies_equal_transformers(config):
+  """Our import-time defaulting + model/rope.py against transformers' own rope init."""
+  theirs = transformers.LlamaConfig.from_dict(json.loads(json.dumps(config)))
+  kind = theirs.rope_parameters["rope_type"]
+  inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[kind](theirs)
+  cfg = hf_families.model_config(config)
+  ours, our_factor = rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+  np.testing.assert_allclose(ours, inv_freq.numpy(), rtol=1e-6, atol=0)
+  assert our_factor == pytest.approx(attention_factor, rel=1e-12)
+  assert not np.allclose(ours, rope_frequencies(
+      cfg.head_dim, cfg.rope_theta, RopeScaling(kind="linear", factor=1.0))[0])
+
+
 def _config(cls, **overrides):
   return json.loads(cls(**overrides).to_json_string())
 
 
 @pytest.mark.parametrize("config, refused", [
     (_config(transformers.LlamaConfig,
-             rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
-                              "original_max_position_embeddings": 2048}), "rope scaling 'yarn'"),
+             rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}),
+     "rope scaling 'dynamic' (dynamic NTK"),
     ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
-      "rope_scaling": {"type": "linear", "factor": 2.0}}, "rope scaling 'linear'"),
+      "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
+                       "original_max_position_embeddings": 64}}, "rope scaling 'longrope'"),
+    ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+      "rope_scaling": {"rope_type": "su", "factor": 2.0}}, "rope scaling 'su' (supported"),
+    ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+      "rope_parameters": {"rope_type": "llama3", "factor": 8.0,
+                          "original_max_position_embeddings": 64}},
+     "llama3 needs 0 < low_freq_factor"),
+    ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+      "partial_rotary_factor": 0.5}, "partial_rotary_factor != 1"),
     (_config(transformers.MistralConfig, sliding_window=4096, max_position_embeddings=32768),
      "sliding_window=4096"),
     (_config(transformers.Gemma2Config), "model_type 'gemma2'"),

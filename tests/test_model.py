@@ -1,4 +1,6 @@
 """Decoder behaviour: parity with an independent implementation, causality, packing."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ from flax import nnx
 
 from model.config import ModelConfig
 from model.decoder import Decoder, abstract_model, forward
+from model.rope import RopeScaling
 from tests.reference_decoder import reference_logits
 
 SMALL = ModelConfig(vocab_size=97, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -95,3 +98,31 @@ def test_invalid_model_config_is_rejected_with_reasons():
     SMALL.replace(num_kv_heads=3)
   with pytest.raises(ValueError, match="Unknown model config field"):
     SMALL.replace(d_modle=3)
+
+
+def test_model_config_json_round_trips_with_rope_scaling():
+  yarn = RopeScaling(kind="yarn", factor=4.0, original_max_positions=64, beta_fast=16.0,
+                     truncate=False, attention_factor=1.2)
+  for cfg in (SMALL, SMALL.replace(rope_scaling=yarn),
+              SMALL.replace(rope_scaling=RopeScaling(kind="linear", factor=2.0))):
+    again = ModelConfig.from_json(cfg.to_json())
+    assert again == cfg and hash(again) == hash(cfg)
+    assert isinstance(again.rope_scaling, (RopeScaling, type(None)))
+  # Run directories written before rope_scaling existed still load.
+  old = json.loads(SMALL.to_json())
+  del old["rope_scaling"]
+  assert ModelConfig.from_json(json.dumps(old)) == SMALL
+
+
+def test_invalid_rope_scaling_is_rejected_with_reasons():
+  with pytest.raises(ValueError, match="Invalid ModelConfig: rope_scaling must be"):
+    SMALL.replace(rope_scaling={"kind": "linear", "factor": 2.0})
+  with pytest.raises(ValueError, match="kind must be one of"):
+    RopeScaling(kind="dynamic", factor=2.0)
+  with pytest.raises(ValueError, match="low_freq_factor < high_freq_factor"):
+    RopeScaling(kind="llama3", factor=8.0, original_max_positions=64, low_freq_factor=4.0,
+                high_freq_factor=1.0)
+  with pytest.raises(ValueError, match="original_max_positions must be a positive int"):
+    RopeScaling(kind="yarn", factor=4.0)
+  with pytest.raises(ValueError, match="attention_factor is not used by 'linear'"):
+    RopeScaling(kind="linear", factor=2.0, attention_factor=1.5)

@@ -145,7 +145,7 @@ def load_model_config(path: str) -> ModelConfig:
   config_path = directory / str(step) / "model_config" / "metadata"
   if not config_path.exists():
     raise CheckpointError(f"{directory}/{step} has no model_config item")
-  return ModelConfig(**json.loads(config_path.read_text()))
+  return ModelConfig.from_json(config_path.read_text())
 
 
 def save_params_checkpoint(directory: str, params: Any, model_config: ModelConfig,
