@@ -175,26 +175,40 @@ class Attention(nnx.Module):
     """T new tokens written at cache slots index..index+T-1 (model/sampling.py).
 
     Query t sees slot s iff s <= index + t and kv_valid[b, s] (left padding is invalid).
-    Cache layout: {"k", "v"}: [B, S, K, H].
+    Cache layout: {"k", "v"}: [B, K, S, H], heads-major like the training path, so that the
+    score and value matmuls batch over (B, K) with contiguous [S, H] operands. (A [B, S, K, H]
+    cache made XLA:CPU transpose the whole cache in every step: 90% of a decode step.)
     """
     cast = lambda p: p.value.astype(self.dtype)
-    q_BxTxNxH = jnp.einsum("btd,dnh->btnh", x_BxTxD, cast(self.q_DxNxH))
-    k_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.k_DxKxH))
-    v_BxTxKxH = jnp.einsum("btd,dkh->btkh", x_BxTxD, cast(self.v_DxKxH))
-    q_BxTxNxH = self._rope(q_BxTxNxH, positions_BxT)
-    k_BxTxKxH = self._rope(k_BxTxKxH, positions_BxT)
-    start = (0, index, 0, 0)
-    k_BxSxKxH = jax.lax.dynamic_update_slice(cache["k"], k_BxTxKxH.astype(cache["k"].dtype),
-                                             start)
-    v_BxSxKxH = jax.lax.dynamic_update_slice(cache["v"], v_BxTxKxH.astype(cache["v"].dtype),
-                                             start)
-    num_new, num_slots = x_BxTxD.shape[1], k_BxSxKxH.shape[1]
+    q_BxNxTxH = jnp.einsum("btd,dnh->bnth", x_BxTxD, cast(self.q_DxNxH))
+    k_BxKxTxH = jnp.einsum("btd,dkh->bkth", x_BxTxD, cast(self.k_DxKxH))
+    v_BxKxTxH = jnp.einsum("btd,dkh->bkth", x_BxTxD, cast(self.v_DxKxH))
+    positions_Bx1xT = positions_BxT[:, None, :]
+    q_BxNxTxH = self._rope(q_BxNxTxH, positions_Bx1xT)
+    k_BxKxTxH = self._rope(k_BxKxTxH, positions_Bx1xT)
+    # The barrier keeps XLA:CPU from fusing the projection into the cache update, which
+    # turned that update into a copy of the whole cache in every step.
+    k_BxKxTxH, v_BxKxTxH = jax.lax.optimization_barrier(
+        (k_BxKxTxH.astype(cache["k"].dtype), v_BxKxTxH.astype(cache["v"].dtype)))
+    start = (0, 0, index, 0)
+    k_BxKxSxH = jax.lax.dynamic_update_slice(cache["k"], k_BxKxTxH, start)
+    v_BxKxSxH = jax.lax.dynamic_update_slice(cache["v"], v_BxKxTxH, start)
+    batch, num_heads, num_new, head_dim = q_BxNxTxH.shape
+    num_kv, num_slots = k_BxKxSxH.shape[1], k_BxKxSxH.shape[2]
+    group = num_heads // num_kv
+    # Grouped-query: the G = N / K query heads that share a kv head are rows of one matmul.
+    q_BxKxGTxH = q_BxNxTxH.reshape(batch, num_kv, group * num_new, head_dim)
+    scores_BxKxGTxS = jnp.einsum("bkqh,bksh->bkqs", q_BxKxGTxH, k_BxKxSxH,
+                                 preferred_element_type=jnp.float32) * head_dim ** -0.5
     query_slot_Tx1 = index + jnp.arange(num_new)[:, None]
     causal_TxS = jnp.arange(num_slots)[None, :] <= query_slot_Tx1
-    mask_Bx1xTxS = (causal_TxS[None] & kv_valid_BxS[:, None, :])[:, None]
-    # jax.nn.dot_product_attention masks with a finite value, so the rows of padding tokens
-    # (no valid key at all) stay finite instead of spreading NaN through the cache.
-    out_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
-                                               mask=mask_Bx1xTxS)
-    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, cast(self.o_NxHxD))
-    return out_BxTxD, {"k": k_BxSxKxH, "v": v_BxSxKxH}
+    mask_BxTxS = causal_TxS[None] & kv_valid_BxS[:, None, :]
+    mask_Bx1xGTxS = jnp.tile(mask_BxTxS, (1, group, 1))[:, None]
+    # A finite fill, so the rows of padding tokens (no valid key at all) stay finite instead
+    # of spreading NaN through the cache.
+    scores_BxKxGTxS = jnp.where(mask_Bx1xGTxS, scores_BxKxGTxS, jnp.finfo(jnp.float32).min)
+    probs_BxKxGTxS = jax.nn.softmax(scores_BxKxGTxS, axis=-1).astype(v_BxKxSxH.dtype)
+    out_BxKxGTxH = jnp.einsum("bkqs,bksh->bkqh", probs_BxKxGTxS, v_BxKxSxH)
+    out_BxNxTxH = out_BxKxGTxH.reshape(batch, num_heads, num_new, head_dim)
+    out_BxTxD = jnp.einsum("bnth,nhd->btd", out_BxNxTxH, cast(self.o_NxHxD))
+    return out_BxTxD, {"k": k_BxKxSxH, "v": v_BxKxSxH}

@@ -165,23 +165,28 @@ def forward(graphdef: nnx.GraphDef, params: Params, tokens_BxL: jax.Array,
 
 # --- Cached decoding (model/sampling.py) -------------------------------------------------
 
-KVCache = list[dict[str, jax.Array]]  # per layer {"k", "v"}: [batch, length, kv_heads, head_dim]
+KVCache = list[dict[str, jax.Array]]  # per layer {"k", "v"}: [batch, kv_heads, length, head_dim]
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
-  shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+  shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
   zeros = lambda: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
-                                   ("batch", "length", "act_kv_heads", None))
+                                   ("batch", "act_kv_heads", "length", None))
   return [{"k": zeros(), "v": zeros()} for _ in range(cfg.num_layers)]
 
 
 def decode_step(model: Decoder, tokens_BxT: jax.Array, positions_BxT: jax.Array,
-                kv_valid_BxS: jax.Array, cache: KVCache, index) -> tuple[jax.Array, KVCache]:
-  """Logits [B, T, V] for T tokens written at cache[index:index+T], and the updated cache."""
+                kv_valid_BxS: jax.Array, cache: KVCache, index,
+                last_only: bool = False) -> tuple[jax.Array, KVCache]:
+  """Logits [B, T, V] for T tokens written at cache[index:index+T], and the updated cache.
+
+  `last_only`: logits of the last token only ([B, 1, V]); a prefill needs no more, and the
+  head over every prompt position would cost as much as the rest of the prefill.
+  """
   x_BxTxD = model.embed(tokens_BxT)
   new_cache = []
   for block, layer_cache in zip(model.blocks, cache):
     x_BxTxD, layer_cache = _block_decode(block, x_BxTxD, positions_BxT, kv_valid_BxS,
                                          layer_cache, index)
     new_cache.append(layer_cache)
-  return model.logits(x_BxTxD), new_cache
+  return model.logits(x_BxTxD[:, -1:] if last_only else x_BxTxD), new_cache

@@ -153,3 +153,17 @@ def test_top_k_and_top_p_only_sample_allowed_tokens():
                        (SamplingConfig(temperature=1.0, top_p=0.9), {0, 1, 2})]:
     picked = set(np.asarray(choose_tokens(logits, jax.random.key(0), cfg)).tolist())
     assert picked == allowed, cfg
+
+
+def test_sampled_frequencies_follow_the_tempered_distribution():
+  # 20k draws of one row: each token's share is within 4 standard errors of softmax(l / T).
+  probs = np.asarray([0.5, 0.3, 0.15, 0.05, 0.0])
+  logits = jnp.log(jnp.asarray([probs] * 20_000))
+  for temperature in (1.0, 0.5):
+    picked = np.asarray(choose_tokens(logits, jax.random.key(1),
+                                      SamplingConfig(temperature=temperature)))
+    tempered = probs ** (1 / temperature) / np.sum(probs ** (1 / temperature))
+    share = np.bincount(picked, minlength=5) / len(picked)
+    stderr = np.sqrt(tempered * (1 - tempered) / len(picked))
+    assert np.all(np.abs(share - tempered) <= 4 * stderr + 1e-12), (temperature, share)
+    assert share[4] == 0  # a token of zero probability is never drawn
