@@ -153,11 +153,15 @@ class Attention(nnx.Module):
   def _rope(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     return apply_rope(x, positions, self.rope_theta, self.rope_scaling)
 
-  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
-               segment_ids_BxL: jax.Array) -> jax.Array:
+  def _qkv(self, x_BxLxD: jax.Array, positions_BxL: jax.Array
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Heads-major [B, N|K, L, H] queries, keys and values, RoPE applied to q and k.
+
+    Heads-major activations let the score and value matmuls batch over (B, N) with contiguous
+    [L, H] operands, with no per-layer transposes around them; the decode cache has the same
+    layout (an [B, S, K, H] cache made XLA:CPU transpose the whole cache in every step).
+    """
     cast = lambda p: p.value.astype(self.dtype)
-    # Heads-major [B, N, L, H] activations: the score and value matmuls then batch over
-    # (B, N) with contiguous [L, H] operands, no per-layer transposes around them.
     q_BxNxLxH = jnp.einsum("bld,dnh->bnlh", x_BxLxD, cast(self.q_DxNxH))
     k_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.k_DxKxH))
     v_BxKxLxH = jnp.einsum("bld,dkh->bklh", x_BxLxD, cast(self.v_DxKxH))
@@ -167,32 +171,27 @@ class Attention(nnx.Module):
     k_BxKxLxH = shard_activation(self._rope(k_BxKxLxH, positions_Bx1xL),
                                  ("batch", "act_kv_heads", "length", None))
     v_BxKxLxH = shard_activation(v_BxKxLxH, ("batch", "act_kv_heads", "length", None))
+    return q_BxNxLxH, k_BxKxLxH, v_BxKxLxH
+
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+               segment_ids_BxL: jax.Array) -> jax.Array:
+    q_BxNxLxH, k_BxKxLxH, v_BxKxLxH = self._qkv(x_BxLxD, positions_BxL)
     out_BxNxLxH = attention_core(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL)
-    return jnp.einsum("bnlh,nhd->bld", out_BxNxLxH, cast(self.o_NxHxD))
+    return jnp.einsum("bnlh,nhd->bld", out_BxNxLxH, self.o_NxHxD.value.astype(self.dtype))
 
   def decode(self, x_BxTxD: jax.Array, positions_BxT: jax.Array, kv_valid_BxS: jax.Array,
              cache: dict[str, jax.Array], index) -> tuple[jax.Array, dict[str, jax.Array]]:
     """T new tokens written at cache slots index..index+T-1 (model/sampling.py).
 
     Query t sees slot s iff s <= index + t and kv_valid[b, s] (left padding is invalid).
-    Cache layout: {"k", "v"}: [B, K, S, H], heads-major like the training path, so that the
-    score and value matmuls batch over (B, K) with contiguous [S, H] operands. (A [B, S, K, H]
-    cache made XLA:CPU transpose the whole cache in every step: 90% of a decode step.)
+    Cache layout: {"k", "v"}: [B, K, S, H], heads-major like the new tokens (see _qkv).
     """
-    cast = lambda p: p.value.astype(self.dtype)
-    q_BxNxTxH = jnp.einsum("btd,dnh->bnth", x_BxTxD, cast(self.q_DxNxH))
-    k_BxKxTxH = jnp.einsum("btd,dkh->bkth", x_BxTxD, cast(self.k_DxKxH))
-    v_BxKxTxH = jnp.einsum("btd,dkh->bkth", x_BxTxD, cast(self.v_DxKxH))
-    positions_Bx1xT = positions_BxT[:, None, :]
-    q_BxNxTxH = self._rope(q_BxNxTxH, positions_Bx1xT)
-    k_BxKxTxH = self._rope(k_BxKxTxH, positions_Bx1xT)
-    # The barrier keeps XLA:CPU from fusing the projection into the cache update, which
-    # turned that update into a copy of the whole cache in every step.
-    k_BxKxTxH, v_BxKxTxH = jax.lax.optimization_barrier(
-        (k_BxKxTxH.astype(cache["k"].dtype), v_BxKxTxH.astype(cache["v"].dtype)))
+    q_BxNxTxH, k_BxKxTxH, v_BxKxTxH = self._qkv(x_BxTxD, positions_BxT)
     start = (0, 0, index, 0)
-    k_BxKxSxH = jax.lax.dynamic_update_slice(cache["k"], k_BxKxTxH, start)
-    v_BxKxSxH = jax.lax.dynamic_update_slice(cache["v"], v_BxKxTxH, start)
+    k_BxKxSxH = jax.lax.dynamic_update_slice(cache["k"], k_BxKxTxH.astype(cache["k"].dtype),
+                                             start)
+    v_BxKxSxH = jax.lax.dynamic_update_slice(cache["v"], v_BxKxTxH.astype(cache["v"].dtype),
+                                             start)
     batch, num_heads, num_new, head_dim = q_BxNxTxH.shape
     num_kv, num_slots = k_BxKxSxH.shape[1], k_BxKxSxH.shape[2]
     group = num_heads // num_kv
@@ -210,5 +209,5 @@ class Attention(nnx.Module):
     probs_BxKxGTxS = jax.nn.softmax(scores_BxKxGTxS, axis=-1).astype(v_BxKxSxH.dtype)
     out_BxKxGTxH = jnp.einsum("bkqs,bksh->bkqh", probs_BxKxGTxS, v_BxKxSxH)
     out_BxNxTxH = out_BxKxGTxH.reshape(batch, num_heads, num_new, head_dim)
-    out_BxTxD = jnp.einsum("bnth,nhd->btd", out_BxNxTxH, cast(self.o_NxHxD))
+    out_BxTxD = jnp.einsum("bnth,nhd->btd", out_BxNxTxH, self.o_NxHxD.value.astype(self.dtype))
     return out_BxTxD, {"k": k_BxKxSxH, "v": v_BxKxSxH}
