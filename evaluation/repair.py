@@ -123,7 +123,7 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
   scored = [e for e in examples if e["id"] in round0_records]
   solved_in = {e["id"]: 0 for e in scored if any(r["passed"] for r in round0_records[e["id"]])}
   current, records, base_seed = scored, round0_records, sampler.seed
-  per_round = [_round_entry(0, len(scored), len(solved_in), len(scored))]
+  per_round = [_round_entry(0, len(scored), len(solved_in), len(solved_in), len(scored))]
   for index in range(1, rounds + 1):
     current = next_round(current, records)
     directory = round_dir(workdir, index)
@@ -143,7 +143,7 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
       if any(r["passed"] for r in round_records):
         solved_in.setdefault(example_id, index)
     per_round.append(_round_entry(index, len(current), sum(r == index for r in solved_in.values()),
-                                  len(scored), len(solved_in)))
+                                  len(solved_in), len(scored)))
   sampler.seed = base_seed
   summary = {"meta": meta, "num_problems": len(scored), "rounds": per_round,
              "num_samples_per_round": num_samples,
@@ -152,9 +152,8 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
   return summary
 
 
-def _round_entry(index: int, attempted: int, solved_now: int, total: int,
-                 solved_total: int | None = None) -> dict[str, Any]:
-  solved_total = solved_now if solved_total is None else solved_total
+def _round_entry(index: int, attempted: int, solved_now: int, solved_total: int,
+                 total: int) -> dict[str, Any]:
   return {"round": index, "attempted": attempted, "solved_this_round": solved_now,
           "solved_total": solved_total, "solved_rate": solved_total / max(total, 1)}
 

@@ -98,15 +98,17 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
   return dataclasses.replace(sampler, **changes)
 
 
-def run_eval(config: ml_collections.ConfigDict, workdir: str,
-             sampler: Sampler | None = None) -> dict[str, Any]:
+def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None = None,
+             examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
   """Samples (or reads), scores and reports one eval config in `workdir`; resumes there.
 
-  `sampler`: an already loaded model to use instead of loading `config.checkpoint` (the
-  studies in evaluation/studies.py evaluate many configs with one).
+  `sampler`: an already loaded model to use instead of loading `config.checkpoint`;
+  `examples`: load_examples(config), when the caller has them already (the studies in
+  evaluation/studies.py check every variant's examples, then evaluate them with one model).
   """
   os.makedirs(workdir, exist_ok=True)
-  examples = load_examples(config)
+  if examples is None:
+    examples = load_examples(config)
   if not examples:
     raise ValueError(f"no examples for task {config.task!r} split {config.split!r}")
   meta = _meta(config, examples)

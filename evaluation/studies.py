@@ -104,10 +104,11 @@ def _row(name: str, value: Any, results: dict[str, Any]) -> dict[str, Any]:
           "problems_solved": results["problems_solved"]}
 
 
-def ensemble_results(config: ml_collections.ConfigDict, variant_dirs: Sequence[str],
+def ensemble_results(examples: Sequence[dict[str, Any]], variant_dirs: Sequence[str],
                      out_dir: str, meta: dict[str, Any]) -> dict[str, Any]:
   """The union of the variants' samples, per problem, scored as one eval in `out_dir`.
 
+  `examples`: one variant's (only ids and task matter; the prompts differ per variant).
   Only problems that every variant scored take part. pass@k is reported at the paper's k and
   at the whole pool (`problems_solved`: any sample of any prompt passes).
   """
@@ -117,7 +118,7 @@ def ensemble_results(config: ml_collections.ConfigDict, variant_dirs: Sequence[s
   for example_id in common:
     records = [r for s in scored for r in s[example_id]]
     merged[example_id] = [{**r, "sample_index": i} for i, r in enumerate(records)]
-  examples = [e for e in load_examples(config) if e["id"] in common]
+  examples = [e for e in examples if e["id"] in common]
   pool = min((len(r) for r in merged.values()), default=0)
   ks = tuple(k for k in results_lib.PAPER_KS if k < pool) + ((pool,) if pool else ())
   results = results_lib.summarize(examples, merged, meta=meta, ks=ks)
@@ -142,29 +143,27 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
     return _run_repair_study(config, workdir, rounds)
   study = STUDIES[study_name]
   # Every variant is built and checked before the (slow) model load and the first sample.
-  variants = [(study.variant_name(v), v, variant_config(config, study.key, v))
-              for v in parse_values(study, values)]
-  for _, _, variant in variants:
-    load_examples(variant)
+  variants = []
+  for value in parse_values(study, values):
+    variant = variant_config(config, study.key, value)
+    variants.append((study.variant_name(value), value, variant, load_examples(variant)))
   sampler = make_sampler(config)
-  rows, dirs = [], []
-  for number, (name, value, variant) in enumerate(variants, 1):
+  rows, dirs, first_meta = [], [], None
+  for number, (name, value, variant, examples) in enumerate(variants, 1):
     logging.info("study %s: variant %d/%d, %s", study.name, number, len(variants), name)
     dirs.append(os.path.join(workdir, name))
-    rows.append(_row(name, value, run_eval(variant, dirs[-1], sampler)))
+    results = run_eval(variant, dirs[-1], sampler, examples)
+    first_meta = first_meta or results["meta"]
+    rows.append(_row(name, value, results))
   summary = {"study": study.name, "key": study.key, "label": study.label, "rows": rows,
              "ensemble": None}
   if study.ensemble:
-    meta = {k: v for k, v in _meta_of(dirs[0]).items() if k != "config"}  # Not seed 0's.
+    meta = {k: v for k, v in first_meta.items() if k != "config"}  # Not the first variant's.
     meta["study"] = study.name
-    ensemble = ensemble_results(config, dirs, os.path.join(workdir, ENSEMBLE_DIR), meta)
+    ensemble = ensemble_results(variants[0][3], dirs, os.path.join(workdir, ENSEMBLE_DIR), meta)
     summary["ensemble"] = _row(ENSEMBLE_DIR, "union", ensemble)
   write_study(workdir, summary)
   return summary
-
-
-def _meta_of(directory: str) -> dict[str, Any]:
-  return results_lib.read_results(directory)["meta"]
 
 
 def _run_repair_study(config: ml_collections.ConfigDict, workdir: str,
@@ -173,7 +172,7 @@ def _run_repair_study(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"the repair study needs at least 1 round, got {rounds}")
   examples = load_examples(config)
   sampler = make_sampler(config)
-  results = run_eval(config, round_dir(workdir, 0), sampler)
+  results = run_eval(config, round_dir(workdir, 0), sampler, examples)
   return run_repair(sampler, examples, load_scored(round_dir(workdir, 0)), workdir,
                     rounds=rounds, num_samples=config.num_samples, meta=results["meta"],
                     sandbox_config=sandbox_config(config))
@@ -194,7 +193,7 @@ def write_study(workdir: str, summary: dict[str, Any]) -> None:
   metrics = [f"pass@{k}" for k in ks] + ["pass_rate", "problems_solved"]
 
   def values(row: dict[str, Any]) -> list[float | None]:
-    return [row["pass_at_k"].get(k) for k in ks] + [row["pass_rate"], row["problems_solved"]]
+    return [_metric(row, m) for m in metrics]
 
   def cells(numbers: Sequence[float | None]) -> list[str]:
     return ["" if v is None else f"{100 * v:.2f}" for v in numbers]
@@ -207,10 +206,8 @@ def write_study(workdir: str, summary: dict[str, Any]) -> None:
               if None not in c else "" for c in columns]
     table_rows.append(["mean ± std over variants", "", ""] + spread)
   if ensemble:
-    ens_values = [ensemble["pass_at_k"].get(k) for k in ks] + [ensemble["pass_rate"],
-                                                                ensemble["problems_solved"]]
     table_rows.append([f"ensemble (union of {len(rows)})", ensemble["problems"],
-                       ensemble["samples_per_problem"]] + cells(ens_values))
+                       ensemble["samples_per_problem"]] + cells(values(ensemble)))
   lines = [f"# Study: {summary['study']} ({summary['key']})", "",
            f"Each variant is an eval workdir beside this file; metrics in percent."
            + (" The ensemble pools every variant's samples per problem "
