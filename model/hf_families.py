@@ -18,6 +18,7 @@ from typing import Any
 
 from model.config import ModelConfig
 from model.rope import KINDS as ROPE_KINDS
+from model.rope import USED_FIELDS as ROPE_USED_FIELDS
 from model.rope import RopeScaling
 
 # model_type -> family. CodeLlama and TinyLlama are "llama"; CodeGemma is "gemma".
@@ -129,20 +130,18 @@ def _rope_scaling(config: dict[str, Any]) -> RopeScaling | None:
   return RopeScaling(kind=kind, factor=float(factor), **fields)
 
 
+# RopeScaling fields whose transformers name differs (the others are spelled alike).
+_HF_ROPE_NAMES = {"original_max_positions": "original_max_position_embeddings"}
+
+
 def _hf_rope_parameters(cfg: ModelConfig) -> dict[str, Any]:
   """transformers 5 `rope_parameters` for our RoPE, every value explicit (no defaults)."""
   params = {"rope_type": "default", "rope_theta": cfg.rope_theta}
   scaling = cfg.rope_scaling
   if scaling is not None:
     params.update(rope_type=scaling.kind, factor=scaling.factor)
-    if scaling.kind in ("llama3", "yarn"):
-      params["original_max_position_embeddings"] = scaling.original_max_positions
-    if scaling.kind == "llama3":
-      params.update(low_freq_factor=scaling.low_freq_factor,
-                    high_freq_factor=scaling.high_freq_factor)
-    if scaling.kind == "yarn":
-      params.update(beta_fast=scaling.beta_fast, beta_slow=scaling.beta_slow,
-                    truncate=scaling.truncate, attention_factor=scaling.attention_factor)
+    for name in ROPE_USED_FIELDS[scaling.kind]:
+      params[_HF_ROPE_NAMES.get(name, name)] = getattr(scaling, name)
   return params
 
 

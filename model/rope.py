@@ -23,12 +23,13 @@ import math
 import numpy as np
 
 KINDS = ("linear", "llama3", "yarn")
-# Fields each kind reads beyond `kind` and `factor`; the others must keep their defaults, so
-# that two configs computing the same frequencies compare (and hash) equal.
-_USED = {"linear": (),
-         "llama3": ("original_max_positions", "low_freq_factor", "high_freq_factor"),
-         "yarn": ("original_max_positions", "beta_fast", "beta_slow", "truncate",
-                  "attention_factor")}
+# Fields each kind reads beyond `kind` and `factor` (and what an HF export writes); the
+# others must keep their defaults, so that two configs computing the same frequencies compare
+# (and hash) equal.
+USED_FIELDS = {"linear": (),
+               "llama3": ("original_max_positions", "low_freq_factor", "high_freq_factor"),
+               "yarn": ("original_max_positions", "beta_fast", "beta_slow", "truncate",
+                        "attention_factor")}
 
 
 def _is_number(value) -> bool:
@@ -57,10 +58,10 @@ class RopeScaling:
     defaults = {f.name: f.default for f in dataclasses.fields(self)
                 if f.name not in ("kind", "factor")}
     for name, default in defaults.items():
-      if name not in _USED[self.kind] and getattr(self, name) != default:
+      if name not in USED_FIELDS[self.kind] and getattr(self, name) != default:
         problems.append(f"{name} is not used by {self.kind!r} scaling (got "
                         f"{getattr(self, name)!r}, leave it at {default!r})")
-    used = _USED[self.kind]
+    used = USED_FIELDS[self.kind]
     if "original_max_positions" in used and (
         not isinstance(self.original_max_positions, int) or
         isinstance(self.original_max_positions, bool) or self.original_max_positions <= 0):
