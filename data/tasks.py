@@ -12,8 +12,10 @@ completion into the input of the project's sandbox (execution/): a plain dict
 Tasks:
   * "mbpp_synthesis": the paper's prompt; right if the program passes `test_list`
     (`execution_request(..., challenge=True)` gives the `challenge_test_list` instead).
-  * "mbpp_execution": one example per parseable test assert; right if
-    `assert CALL == PREDICTION` passes after the problem's code.
+  * "mbpp_execution": one example per parseable test assert; right if the prediction is a
+    value (a literal) and the call, run after the problem's code, returns that value, types
+    respected (data/execution_examples.py). A prediction that is not a value raises
+    InvalidPrediction from execution_request: it is scored `invalid_prediction`, never run.
   * "mathqa": MathQA-Python; right if the program's `answer` is within 1% (relative) of
     the annotated answer.
 
@@ -32,6 +34,8 @@ from data import mathqa_convert
 from data import prompts
 
 TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
+InvalidPrediction = execution_examples.InvalidPrediction
+INVALID_PREDICTION = execution_examples.INVALID_PREDICTION
 FINETUNING_SPLIT = "train"
 FINETUNING_NUM_SHOTS = 0
 FEW_SHOT_NUM_SHOTS = 3
@@ -191,6 +195,9 @@ def execution_request(example: dict[str, Any], completion: str, *,
     example: an example from load_task_examples.
     completion: the model's text after the prompt (anything after `[DONE]` is ignored).
     challenge: mbpp_synthesis only: use `challenge_test_list` instead of `test_list`.
+
+  Raises:
+    InvalidPrediction: mbpp_execution, and the completion's answer is not a value.
   """
   task = example["task"]
   if task == "mbpp_synthesis":

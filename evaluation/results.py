@@ -15,7 +15,9 @@ Schema (keys other tools rely on are marked *):
   num_problems, num_samples, samples_per_problem: {min, max},
   num_examples (problems in the split), unscored_problems (examples without samples),
   pass_rate: share of samples that pass; problems_solved: share of problems with c > 0,
-  status_counts: {passed, failed, error, syntax_error, timeout, killed},
+  status_counts: {passed, failed, error, syntax_error, timeout, killed, invalid_prediction}
+    (evaluation.scoring.RECORD_STATUSES; invalid_prediction: an execution prediction that
+    is not a value, never run),
   challenge: null, or for synthesis problems with challenge tests, scored separately:
     {num_problems, num_samples, pass_at_k, pass_rate, problems_solved, status_counts}.
 """
@@ -23,7 +25,8 @@ import json
 import os
 from typing import Any, Sequence
 
-from execution import STATUSES, Result, score
+from evaluation.scoring import RECORD_STATUSES
+from execution import Result, score
 
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
@@ -44,11 +47,12 @@ def _scores(results: list[Result], ks: Sequence[int]) -> dict[str, Any]:
   """Overall numbers of `results` (ids "problem/sample"), pass@k only for k <= min n."""
   if not results:
     return {"num_problems": 0, "num_samples": 0, "pass_at_k": {}, "pass_at_k_curve": {},
-            "pass_rate": 0.0, "problems_solved": 0.0, "status_counts": {s: 0 for s in STATUSES}}
-  per_problem = score(results, ks=(1,))["per_problem"]
+            "pass_rate": 0.0, "problems_solved": 0.0,
+            "status_counts": {s: 0 for s in RECORD_STATUSES}}
+  per_problem = score(results, ks=(1,), statuses=RECORD_STATUSES)["per_problem"]
   min_n = min(p["n"] for p in per_problem.values())
   grid = sorted(set(curve_ks(min_n)) | {k for k in ks if k <= min_n})
-  overall = score(results, ks=grid)["overall"]
+  overall = score(results, ks=grid, statuses=RECORD_STATUSES)["overall"]
 
   def as_str(values: dict[int, float]) -> dict[str, float]:  # JSON keys are strings.
     return {str(k): float(values[k]) for k in sorted(values)}

@@ -8,7 +8,7 @@ one problem) is dropped on restart and that problem is scored again.
 One record (line of samples.jsonl) per sample:
   id, task, task_id, [test_index], sample_index, num_samples, prompt_template_sha256,
   completion, program (what the sandbox ran), [prediction] (mbpp_execution),
-  status, passed, tests_passed, tests_total, error, duration_s,
+  status (one of RECORD_STATUSES), passed, tests_passed, tests_total, error, duration_s,
   and, for synthesis problems with challenge tests, challenge_status, challenge_passed,
   challenge_error.
 """
@@ -21,9 +21,12 @@ from absl import logging
 
 from data import tasks
 from evaluation.progress import ProgressLog
-from execution import Job, Result, SandboxConfig, WorkerPool
+from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
 
 SAMPLES_FILE = "samples.jsonl"
+# The sandbox's verdicts, and the one that is decided without running anything: an
+# execution prediction that is not a value (data/execution_examples.py).
+RECORD_STATUSES = (*STATUSES, tasks.INVALID_PREDICTION)
 # A chunk is what is lost at worst when a run is killed; large enough to keep every worker
 # busy, small enough that a kill costs seconds.
 DEFAULT_CHUNK_PROGRAMS = 512
@@ -41,6 +44,13 @@ def _job(request: dict[str, Any]) -> Job:
 
 def _job_key(job: Job) -> tuple:
   return (job.program, job.tests, job.setup)
+
+
+def _invalid_prediction(example: dict[str, Any], error: tasks.InvalidPrediction
+                        ) -> tuple[Job, Result]:
+  """The job that was not run (the problem's code) and its verdict."""
+  return (Job(example["id"], example["code"], (), example["test_setup"]),
+          Result(example["id"], tasks.INVALID_PREDICTION, False, 0, 1, str(error), 0.0))
 
 
 def _record(example: dict[str, Any], sample_index: int, num_samples: int, completion: str,
@@ -208,12 +218,19 @@ class Scorer:
     """Groups problems into sandbox batches; identical jobs within a batch run once."""
     chunk, jobs, index_of = [], [], {}
     for example, completions in todo:
-      plan = []  # Per sample: (completion, main job index, challenge job index or None).
+      # Per sample: (completion, main job index, challenge job index or None); a verdict
+      # reached without running anything stands in for the main job index.
+      plan = []
       with_challenge = bool(example.get("challenge_test_list"))
       for completion in completions:
         indices = []
         for challenge in ((False, True) if with_challenge else (False,)):
-          job = _job(tasks.execution_request(example, completion, challenge=challenge))
+          try:
+            request = tasks.execution_request(example, completion, challenge=challenge)
+          except tasks.InvalidPrediction as e:
+            indices.append(_invalid_prediction(example, e))
+            continue
+          job = _job(request)
           # Sampled programs repeat often (easy problems, low temperature): run each once.
           key = _job_key(job)
           if key not in index_of:
@@ -239,7 +256,8 @@ class Scorer:
     lines = []
     for example, plan in chunk:
       records = [
-          _record(example, i, len(plan), completion, jobs[main], results[main],
+          _record(example, i, len(plan), completion,
+                  *(main if isinstance(main, tuple) else (jobs[main], results[main])),
                   None if challenge is None else results[challenge])
           for i, (completion, main, challenge) in enumerate(plan)]
       self.records[example["id"]] = records

@@ -30,8 +30,13 @@ def problem_of(result_id: str) -> str:
 
 
 def score(results: Iterable[Result], ks: Sequence[int] = (1, 10, 80),
-          group: Callable[[str], str] = problem_of) -> dict:
+          group: Callable[[str], str] = problem_of,
+          statuses: Sequence[str] = STATUSES) -> dict:
   """Per-problem and overall pass@k, pass rate and status counts.
+
+  `statuses` are the keys of the status counts: the sandbox's STATUSES, or those plus any
+  verdicts a caller reaches without running a program. A result with another status is an
+  error, never silently left out of the counts.
 
   Overall pass@k is the mean over problems that have at least k samples; `problems_at_k`
   says how many that was, so a partial run cannot silently report a different average.
@@ -43,10 +48,13 @@ def score(results: Iterable[Result], ks: Sequence[int] = (1, 10, 80),
   for name, rs in by_problem.items():
     n, c = len(rs), sum(r.passed for r in rs)
     counts = collections.Counter(r.status for r in rs)
+    unknown = counts.keys() - set(statuses)
+    if unknown:
+      raise ValueError(f"{name}: unknown status(es) {sorted(unknown)}; known: {list(statuses)}")
     per_problem[name] = {
         "n": n, "passed": c, "pass_rate": c / n,
         "pass_at_k": {k: pass_at_k(n, c, k) for k in ks if k <= n},
-        "status_counts": {s: counts.get(s, 0) for s in STATUSES},
+        "status_counts": {s: counts.get(s, 0) for s in statuses},
     }
   overall_counts = collections.Counter()
   for p in per_problem.values():
@@ -64,7 +72,7 @@ def score(results: Iterable[Result], ks: Sequence[int] = (1, 10, 80),
           "passed": sum(p["passed"] for p in per_problem.values()),
           "pass_rate": (sum(p["passed"] for p in per_problem.values()) / total) if total else 0.0,
           "pass_at_k": overall_pass_at_k, "problems_at_k": problems_at_k,
-          "status_counts": {s: overall_counts.get(s, 0) for s in STATUSES},
+          "status_counts": {s: overall_counts.get(s, 0) for s in statuses},
       },
       "per_problem": per_problem,
   }

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from data import execution_examples
 from data.prompts import cut_at_done
 from data.tasks import load_task_examples
 from evaluation import (SAMPLES_FILE, Scorer, WorkdirMismatch, evaluate_samples_file,
@@ -192,22 +193,45 @@ def test_identical_samples_run_once_and_progress_has_rate_and_eta(subset, tmp_pa
   assert results["pass_at_k"] == {"1": 1.0} and results["num_samples"] == 40
 
 
-def test_execution_prediction_scores_the_predicted_value(mbpp_dirs, tmp_path):
+def test_execution_prediction_scores_values_only_with_types_respected(mbpp_dirs, tmp_path):
+  """Over every assert of the test split: the dataset's own expected text is right (but for
+  the documented loose-equality task), an echo of the call, `mock.ANY` or a name is not a
+  value and is never run, and `1` is not the answer for a call that returns True."""
   examples = [e for e in load_task_examples("mbpp_execution", "test", **mbpp_dirs)
-              if e["task_id"] <= 30 and e["task_id"] != SLOW_TASK]
-  assert len(examples) >= 50
-  right = {e["id"]: [f"{e['expected']}\n[DONE]\nanything after is ignored"] for e in examples}
-  results = summarize(examples, score_completions(examples, right, str(tmp_path / "right")))
-  assert results["pass_at_k"] == {"1": 1.0} and results["challenge"] is None
-  wrong = {e["id"]: ["object()\n[DONE]"] for e in examples}  # Equal to nothing.
-  records = score_completions(examples, wrong, str(tmp_path / "wrong"))
+              if e["task_id"] != SLOW_TASK]
+  assert len(examples) == 1497
+  mock_any = "__import__('unittest.mock').mock.ANY"
+  completions = {e["id"]: [f"{e['expected']}\n[DONE]\nanything after is ignored",
+                           f"{e['call']}\n[DONE]", mock_any, e["call"].split("(")[0], "1"]
+                 for e in examples}
+  records = score_completions(examples, completions, str(tmp_path))
+  loose = set(execution_examples.LOOSE_EQUALITY_ASSERTS)
+  statuses = {e["id"]: [r["status"] for r in records[e["id"]]] for e in examples}
+  expected_text = {e["id"]: statuses[e["id"]][0] for e in examples}
+  assert {i for i, s in expected_text.items() if s != "passed"} == {
+      e["id"] for e in examples if e["task_id"] in loose}
+  assert {expected_text[e["id"]] for e in examples if e["task_id"] in loose} == {"failed"}
+  assert all(statuses[e["id"]][1:4] == ["invalid_prediction"] * 3 for e in examples)
+  # `1` is right exactly where the value is the number 1 (Python's == also says so for
+  # True); in the loose task, where the returned value is what the verdict reported.
+  one_is_right = {e["id"] for e in examples if e["task_id"] not in loose
+                  and execution_examples.same_value(ast.literal_eval(e["expected"]), 1)}
+  one_is_right |= {e["id"] for e in examples if e["task_id"] in loose
+                   and records[e["id"]][0]["error"].endswith("returned 1")}
+  assert {e["id"] for e in examples if statuses[e["id"]][4] == "passed"} == one_is_right
+  returns_true = [e for e in examples if e["expected"] == "True" and e["task_id"] not in loose]
+  assert len(returns_true) > 50 and not one_is_right & {e["id"] for e in returns_true}
+  first = records[examples[0]["id"]]
+  assert (first[0]["prediction"], first[0]["program"]) == (examples[0]["expected"],
+                                                           examples[0]["code"])
+  assert first[2]["error"].startswith("not a literal value") and first[2]["duration_s"] == 0
   results = summarize(examples, records)
-  assert results["pass_at_k"] == {"1": 0.0}
-  assert results["status_counts"]["failed"] == len(examples)
-  first = records[examples[0]["id"]][0]
-  assert (first["prediction"], first["program"]) == ("object()", examples[0]["code"])
+  assert results["status_counts"]["invalid_prediction"] == 3 * len(examples)
   assert [(p["task_id"], p["test_index"]) for p in results["per_problem"]] == [
       (e["task_id"], e["test_index"]) for e in examples]
+  # What the call returned is in the verdict, for error analysis.
+  wrong = records[next(e["id"] for e in examples if e["task_id"] in loose)][0]
+  assert re.search(r"AssertionError: returned [01]$", wrong["error"]), wrong["error"]
 
 
 def test_mathqa_scores_the_answer_within_tolerance(mathqa_dirs, tmp_path):

@@ -68,3 +68,13 @@ def test_score_groups_by_problem_and_reports_only_defined_k():
 def test_problem_of_takes_everything_before_the_last_slash():
   assert problem_of("mbpp/11/3") == "mbpp/11"
   assert problem_of("single") == "single"
+
+
+def test_status_counts_take_the_callers_statuses_and_refuse_unknown_ones():
+  results = [Result("p/0", "passed", True, 1, 1, "", 0.0),
+             Result("p/1", "invalid_prediction", False, 0, 1, "not a value", 0.0)]
+  with pytest.raises(ValueError, match="unknown status.*invalid_prediction"):
+    score(results, ks=(1,))
+  counts = score(results, ks=(1,), statuses=(*records.STATUSES, "invalid_prediction"))
+  assert counts["overall"]["status_counts"]["invalid_prediction"] == 1
+  assert counts["overall"]["pass_rate"] == 0.5

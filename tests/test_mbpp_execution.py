@@ -1,4 +1,6 @@
-"""Execution-prediction examples parsed from every MBPP test assert."""
+"""Execution-prediction examples parsed from every MBPP test assert, and how a
+prediction is scored."""
+import collections
 import json
 
 import pytest
@@ -56,14 +58,81 @@ def test_sanitized_mbpp_parse_failures_are_counted(shared_data_dir):
   assert any("not a comparison" in r for r in reasons)  # math.isclose(...), assert f(x)
 
 
+def _scores(call: str, prediction: str, namespace: dict | None = None) -> bool:
+  test = ee.scoring_assert(call, prediction)
+  try:
+    exec(test, dict(namespace or {}))  # noqa: S102 -- our own comparison and a literal.
+  except AssertionError:
+    return False
+  return True
+
+
 def test_scoring_assert_accepts_any_spelling():
   call = "sorted([2, 1])"
   for prediction, right in (("[1, 2]", True), ("[1,2]", True), (" [1,2] ", True),
-                            ("[2, 1]", False)):
-    test = ee.scoring_assert(call, prediction)
-    try:
-      exec(test, {})  # noqa: S102 -- a constant, trusted expression.
-      passed = True
-    except AssertionError:
-      passed = False
-    assert passed == right, prediction
+                            ("[2, 1]", False), ("(1, 2)", False)):
+    assert _scores(call, prediction) == right, prediction
+
+
+@pytest.mark.parametrize("returned,predicted,same", [
+    (True, True, True), (True, 1, False), (1, True, False), (0, False, False),
+    (False, 0.0, False), (3, 3.0, True), (3.0, 3, True), (2.5, 2.5, True), (2.5, 2.4, False),
+    (1j, 1j, True), ("a", "a", True), ("1", 1, False), (b"a", b"a", True), (b"a", "a", False),
+    (None, None, True), (None, 0, False), ([], [], True), ([1], (1,), False),
+    ((1,), [1], False), ([1, [True]], [1, [1]], False), ([1, [True]], [1.0, [True]], True),
+    ({1: "a"}, {1: "a"}, True), ({True: "a"}, {1: "a"}, False), ({1: True}, {1: 1}, False),
+    ({1: 2}, {1: 2, 3: 4}, False), ({1, 2}, {2, 1}, True), ({True}, {1}, False),
+    (frozenset({1}), {1}, True), ({1}, [1], False), (set(), set(), True), ([1, 2], [1], False),
+])
+def test_same_value_respects_types(returned, predicted, same):
+  assert ee.same_value(returned, predicted) is same
+
+
+def test_same_value_accepts_subclasses_of_the_predicted_kind():
+  counts = collections.Counter("aab")
+  assert ee.same_value(counts, {"a": 2, "b": 1})
+  assert ee.same_value(collections.defaultdict(list, {"x": [1]}), {"x": [1]})
+  assert ee.same_value(collections.namedtuple("P", "x y")(1, 2), (1, 2))
+  assert not ee.same_value(collections.deque([1]), [1])
+
+
+@pytest.mark.parametrize("prediction", [
+    'sort_matrix([[1, 2, 3], [2, 4, 5]])',    # The call, echoed from the prompt.
+    "__import__('unittest.mock').mock.ANY",   # Equal to everything.
+    "x", "sys.maxsize", "float('nan')", "[1, f(2)]", "1 +", "", "   ", "[DONE]",
+])
+def test_predictions_that_are_not_values_are_refused(prediction):
+  with pytest.raises(ee.InvalidPrediction):
+    ee.parse_prediction(prediction)
+  with pytest.raises(ee.InvalidPrediction):
+    ee.scoring_assert("f(1)", prediction)
+
+
+def test_predictions_that_are_values_parse():
+  assert ee.parse_prediction(" -3 ") == -3
+  assert ee.parse_prediction("(1, 'a', [None, 2.5e3], {b'x': set()})") == (
+      1, "a", [None, 2500.0], {b"x": set()})
+
+
+def test_scoring_assert_runs_the_call_once_and_says_what_it_returned():
+  namespace = {"calls": [], "f": lambda x: namespace["calls"].append(x) or x * 2}
+  test = ee.scoring_assert("f(2)", "3")
+  with pytest.raises(AssertionError, match="returned 4"):
+    exec(test, namespace)  # noqa: S102
+  assert namespace["calls"] == [2]
+  # A program's own name for a comparison is not disturbed before the call runs.
+  assert _scores("same_value(1)", "1", {"same_value": lambda x: x})
+
+
+def test_non_literal_expected_values_are_the_documented_ones(shared_data_dir):
+  for config, name in (("full", "mbpp.jsonl"), ("sanitized", "sanitized-mbpp.json")):
+    cases, _ = ee.cases_from_problems(_problems(shared_data_dir, name))
+    non_literal = collections.Counter()
+    for case in cases:
+      try:
+        ee.parse_prediction(case.expected)
+      except ee.InvalidPrediction:
+        non_literal[case.task_id] += 1
+    assert dict(non_literal) == ee.NON_LITERAL_EXPECTED[config], config
+  cases, _ = ee.cases_from_problems(_problems(shared_data_dir, "mbpp.jsonl"))
+  assert len(cases) - sum(ee.NON_LITERAL_EXPECTED["full"].values()) == 2919
