@@ -49,28 +49,40 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 _RULES = dict(LOGICAL_AXIS_RULES)
 
 
-def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a (data, fsdp, tensor) mesh; one size may be -1 for "all remaining devices"."""
-  devices = list(jax.devices() if devices is None else devices)
+def resolve_mesh_sizes(data: int, fsdp: int, tensor: int, num_devices: int
+                       ) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) with a -1 replaced by "all remaining devices"; the one place that
+  resolves mesh sizes (make_mesh builds from it, config validation checks with it).
+
+  Raises:
+    ValueError: a size is 0 or below -1, more than one is -1, or the product does not match
+      `num_devices`.
+  """
   sizes = [data, fsdp, tensor]
   if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
     raise ValueError(f"mesh sizes must be positive, at most one -1; got data={data} "
                      f"fsdp={fsdp} tensor={tensor}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices cannot be split into data={data} fsdp={fsdp} "
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices cannot be split into data={data} fsdp={fsdp} "
                        f"tensor={tensor}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
     raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
-                     f"{math.prod(sizes)} devices, but {len(devices)} are available; set "
+                     f"{math.prod(sizes)} devices, but {num_devices} are available; set "
                      "config.mesh.* so the product matches (or use -1 for one axis)")
+  return sizes[0], sizes[1], sizes[2]
+
+
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a (data, fsdp, tensor) mesh; one size may be -1 for "all remaining devices"."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = resolve_mesh_sizes(data, fsdp, tensor, len(devices))
   # Auto axes: XLA's partitioner propagates shardings from the annotations below (classic
   # pjit semantics). Spelled out because JAX's default axis type is changing.
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
-                       devices=devices)
+  return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,

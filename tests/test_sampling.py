@@ -90,27 +90,41 @@ def test_greedy_decoding_of_a_copy_model_returns_the_copy():
   assert [list(r[:6]) for r in out] == [p[:6] for p in prompts]
 
 
+def _next_token_model(next_token: dict[int, int]):
+  """A decoder whose greedy next token is `next_token[current token]`, whatever came before.
+
+  Attention outputs and MLP outputs are zeroed, so the residual stream is the current
+  token's embedding; each used token embeds as its own basis vector, and the (untied) head
+  maps that direction to the chosen next token.
+  """
+  cfg = CFG.replace(tie_embeddings=False)
+  graphdef, params = _model(cfg)
+  params = jax.tree.map(np.zeros_like, params)
+  for block in params["blocks"].values():
+    for norm in ("attn_norm", "mlp_norm"):
+      block[norm]["scale"] = np.ones_like(block[norm]["scale"])
+  params["final_norm"]["scale"] = np.ones_like(params["final_norm"]["scale"])
+  for dim, (token, following) in enumerate(sorted(next_token.items())):
+    params["embed_VxD"][token, dim] = 1.0
+    params["head_DxV"][dim, following] = 10.0
+  return graphdef, params
+
+
 def test_stop_string_and_eos_end_rows_on_device():
-  graphdef, params = _model()
   texts = [""] * 64
   texts[7], texts[8] = "[DO", "NE]"
-  # Greedy rows that are forced to emit [DO, NE] via biasing the LM head would need training;
-  # instead bias the logits by making tokens 7 then 8 the argmax through the embedding.
-  params = jax.tree.map(np.asarray, params)
-  tokens, lengths = left_pad([[3, 4, 5], [9]], 4)
+  # Row 0 writes "[DO" "NE]" (the stop string, over two tokens), row 1 writes EOS (1) after
+  # one token, row 2 cycles 11 -> 12 -> 11 ... and runs to the length limit.
+  graphdef, params = _next_token_model({5: 7, 7: 8, 8: 9, 9: 10, 10: 1, 1: 2, 11: 12, 12: 11})
+  tokens, lengths = left_pad([[3, 4, 5], [9], [11]], 4)
   generate = make_generate_fn(graphdef, SamplingConfig(max_new_tokens=6, temperature=0.0),
                               eos_id=1)
   out, out_len = generate(params, jnp.asarray(tokens), jnp.asarray(lengths), jax.random.key(0),
                           *map(jnp.asarray, build_stop_table(texts, "[DONE]")))
-  out, out_len = np.asarray(out), np.asarray(out_len)
-  for row in range(2):
-    seq = list(out[row])
-    n = out_len[row]
-    # Everything after a row's length is padding; the stop happened exactly at its end.
-    assert all(t == 0 for t in seq[n:])
-    text = "".join(texts[t] for t in seq[:n])
-    if n < 6:
-      assert seq[n - 1] == 1 or text.endswith("NE]")
+  # A row's length counts its tokens up to and including the stop; the rest is padding (0).
+  np.testing.assert_array_equal(np.asarray(out_len), [2, 2, 6])
+  np.testing.assert_array_equal(np.asarray(out), [[7, 8, 0, 0, 0, 0], [10, 1, 0, 0, 0, 0],
+                                                  [12, 11, 12, 11, 12, 11]])
 
 
 def test_seed_reproduces_samples_and_different_seeds_differ():

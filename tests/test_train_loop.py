@@ -14,11 +14,11 @@ import pytest
 from configs import pretrain
 from data.code_corpus import stdlib_dir
 from training import checkpointing
-from training.loop import resolve_model_config, train
+from training.loop import resolve_model_config, train, validate_config
 from training.metrics import read_metrics
 from training.state import make_layout
 from training.optimizer import make_optimizer
-from model.sharding import make_mesh
+from model.sharding import make_mesh, resolve_mesh_sizes
 
 _FILES = ("textwrap.py", "shlex.py", "bisect.py", "heapq.py", "fnmatch.py", "glob.py",
           "colorsys.py", "keyword.py", "this.py", "struct.py", "copy.py", "abc.py")
@@ -121,6 +121,34 @@ def test_checkpoint_that_does_not_match_the_model_is_a_clear_error(corpus, tmp_p
     bigger = _config(corpus, num_train_steps=8)
     bigger.model_overrides.d_model = 64
     train(bigger, workdir)
+
+
+@pytest.mark.parametrize("mesh,expected", [
+    ((-1, 2, 2), (2, 2, 2)), ((2, -1, 2), (2, 2, 2)), ((1, 1, -1), (1, 1, 8)),
+    ((8, 1, 1), (8, 1, 1)),
+])
+def test_mesh_sizes_resolve_in_one_place(mesh, expected):
+  assert resolve_mesh_sizes(*mesh, num_devices=8) == expected
+  assert make_mesh(*mesh).devices.shape == expected
+
+
+@pytest.mark.parametrize("mesh,batch_size,error", [
+    # data=-1 resolves to 2, so the batch is split 2 x 2 = 4 ways: 6 rows do not divide.
+    ((-1, 2, 2), 6, "divisible by mesh.data x mesh.fsdp = 4"),
+    ((-1, 2, 2), 8, None),
+    ((2, 2, -1), 6, "divisible by mesh.data x mesh.fsdp = 4"),
+    ((1, 1, -1), 6, None),
+    ((3, -1, 1), 6, "cannot be split"),
+    ((2, 2, 4), 8, "needs 16 devices"),
+])
+def test_validate_config_resolves_the_mesh_like_make_mesh(corpus, mesh, batch_size, error):
+  config = _config(corpus, batch_size=batch_size, **dict(zip(
+      ("mesh.data", "mesh.fsdp", "mesh.tensor"), mesh)))
+  if error is None:
+    validate_config(config, num_devices=8)
+  else:
+    with pytest.raises(ValueError, match=error):
+      validate_config(config, num_devices=8)
 
 
 def test_bad_configs_fail_before_work(corpus, tmp_path):

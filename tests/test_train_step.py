@@ -22,7 +22,6 @@ def test_golden_losses_tiny_preset():
   losses, _, _ = run_steps(TINY, (1, 1, 1), [batch] * 3, devices=jax.devices()[:1],
                            optimizer_overrides={"warmup_steps": 0})
   np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=1e-5)
-  np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=1e-5)
 
 
 def test_sharded_training_equals_single_device_and_really_shards():

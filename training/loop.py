@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from configs.models import get_model_config
 from model.config import ModelConfig
-from model.sharding import batch_sharding, make_mesh
+from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
 from training import checkpointing, inputs
 from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
@@ -55,17 +55,16 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     if config.batch_size % config.grad_accum_steps:
       problems.append(f"config.batch_size={config.batch_size} is not divisible by "
                       f"config.grad_accum_steps={config.grad_accum_steps}")
-    mesh_sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
-    if -1 not in mesh_sizes:
-      batch_shards = config.mesh.data * config.mesh.fsdp
+    try:
+      data, fsdp, _ = resolve_mesh_sizes(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
+                                         num_devices)
+    except ValueError as e:
+      problems.append(str(e))
     else:
-      known = int(np.prod([s for s in mesh_sizes if s != -1]))
-      batch_shards = (num_devices // known if config.mesh.tensor != -1
-                      else config.mesh.data * config.mesh.fsdp)
-    micro = config.batch_size // config.grad_accum_steps
-    if batch_shards and micro % batch_shards:
-      problems.append(f"each microbatch has {micro} rows (batch_size / grad_accum_steps), which "
-                      f"must be divisible by mesh.data x mesh.fsdp = {batch_shards}")
+      micro = config.batch_size // config.grad_accum_steps
+      if micro % (data * fsdp):
+        problems.append(f"each microbatch has {micro} rows (batch_size / grad_accum_steps), "
+                        f"which must be divisible by mesh.data x mesh.fsdp = {data * fsdp}")
   if config.data.task not in inputs.TASKS:
     problems.append(f"config.data.task={config.data.task!r} is unknown; choose one of "
                     f"{inputs.TASKS}")
