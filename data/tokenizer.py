@@ -24,7 +24,6 @@ enough to keep training fast.
 from collections.abc import Iterable, Iterator, Sequence
 import hashlib
 import io
-import json
 import os
 import pathlib
 
@@ -35,8 +34,6 @@ EOS_ID = 1
 BOS_ID = 2
 UNK_ID = 3
 _USER_DEFINED_SYMBOLS = ("\n", "\t")
-# Written next to tokenizer.model by model/import_checkpoint.py for public checkpoints.
-IMPORT_METADATA = "import.json"
 
 # SentencePiece drops longer sentences; minified or generated lines longer than this add
 # nothing useful to a code vocabulary.
@@ -61,8 +58,8 @@ class Tokenizer:
     self._continuation_processor = _without_dummy_prefix(model_proto) or self._processor
     if not imported and self._processor.pad_id() != PAD_ID:
       raise ValueError(f"tokenizer pad id is {self._processor.pad_id()}, expected {PAD_ID} "
-                       f"(an imported checkpoint's tokenizer loads via Tokenizer.load next to "
-                       f"its {IMPORT_METADATA})")
+                       "(an imported checkpoint's tokenizer loads with imported=True, which "
+                       "model/run_dir.py's load_tokenizer sets for imported runs)")
 
   def __getstate__(self) -> dict[str, object]:
     # The SentencePiece processor does not pickle; rebuild it from the model bytes, so that
@@ -76,20 +73,14 @@ class Tokenizer:
                   add_bos=bool(state.get("add_bos", False)))
 
   @classmethod
-  def load(cls, path: str | os.PathLike[str]) -> "Tokenizer":
-    """Loads a `.model` file written by `train_tokenizer` or `save`, or an imported one.
+  def load(cls, path: str | os.PathLike[str], **options: bool) -> "Tokenizer":
+    """Loads a `.model` file written by `train_tokenizer` or `save`.
 
-    A tokenizer.model with an `import.json` beside it (written by model/import_checkpoint.py)
-    is a public model's: its special ids are accepted as they are and its BOS policy is read
-    from there, so eval.py and train.py need no flag for imported runs.
+    `options` (imported, add_bos) are the constructor's; a run's tokenizer, whose
+    conventions its run directory records, loads through model/run_dir.py's load_tokenizer.
     """
     path = pathlib.Path(path)
-    metadata_path = path.parent / IMPORT_METADATA
-    if metadata_path.exists():
-      tokenizer_meta = json.loads(metadata_path.read_text()).get("tokenizer", {})
-      return cls(path.read_bytes(), model_path=str(path), imported=True,
-                 add_bos=bool(tokenizer_meta.get("add_bos", False)))
-    return cls(path.read_bytes(), model_path=str(path))
+    return cls(path.read_bytes(), model_path=str(path), **options)
 
   def save(self, path: str | os.PathLike[str]) -> None:
     """Writes the serialized model, e.g. to copy it into a run's workdir."""

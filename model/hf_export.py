@@ -22,7 +22,7 @@ import struct
 import jax
 import numpy as np
 
-from model import hf_families
+from model import hf_families, run_dir
 from model.decoder import abstract_model
 from model.safetensors_reader import INDEX_NAME, SINGLE_NAME
 
@@ -46,16 +46,10 @@ def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
 def export_checkpoint(run: str, output: str, family: str | None = None,
                       max_shard_gb: float = 4.0) -> dict:
   """Writes the HF checkpoint of `run` (workdir, checkpoints dir or step dir); returns config."""
-  from training import checkpointing  # pylint: disable=g-import-not-at-top  (owns the layout)
-
-  cfg = checkpointing.load_model_config(run)
-  directory, _ = checkpointing.resolve_checkpoint(run)
-  workdir = os.path.dirname(str(directory))
+  cfg = run_dir.load_model_config(run)
   tokenizer_meta = {}
-  import_path = os.path.join(workdir, "import.json")
-  if os.path.exists(import_path):
-    with open(import_path) as f:
-      metadata = json.load(f)
+  metadata = run_dir.import_metadata(run_dir.run_of(run))
+  if metadata is not None:
     family = family or metadata["family"]
     tokenizer_meta = metadata.get("tokenizer", {})
   family = family or ("gemma" if cfg.embed_scale_by_sqrt_dim else "llama")
@@ -65,7 +59,7 @@ def export_checkpoint(run: str, output: str, family: str | None = None,
   special_ids = {k: (None if v is None or v < 0 else v) for k, v in special_ids.items()}
   config = hf_families.hf_config(cfg, family, **special_ids)
   _, shapes, _ = abstract_model(cfg)
-  params = checkpointing.load_params(run, shapes)
+  params = run_dir.load_params(run, shapes)
 
   os.makedirs(output, exist_ok=True)
   shards, current, size = [], {}, 0
@@ -91,11 +85,11 @@ def export_checkpoint(run: str, output: str, family: str | None = None,
       total += sum(a.nbytes for a in shard.values())
     with open(os.path.join(output, INDEX_NAME), "w") as f:
       json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-  with open(os.path.join(output, "config.json"), "w") as f:
+  with open(os.path.join(output, hf_families.HF_CONFIG_FILE), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
-  tokenizer = os.path.join(workdir, "tokenizer.model")
-  if os.path.exists(tokenizer):
-    shutil.copyfile(tokenizer, os.path.join(output, "tokenizer.model"))
+  tokenizer = run_dir.tokenizer_path(run)
+  if tokenizer:
+    shutil.copyfile(tokenizer, os.path.join(output, hf_families.HF_TOKENIZER_FILE))
   return config
 
 

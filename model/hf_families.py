@@ -22,6 +22,11 @@ from model.rope import USED_FIELDS as ROPE_USED_FIELDS
 from model.rope import RopeScaling
 
 # model_type -> family. CodeLlama and TinyLlama are "llama"; CodeGemma is "gemma".
+# The files of a Hugging Face checkpoint directory that import and export read or write
+# (their weights: model/safetensors_reader.py).
+HF_CONFIG_FILE = "config.json"
+HF_TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 FAMILIES = {"llama": "llama", "mistral": "llama", "gemma": "gemma"}
 # Known relatives we refuse, with the reason, so users learn what is missing.
 _REFUSED_TYPES = {

@@ -24,9 +24,8 @@ host memory allocated for it: peak host memory ~ the largest single device slice
 reclaimable page cache for the mmapped files, plus orbax's write staging (bounded by
 `--save_concurrent_gb`). A 7B model therefore imports with far less host RAM than its size.
 
-Dependency note: the orbax layout of a run is owned by training/checkpointing.py, so this
-module calls its `save_params_checkpoint` (the one import from training/ in model/) rather
-than duplicating the layout here.
+The run's layout and file names belong to model/run_dir.py; the source's are Hugging Face's
+(hf_families.HF_CONFIG_FILE, HF_TOKENIZER_FILE).
 """
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ import argparse
 from collections.abc import Sequence
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -42,13 +40,11 @@ import numpy as np
 import sentencepiece as spm
 from jax.sharding import Mesh
 
-from model import hf_families
+from model import hf_families, run_dir
 from model.config import ModelConfig
 from model.decoder import Params, abstract_model
 from model.safetensors_reader import SafetensorsCheckpoint
 from model.sharding import make_mesh, param_shardings
-
-IMPORT_METADATA = "import.json"
 
 
 def _set(tree: dict, path: tuple, value: Any) -> None:
@@ -109,7 +105,7 @@ def tokenizer_metadata(tokenizer_path: str, family: str, source: str) -> dict[st
   processor = spm.SentencePieceProcessor(model_file=tokenizer_path)
   # Both families were trained with BOS first; tokenizer_config.json may say otherwise.
   add_bos = True
-  config_path = os.path.join(source, "tokenizer_config.json")
+  config_path = os.path.join(source, hf_families.HF_TOKENIZER_CONFIG_FILE)
   if os.path.exists(config_path):
     with open(config_path) as f:
       add_bos = bool(json.load(f).get("add_bos_token", add_bos))
@@ -121,16 +117,15 @@ def tokenizer_metadata(tokenizer_path: str, family: str, source: str) -> dict[st
 def import_checkpoint(source: str, output: str, mesh: Mesh | None = None,
                       dtype: str = "float32", save_concurrent_gb: int = 4) -> dict[str, Any]:
   """Writes OUTPUT (see module docstring); returns what went into import.json."""
-  from training import checkpointing  # pylint: disable=g-import-not-at-top  (see docstring)
-
-  with open(os.path.join(source, "config.json")) as f:
+  with open(os.path.join(source, hf_families.HF_CONFIG_FILE)) as f:
     hf_config = json.load(f)
   family = hf_families.family_of(hf_config)
   cfg = hf_families.model_config(hf_config, dtype=dtype)
-  tokenizer_src = os.path.join(source, "tokenizer.model")
+  tokenizer_src = os.path.join(source, hf_families.HF_TOKENIZER_FILE)
   if not os.path.exists(tokenizer_src):
-    raise FileNotFoundError(f"{source} has no tokenizer.model (a SentencePiece model is "
-                            "required; tokenizer.json-only checkpoints are not supported)")
+    raise FileNotFoundError(f"{source} has no {hf_families.HF_TOKENIZER_FILE} (a SentencePiece "
+                            "model is required; tokenizer.json-only checkpoints are not "
+                            "supported)")
   tokenizer = tokenizer_metadata(tokenizer_src, family, source)
   if mesh is None:
     mesh = make_mesh(fsdp=-1)
@@ -138,8 +133,7 @@ def import_checkpoint(source: str, output: str, mesh: Mesh | None = None,
 
   os.makedirs(output, exist_ok=True)
   # Collective: every process writes its own shards of the parameters.
-  checkpointing.save_params_checkpoint(output, params, cfg,
-                                       save_concurrent_gb=save_concurrent_gb)
+  run_dir.save_params_checkpoint(output, params, cfg, save_concurrent_gb=save_concurrent_gb)
   metadata = {
       "source": os.path.abspath(source), "family": family,
       "model_type": hf_config["model_type"], "architectures": hf_config.get("architectures"),
@@ -166,11 +160,10 @@ def _warnings(hf_config: dict[str, Any], cfg: ModelConfig,
 
 def _write_side_files(output: str, tokenizer_src: str, cfg: ModelConfig,
                       metadata: dict[str, Any]) -> None:
-  shutil.copyfile(tokenizer_src, os.path.join(output, "tokenizer.model"))
-  with open(os.path.join(output, "model_config.json"), "w") as f:
-    f.write(cfg.to_json())
-  with open(os.path.join(output, IMPORT_METADATA), "w") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
+  # import.json first: the tokenizer is only loadable as an imported one beside it.
+  run_dir.write_text(output, run_dir.IMPORT_FILE, json.dumps(metadata, indent=2, sort_keys=True))
+  run_dir.install_tokenizer(tokenizer_src, output)
+  run_dir.write_text(output, run_dir.MODEL_CONFIG_FILE, cfg.to_json())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

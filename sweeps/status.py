@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 
+from model import run_dir
+
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 
 
@@ -14,20 +16,11 @@ class Status:
   detail: str  # why, for the dry run and the summary
 
 
-def _checkpoint_steps(workdir: str) -> list[int]:
-  """Step folders of WORKDIR/checkpoints; orbax's temporary folders have non-digit names."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
-
-
 def _logged_steps(workdir: str) -> set[int]:
   """Steps recorded in metrics.jsonl; a line cut short by a crash is ignored."""
   steps = set()
   try:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, run_dir.METRICS_FILE)) as f:
       for line in f:
         try:
           record = json.loads(line)
@@ -43,8 +36,8 @@ def _logged_steps(workdir: str) -> set[int]:
 def train_status(workdir: str, num_train_steps: int) -> Status:
   """Finished once metrics.jsonl logs step num_train_steps or that checkpoint exists."""
   if num_train_steps in _logged_steps(workdir):
-    return Status(FINISHED, f"metrics.jsonl has step {num_train_steps}")
-  steps = _checkpoint_steps(workdir)
+    return Status(FINISHED, f"{run_dir.METRICS_FILE} has step {num_train_steps}")
+  steps = run_dir.checkpoint_steps(workdir)
   if steps and steps[-1] >= num_train_steps:
     return Status(FINISHED, f"checkpoint {steps[-1]} of {num_train_steps} steps")
   if steps:
@@ -57,13 +50,13 @@ def train_status(workdir: str, num_train_steps: int) -> Status:
 
 def eval_status(workdir: str) -> Status:
   """Finished once results.json exists; eval.py skips problems already in samples.jsonl."""
-  if os.path.isfile(os.path.join(workdir, "results.json")):
-    return Status(FINISHED, "results.json exists")
-  samples = os.path.join(workdir, "samples.jsonl")
+  if os.path.isfile(os.path.join(workdir, run_dir.RESULTS_FILE)):
+    return Status(FINISHED, f"{run_dir.RESULTS_FILE} exists")
+  samples = os.path.join(workdir, run_dir.SAMPLES_FILE)
   if os.path.isfile(samples):
     with open(samples) as f:
       count = sum(1 for line in f if line.strip())
-    return Status(RESUME, f"resuming: {count} samples in samples.jsonl")
+    return Status(RESUME, f"resuming: {count} samples in {run_dir.SAMPLES_FILE}")
   if os.path.isdir(workdir) and os.listdir(workdir):
     return Status(RESUME, "resuming: earlier attempt left no samples")
   return Status(NEW, "")

@@ -22,7 +22,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from data.tasks import load_task_examples  # noqa: E402
-from data.tokenizer import Tokenizer  # noqa: E402
 from model import hf_export, hf_families  # noqa: E402
 from model.attention import Attention  # noqa: E402
 from model.decoder import abstract_model, forward  # noqa: E402
@@ -30,7 +29,7 @@ from model.import_checkpoint import import_checkpoint, main  # noqa: E402
 from model.rope import RopeScaling, rope_frequencies  # noqa: E402
 from model.sampling import SamplingConfig, make_generate_fn  # noqa: E402
 from model.sharding import make_mesh  # noqa: E402
-from training import checkpointing  # noqa: E402
+from model import run_dir  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -116,10 +115,10 @@ def _hf_logits(model, tokens):
     return model(torch.as_tensor(tokens)).logits.numpy()
 
 
-def _load(run_dir):
-  cfg = checkpointing.load_model_config(run_dir)
+def _load(run):
+  cfg = run_dir.load_model_config(run)
   graphdef, shapes, _ = abstract_model(cfg)
-  return cfg, graphdef, checkpointing.load_params(run_dir, shapes)
+  return cfg, graphdef, run_dir.load_params(run, shapes)
 
 
 def test_logits_and_greedy_generation_match_transformers(hf_checkpoint, tmp_path):
@@ -177,13 +176,13 @@ def test_sharded_import_matches_and_is_really_sharded(hf_checkpoint, tmp_path):
   mesh = make_mesh(data=1, fsdp=4, tensor=2)
   main(["--source", source, "--output", str(tmp_path), "--mesh_fsdp", "4",
         "--mesh_tensor", "2"])
-  cfg = checkpointing.load_model_config(str(tmp_path))
+  cfg = run_dir.load_model_config(str(tmp_path))
   graphdef, shapes, logical_axes = abstract_model(cfg)
   from model.sharding import param_shardings  # pylint: disable=g-import-not-at-top
   shardings = param_shardings(logical_axes, shapes, mesh)
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                           shapes, shardings)
-  params = checkpointing.load_params(str(tmp_path), abstract)
+  params = run_dir.load_params(str(tmp_path), abstract)
   q = params["blocks"][0]["attn"]["q_DxNxH"]
   # d_model over fsdp=4 and heads over tensor=2: each device holds an eighth.
   assert q.addressable_shards[0].data.shape == (16, 2, q.shape[2])
@@ -244,7 +243,7 @@ def test_scaled_rope_export_round_trips_through_transformers(scaled_checkpoint, 
   hf_export.export_checkpoint(str(tmp_path / "run"), str(tmp_path / "hf"))
   exported = json.loads((tmp_path / "hf" / "config.json").read_text())
   assert exported["rope_parameters"]["rope_type"] == kind
-  assert hf_families.model_config(exported) == checkpointing.load_model_config(
+  assert hf_families.model_config(exported) == run_dir.load_model_config(
       str(tmp_path / "run"))
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
   np.testing.assert_allclose(_hf_logits(reloaded, TOKENS), _hf_logits(model, TOKENS),
@@ -346,7 +345,7 @@ def test_unexpected_tensors_are_refused(hf_checkpoint, tmp_path):
 def test_tokenizer_matches_transformers_on_mbpp_prompts(hf_checkpoint, mbpp_dirs, tmp_path):
   family, _, source = hf_checkpoint
   import_checkpoint(source, str(tmp_path), make_mesh(devices=jax.devices()[:1]))
-  ours = Tokenizer.load(tmp_path / "tokenizer.model")
+  ours = run_dir.load_tokenizer(tmp_path / "tokenizer.model")
   cls = transformers.LlamaTokenizer if family == "llama" else transformers.GemmaTokenizer
   theirs = cls.from_pretrained(source)
   prompts = [e["prompt"] for e in load_task_examples("mbpp_synthesis", "test", **mbpp_dirs)]
@@ -365,7 +364,7 @@ def test_continuations_encode_without_the_dummy_prefix_space(hf_checkpoint, tmp_
   family, _, source = hf_checkpoint
   (tmp_path / "import.json").write_text(json.dumps({"tokenizer": {"add_bos": True}}))
   (tmp_path / "tokenizer.model").write_bytes(pathlib.Path(source, "tokenizer.model").read_bytes())
-  tokenizer = Tokenizer.load(tmp_path / "tokenizer.model")
+  tokenizer = run_dir.load_tokenizer(tmp_path / "tokenizer.model")
   prompt, target = "Write a function.\n", "def f(x):\n    return x + 1\n"
   # Llama's tokenizer prefixes every encode() with a space piece; a target encoded that way
   # after its prompt would decode with a stray space, so continuations skip it.

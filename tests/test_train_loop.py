@@ -13,7 +13,7 @@ import pytest
 
 from configs import pretrain
 from data.code_corpus import stdlib_dir
-from training import checkpointing
+from model import run_dir
 from training.loop import resolve_model_config, train, validate_config
 from training.metrics import read_metrics
 from training.state import make_layout
@@ -61,7 +61,7 @@ def _final_params(workdir, config):
   layout = make_layout(resolve_model_config(config),
                        make_optimizer(config.optimizer, config.num_train_steps)[0],
                        make_mesh(2, 2, 2))
-  return checkpointing.load_params(workdir, layout.abstract_state["params"])
+  return run_dir.load_params(workdir, layout.abstract_state["params"])
 
 
 def test_resume_after_stop_equals_uninterrupted_run(corpus, tmp_path):
@@ -95,7 +95,7 @@ def test_metrics_records_and_workdir_contents(corpus, tmp_path):
   assert "eval_loss" in records[-1]
   assert {"config.json", "model_config.json", "tokenizer.model", "checkpoints"} <= set(
       os.listdir(workdir))
-  assert checkpointing.load_model_config(workdir) == resolve_model_config(_config(corpus))
+  assert run_dir.load_model_config(workdir) == resolve_model_config(_config(corpus))
 
 
 def test_init_from_starts_from_another_runs_parameters(corpus, tmp_path):
@@ -117,7 +117,7 @@ def test_init_from_starts_from_another_runs_parameters(corpus, tmp_path):
 def test_checkpoint_that_does_not_match_the_model_is_a_clear_error(corpus, tmp_path):
   workdir = str(tmp_path / "run")
   train(_config(corpus, num_train_steps=4), workdir)
-  with pytest.raises(checkpointing.CheckpointError, match=r"d_model|do not match"):
+  with pytest.raises(run_dir.CheckpointError, match=r"d_model|do not match"):
     bigger = _config(corpus, num_train_steps=8)
     bigger.model_overrides.d_model = 64
     train(bigger, workdir)

@@ -10,7 +10,6 @@ Each returns records {"prompt", "target"}; data/pipeline.py turns them into batc
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -19,6 +18,7 @@ from absl import logging
 
 from data import pipeline
 from data.tokenizer import Tokenizer, train_tokenizer
+from model import run_dir
 from training.data_checkpoint import ShardedIterator
 
 PRETRAIN_TASKS = ("python_code",)
@@ -40,7 +40,8 @@ def load_records(data_cfg: ml_collections.ConfigDict, split: str) -> Any:
   from data import tasks  # pylint: disable=g-import-not-at-top
   # Train and validation use the same format (the finetuning one: bare query, no shots), so
   # the validation loss measures what training optimises.
-  options = {} if task == "mathqa" else {"num_shots": tasks.FINETUNING_NUM_SHOTS}
+  options = ({"mathqa_compat": data_cfg.get("mathqa_compat", "faithful")} if task == "mathqa"
+             else {"num_shots": tasks.FINETUNING_NUM_SHOTS})
   return tasks.load_task_examples(task, split, data_dir=data_dir,
                                   manual_dir=data_cfg.manual_dir or None, **options)
 
@@ -88,12 +89,6 @@ def make_iterators(config: ml_collections.ConfigDict, tokenizer: Tokenizer
   return train_iter, make_eval_iter
 
 
-def _atomic_copy(src: str, dst: str) -> None:
-  # Other processes may look for dst at any moment: never let them see half a file.
-  shutil.copyfile(src, dst + ".tmp")
-  os.replace(dst + ".tmp", dst)
-
-
 def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
                       vocab_size: int) -> Tokenizer:
   """The run's tokenizer, copied into WORKDIR/tokenizer.model so later stages find it.
@@ -101,19 +96,16 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
   With no config.tokenizer.path, a pretraining run trains one (deterministically) on its own
   train split the first time, and reuses WORKDIR/tokenizer.model on restart.
   """
-  local_path = os.path.join(workdir, "tokenizer.model")
+  local_path = os.path.join(workdir, run_dir.TOKENIZER_FILE)
   if config.tokenizer.path:
     if not os.path.exists(config.tokenizer.path):
       raise FileNotFoundError(f"config.tokenizer.path={config.tokenizer.path} does not exist")
     if jax.process_index() == 0 and not os.path.exists(local_path):
       # An imported tokenizer's import.json (special ids, BOS policy) travels with it.
-      sidecar = os.path.join(os.path.dirname(config.tokenizer.path), "import.json")
-      if os.path.exists(sidecar):
-        _atomic_copy(sidecar, os.path.join(workdir, "import.json"))
-      _atomic_copy(config.tokenizer.path, local_path)
-    tokenizer = Tokenizer.load(config.tokenizer.path)
+      run_dir.install_tokenizer(config.tokenizer.path, workdir)
+    tokenizer = run_dir.load_tokenizer(config.tokenizer.path)
   elif os.path.exists(local_path):
-    tokenizer = Tokenizer.load(local_path)
+    tokenizer = run_dir.load_tokenizer(local_path)
   elif config.data.task in PRETRAIN_TASKS:
     records = load_records(config.data, split_names(config.data.task)[0])
     count = min(len(records), config.tokenizer.train_max_files)
@@ -123,11 +115,11 @@ def prepare_tokenizer(config: ml_collections.ConfigDict, workdir: str,
     prefix = os.path.join(workdir, f"tokenizer.process{jax.process_index()}")
     tokenizer = train_tokenizer(texts, prefix, vocab_size=vocab_size)
     if jax.process_index() == 0:
-      _atomic_copy(prefix + ".model", local_path)
+      run_dir.install_tokenizer(prefix + ".model", workdir)
   else:
     raise ValueError(f"config.data.task={config.data.task!r} needs a tokenizer: set "
                      "config.tokenizer.path, or config.init_from a run whose workdir has "
-                     "tokenizer.model")
+                     f"{run_dir.TOKENIZER_FILE}")
   if tokenizer.vocab_size != vocab_size:
     raise ValueError(f"tokenizer {local_path} has {tokenizer.vocab_size} pieces but the model's "
                      f"vocab_size is {vocab_size}; use the tokenizer the model was trained with "

@@ -6,7 +6,6 @@ the continued run is bit-identical to one that never stopped.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs.models import get_model_config
+from model import run_dir
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
 from training import checkpointing, inputs
@@ -37,7 +37,7 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   if config.model == "init_from":
     if not config.init_from:
       raise ValueError('config.model="init_from" needs config.init_from')
-    base = checkpointing.load_model_config(config.init_from)
+    base = run_dir.load_model_config(config.init_from)
     return base.replace(**{k: v for k, v in overrides.items() if v is not None})
   return get_model_config(config.model, overrides)
 
@@ -81,7 +81,7 @@ def _tokenizer_source(config: ml_collections.ConfigDict) -> ml_collections.Confi
   """Finetuning from another run: use that run's tokenizer unless one is given explicitly."""
   if config.tokenizer.path or not config.init_from:
     return config
-  candidate = checkpointing.run_tokenizer_path(config.init_from)
+  candidate = run_dir.tokenizer_path(config.init_from)
   if candidate:
     config = ml_collections.ConfigDict(config.to_dict())
     config.tokenizer.path = candidate
@@ -106,10 +106,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   is_chief = jax.process_index() == 0
   if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    with open(os.path.join(workdir, "model_config.json"), "w") as f:
-      f.write(model_cfg.to_json())
+    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
+                       config.to_json_best_effort(indent=2, sort_keys=True))
+    run_dir.write_text(workdir, run_dir.MODEL_CONFIG_FILE, model_cfg.to_json())
   logging.info("Mesh %s over %d devices (%d processes); model %s", dict(mesh.shape),
                jax.device_count(), jax.process_count(), config.model)
 
@@ -128,7 +127,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = checkpointing.restore(manager, latest, layout.abstract_state, train_iter)
   elif config.init_from:
     logging.info("Initialising parameters from %s", config.init_from)
-    params = checkpointing.load_params(config.init_from, layout.abstract_state["params"])
+    params = run_dir.load_params(config.init_from, layout.abstract_state["params"])
     state = init_state(layout, config.seed, params)
   else:
     state = init_state(layout, config.seed)
@@ -143,7 +142,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         in_shardings=(layout.param_shardings, data_sharding),
                         out_shardings=replicated)
 
-  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), start_step, enabled=is_chief)
+  writer = MetricsWriter(os.path.join(workdir, run_dir.METRICS_FILE), start_step,
+                         enabled=is_chief)
   progress = Progress(start_step, config.num_train_steps)
   tokens_per_step = config.batch_size * config.seq_len
   flops_per_token = model_cfg.flops_per_token(config.seq_len)
