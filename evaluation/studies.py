@@ -11,7 +11,9 @@ Studies (`--values=a,b,c` replaces the default values):
                       pass@1 (low T) and pass@80 (high T).
   prompt_sensitivity  prompt.shot_seed in 0..14: 15 random 3-shot prompts, each scored, and
                       their ensemble, the union of all prompts' samples (WORKDIR/ensemble).
-  repair              execution feedback for up to `rounds` rounds (evaluation/repair.py).
+  repair              execution feedback for up to `rounds` rounds, beside a control arm that
+                      draws as many new samples without feedback (about doubling the
+                      sampling after round 0; `control=False` skips it; evaluation/repair.py).
 
 The checkpoint is loaded once for the whole study. Each variant is an ordinary eval workdir,
 WORKDIR/KEY=VALUE (samples.jsonl, results.json, report.md), so rerunning the command resumes
@@ -131,8 +133,12 @@ def ensemble_results(examples: Sequence[dict[str, Any]], variant_dirs: Sequence[
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
-              values: str = "", rounds: int = DEFAULT_REPAIR_ROUNDS) -> dict[str, Any]:
-  """Runs (or resumes) one study in `workdir`; returns what study.json / repair.json hold."""
+              values: str = "", rounds: int = DEFAULT_REPAIR_ROUNDS,
+              control: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) one study in `workdir`; returns what study.json / repair.json hold.
+
+  `rounds` and `control` (the no-feedback control arm) are the repair study's.
+  """
   if study_name not in STUDY_NAMES:
     raise ValueError(f"unknown study {study_name!r}; choose one of {STUDY_NAMES}")
   if config.samples_path:
@@ -140,7 +146,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
                      "--config.samples_path")
   os.makedirs(workdir, exist_ok=True)
   if study_name == "repair":
-    return _run_repair_study(config, workdir, rounds)
+    return _run_repair_study(config, workdir, rounds, control)
   study = STUDIES[study_name]
   # Every variant is built and checked before the (slow) model load and the first sample.
   variants = []
@@ -166,8 +172,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
   return summary
 
 
-def _run_repair_study(config: ml_collections.ConfigDict, workdir: str,
-                      rounds: int) -> dict[str, Any]:
+def _run_repair_study(config: ml_collections.ConfigDict, workdir: str, rounds: int,
+                      control: bool) -> dict[str, Any]:
   if rounds < 1:
     raise ValueError(f"the repair study needs at least 1 round, got {rounds}")
   examples = load_examples(config)
@@ -175,7 +181,7 @@ def _run_repair_study(config: ml_collections.ConfigDict, workdir: str,
   results = run_eval(config, round_dir(workdir, 0), sampler, examples)
   return run_repair(sampler, examples, load_scored(round_dir(workdir, 0)), workdir,
                     rounds=rounds, num_samples=config.num_samples, meta=results["meta"],
-                    sandbox_config=sandbox_config(config))
+                    sandbox_config=sandbox_config(config), control=control)
 
 
 def _headline_ks(rows: Sequence[dict[str, Any]]) -> list[str]:

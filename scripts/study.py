@@ -6,6 +6,7 @@ r"""The paper's studies, one command each (evaluation/studies.py has the details
     python scripts/study.py --study=prompt_sensitivity ...   # 15 seeded prompts + ensemble
     python scripts/study.py --study=temperature --values=0.2,0.5,0.8 ...
     python scripts/study.py --study=repair --rounds=4 ...     # execution-feedback repair
+                                                              # and its no-feedback control
 
 Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes.
 """
@@ -27,6 +28,9 @@ _STUDY = flags.DEFINE_enum("study", None, STUDY_NAMES, "Which study to run.")
 _VALUES = flags.DEFINE_string("values", "", "Comma-separated values replacing the study's "
                               "defaults (not for repair).")
 _ROUNDS = flags.DEFINE_integer("rounds", DEFAULT_REPAIR_ROUNDS, "Repair rounds after round 0.")
+_CONTROL = flags.DEFINE_boolean("repair_control", True, "Repair: also run the control arm, "
+                                "the same rounds without feedback (about doubles the sampling "
+                                "after round 0; --norepair_control skips it).")
 flags.mark_flags_as_required(["config", "workdir", "study"])
 
 
@@ -35,7 +39,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
   from evaluation.studies import run_study  # pylint: disable=g-import-not-at-top
-  run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value)
+  run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value,
+            _CONTROL.value)
 
 
 if __name__ == "__main__":

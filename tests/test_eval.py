@@ -106,7 +106,8 @@ def test_studies_run_on_a_real_model(tiny_run, mbpp_dirs, tmp_path):
   assert len(greedy) == 4 and greedy[0] == greedy[1] and greedy[2] == greedy[3]
   assert [r["samples_per_problem"] for r in summary["rows"]] == [2, 2]
   summary = studies.run_study(config, str(tmp_path / "repair"), "repair", rounds=1)
-  assert [r["attempted"] for r in summary["rounds"]] == [2, 2]
+  assert [(r["feedback"]["attempted"], r["control"]["attempted"])
+          for r in summary["rounds"]] == [(2, 2), (2, 2)]
   with open(tmp_path / "repair" / "round_1" / repair.DIALOGS_FILE) as f:
     assert all("\nFeedback: " in json.loads(line)["prompt"] for line in f)
   with open(tmp_path / "repair" / "round_1" / "results.json") as f:

@@ -102,3 +102,21 @@ def test_bad_studies_fail_before_the_model_loads(mbpp_dirs, tmp_path, scripted):
     studies.run_study(_config(eval_synthesis, mbpp_dirs, samples_path="x.jsonl"),
                       str(tmp_path), "temperature")
   assert "sampler" not in scripted
+
+
+def test_repair_study_runs_the_control_arm_unless_told_not_to(mbpp_dirs, tmp_path, scripted):
+  config = _config(eval_synthesis, mbpp_dirs, max_problems=2, num_samples=1)
+  prompts = []
+  scripted["sampler"] = ScriptedSampler(lambda p, _: prompts.append(p) or "x = 1\n")
+  summary = studies.run_study(config, str(tmp_path / "with"), "repair", rounds=1)
+  assert [(r["feedback"]["attempted"], r["control"]["attempted"], r["gain"])
+          for r in summary["rounds"]] == [(2, 2, 0), (2, 2, 0)]
+  # Round 0, then round 1 with feedback, then round 1 of the control: the original prompts.
+  assert prompts[:2] == prompts[4:] and len(prompts) == 6
+  assert all("\nFeedback: " in p for p in prompts[2:4])
+  assert (tmp_path / "with" / "control" / "round_1" / "results.json").exists()
+  prompts.clear()
+  summary = studies.run_study(config, str(tmp_path / "without"), "repair", rounds=1,
+                              control=False)
+  assert [r["control"] for r in summary["rounds"]] == [None, None] and len(prompts) == 4
+  assert not (tmp_path / "without" / "control").exists()
