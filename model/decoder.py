@@ -15,7 +15,7 @@ from flax import nnx
 from model.attention import Attention
 from model.config import ModelConfig
 from model.layers import GatedMLP, RMSNorm, weight_grad
-from model.sharding import shard_activation
+from model.sharding import param_shardings, shard_activation
 
 
 @jax.custom_vjp
@@ -149,6 +149,19 @@ def abstract_model(cfg: ModelConfig) -> tuple[nnx.GraphDef, Params, Params]:
     node_shapes[leaf] = jax.ShapeDtypeStruct(variable.value.shape, variable.value.dtype)
     node_axes[leaf] = variable.get_metadata()["logical_axes"]
   return graphdef, shapes, logical_axes
+
+
+def with_shardings(shapes: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs that carry their NamedShardings (a restore or init target)."""
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def sharded_abstract_params(cfg: ModelConfig, mesh: jax.sharding.Mesh) -> tuple[nnx.GraphDef,
+                                                                                 Params]:
+  """(graphdef, parameter ShapeDtypeStructs carrying their mesh shardings): a restore target."""
+  graphdef, shapes, logical_axes = abstract_model(cfg)
+  return graphdef, with_shardings(shapes, param_shardings(logical_axes, shapes, mesh))
 
 
 def count_params(cfg: ModelConfig) -> int:

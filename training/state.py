@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from model.config import ModelConfig
-from model.decoder import abstract_model, init_params
+from model.decoder import abstract_model, init_params, with_shardings
 from model.sharding import param_shardings
 
 
@@ -35,17 +35,6 @@ class StateLayout:
     return self.shardings["params"]
 
 
-def _with_shardings(shapes: Any, shardings: Any) -> Any:
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      shapes, shardings)
-
-
-def sharded_abstract_params(model_config: ModelConfig, mesh: Mesh) -> tuple[nnx.GraphDef, Any]:
-  """(graphdef, parameter ShapeDtypeStructs carrying their mesh shardings): a restore target."""
-  graphdef, shapes, logical_axes = abstract_model(model_config)
-  return graphdef, _with_shardings(shapes, param_shardings(logical_axes, shapes, mesh))
-
-
 def make_layout(model_config: ModelConfig, tx: optax.GradientTransformation,
                 mesh: Mesh) -> StateLayout:
   graphdef, param_shapes, logical_axes = abstract_model(model_config)
@@ -58,7 +47,7 @@ def make_layout(model_config: ModelConfig, tx: optax.GradientTransformation,
   shardings = {"step": replicated, "params": params_sh, "opt_state": opt_sh}
   shapes = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": param_shapes,
             "opt_state": opt_shapes}
-  abstract_state = _with_shardings(shapes, shardings)
+  abstract_state = with_shardings(shapes, shardings)
   return StateLayout(model_config, graphdef, tx, abstract_state, shardings, mesh)
 
 
