@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks.llama_peer import add_model_args, llama_config, run_peer
 from configs import base
-from configs.models import get_model_config
+from model.presets import get_model_config
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh
 from training.optimizer import make_optimizer
@@ -38,7 +38,7 @@ from training.step import make_train_step
 def parse_args() -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--preset", default=None, help="a configs/models.py preset (else the dims)")
+  p.add_argument("--preset", default=None, help="a model/presets.py preset (else the dims)")
   add_model_args(p, d_model=128, layers=2, heads=4, ffn=512, vocab=1024, batch=8)
   p.add_argument("--seq", type=int, default=256)
   p.add_argument("--remat", action="store_true")

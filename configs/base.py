@@ -28,7 +28,7 @@ def _model_overrides() -> ml_collections.ConfigDict:
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # A preset name from configs/models.py, or "init_from": the model of config.init_from's
+  # A preset name from model/presets.py, or "init_from": the model of config.init_from's
   # checkpoint (e.g. an imported Llama/Gemma, see README).
   config.model = "tiny"
   config.model_overrides = _model_overrides()

@@ -1,7 +1,6 @@
 """The decoder's hyperparameters: one frozen dataclass, serialisable to JSON.
 
-Named presets (tiny ... 137b) live in configs/models.py; this file only defines the shape of a
-model, so that model/ stays free of experiment choices.
+Named presets (tiny ... 137b) are instances of it, in model/presets.py.
 """
 from __future__ import annotations
 

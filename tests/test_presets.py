@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from configs.models import PRESETS, get_model_config
+from model.presets import PRESETS, get_model_config
 from model.decoder import count_params
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from configs.models import PRESETS
+from model.presets import PRESETS
 from tests.train_utils import run_steps, synthetic_batch
 
 TINY = PRESETS["tiny"]

@@ -4,7 +4,9 @@
 Table 1: 244M ... 137B; LaMDA-style decoders with gated-GELU MLPs, 32k SentencePiece vocab,
 multi-head attention). 137b has the paper's shape: 64 layers, d_model 8192, 128 heads of 128,
 d_ff 65536. The smaller shapes are ours, chosen so each count is within 10% of its name
-(tests/test_presets.py checks with jax.eval_shape; `python -m configs.models` prints a table).
+(tests/test_presets.py checks with jax.eval_shape; `python -m model.presets` prints a table).
+They live beside ModelConfig so that training, eval and benchmarks resolve a name without
+reading configs/ (which only entry points and sweeps read).
 """
 from __future__ import annotations
 
