@@ -84,12 +84,29 @@ def make_dataset(
     num_packing_bins: int | None = None,
     read_threads: int = 1,
 ) -> grain.IterDataset:
-  """The pipeline as a grain IterDataset; see `make_iterator` for the arguments.
+  """The pipeline as a grain IterDataset following the contract in the module docstring.
 
-  Exposed so that callers can add e.g. `.mp_prefetch(grain.MultiprocessingOptions(...))`
-  before iterating. With worker processes grain interleaves per-worker streams, so batches
-  come in a different (still deterministic, still exactly resumable) order than without;
-  grain reads absl flags there, so call it after flag parsing (e.g. under `app.run`).
+  Args:
+    source: Random-access records with str "prompt" and "target" (extra keys ignored).
+    tokenizer: Encodes the text; its eos id ends every sequence.
+    seq_len: Row length L.
+    batch_size: Rows per batch, for this process.
+    seed: Seeds the record shuffle and the order of packed rows.
+    shuffle: Shuffle records (per epoch) and packed rows.
+    num_epochs: Passes over this shard; None repeats forever.
+    shard_index: This process's shard.
+    shard_count: Number of shards (processes).
+    packing: Pack several sequences per row; else one padded sequence per row.
+    drop_remainder: Drop a final partial batch; else fill it with padding rows.
+    num_packing_bins: Rows filled at a time by first-fit packing (default
+      max(batch_size, 64)); more bins pack more tightly at the cost of host memory.
+    read_threads: Threads that read and tokenize records ahead of time.
+
+  Exposed (besides `make_iterator`) so that callers can add e.g.
+  `.mp_prefetch(grain.MultiprocessingOptions(...))` before iterating. With worker processes
+  grain interleaves per-worker streams, so batches come in a different (still
+  deterministic, still exactly resumable) order than without; grain reads absl flags there,
+  so call it after flag parsing (e.g. under `app.run`).
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
@@ -154,46 +171,7 @@ def join_shard_states(shard_states: Sequence[Any]) -> dict[str, Any]:
   return {"parents": list(shard_states)}
 
 
-def make_iterator(
-    source: Sequence[Mapping[str, Any]],
-    *,
-    tokenizer: tokenizer_lib.Tokenizer,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    shard_index: int = 0,
-    shard_count: int = 1,
-    packing: bool = True,
-    drop_remainder: bool = True,
-    num_packing_bins: int | None = None,
-    read_threads: int = 1,
-) -> grain.DatasetIterator:
-  """A checkpointable iterator of batches following the contract in the module docstring.
-
-  Args:
-    source: Random-access records with str "prompt" and "target" (extra keys ignored).
-    tokenizer: Encodes the text; its eos id ends every sequence.
-    seq_len: Row length L.
-    batch_size: Rows per batch, for this process.
-    seed: Seeds the record shuffle and the order of packed rows.
-    shuffle: Shuffle records (per epoch) and packed rows.
-    num_epochs: Passes over this shard; None repeats forever.
-    shard_index: This process's shard.
-    shard_count: Number of shards (processes).
-    packing: Pack several sequences per row; else one padded sequence per row.
-    drop_remainder: Drop a final partial batch; else fill it with padding rows.
-    num_packing_bins: Rows filled at a time by first-fit packing (default
-      max(batch_size, 64)); more bins pack more tightly at the cost of host memory.
-    read_threads: Threads that read and tokenize records ahead of time.
-
-  Returns:
-    A grain DatasetIterator with get_state()/set_state().
-  """
-  return iter(make_dataset(
-      source, tokenizer=tokenizer, seq_len=seq_len, batch_size=batch_size, seed=seed,
-      shuffle=shuffle, num_epochs=num_epochs, shard_index=shard_index,
-      shard_count=shard_count, packing=packing, drop_remainder=drop_remainder,
-      num_packing_bins=num_packing_bins, read_threads=read_threads,
-  ))
+def make_iterator(source: Sequence[Mapping[str, Any]],
+                  **options: Any) -> grain.DatasetIterator:
+  """`make_dataset(source, **options)` as a checkpointable iterator (get_state/set_state)."""
+  return iter(make_dataset(source, **options))

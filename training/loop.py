@@ -18,6 +18,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from model.presets import get_model_config
+from data.pipeline import BATCH_KEYS
 from model import run_dir
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
@@ -26,9 +27,6 @@ from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
 from training.step import make_eval_step, make_train_step
-
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
-
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """The preset `config.model` with `config.model_overrides`; `model="init_from"` takes the
