@@ -19,14 +19,6 @@ from model.rope import RopeScaling
 from model.sharding import shard_activation
 
 
-def causal_segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
-  """[B, 1, L, L] boolean: query t may see key s iff s <= t and both are in one segment."""
-  length = segment_ids_BxL.shape[1]
-  causal_LxL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
-  same_BxLxL = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
-  return (causal_LxL[None] & same_BxLxL)[:, None]
-
-
 # Queries are processed in chunks of this many rows; chunk i only needs the keys up to its
 # own end, which skips the fully masked upper-right blocks of the causal [L, L] scores
 # (a quarter of the score work at 2 chunks, 3/8 at 4) at the price of more, smaller ops.
@@ -150,8 +142,8 @@ class Attention(nnx.Module):
     self.rope_scaling = rope_scaling  # hashable, so it stays static in the graphdef
     self.dtype = dtype
 
-  def _rope(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    return apply_rope(x, positions, self.rope_theta, self.rope_scaling)
+  def _rope(self, x_BxNxLxH: jax.Array, positions_Bx1xL: jax.Array) -> jax.Array:
+    return apply_rope(x_BxNxLxH, positions_Bx1xL, self.rope_theta, self.rope_scaling)
 
   def _qkv(self, x_BxLxD: jax.Array, positions_BxL: jax.Array
            ) -> tuple[jax.Array, jax.Array, jax.Array]:

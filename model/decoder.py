@@ -61,17 +61,20 @@ class Block(nnx.Module):
                         rngs=rngs)
 
   def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL):
-    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL)
+    attn_BxLxD = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL)
+    return self._residuals(x_BxLxD, attn_BxLxD)
+
+  def decode(self, x_BxTxD, positions_BxT, kv_valid_BxS, cache, index):
+    """The same block over T new tokens, attending to (and updating) a layer's KV cache."""
+    attn_BxTxD, cache = self.attn.decode(self.attn_norm(x_BxTxD), positions_BxT, kv_valid_BxS,
+                                         cache, index)
+    return self._residuals(x_BxTxD, attn_BxTxD), cache
+
+  def _residuals(self, x_BxLxD, attn_BxLxD):
+    """x + attention, then + mlp(norm(.)): the block's one residual path, for both modes."""
+    x_BxLxD = x_BxLxD + attn_BxLxD
     x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
     return shard_activation(x_BxLxD, ("batch", "length", "act_embed"))
-
-
-def _block_decode(block: Block, x_BxTxD, positions_BxT, kv_valid_BxS, cache, index):
-  attn_BxTxD, cache = block.attn.decode(block.attn_norm(x_BxTxD), positions_BxT, kv_valid_BxS,
-                                        cache, index)
-  x_BxTxD = x_BxTxD + attn_BxTxD
-  x_BxTxD = x_BxTxD + block.mlp(block.mlp_norm(x_BxTxD))
-  return shard_activation(x_BxTxD, ("batch", "length", "act_embed")), cache
 
 
 class Decoder(nnx.Module):
@@ -199,7 +202,7 @@ def decode_step(model: Decoder, tokens_BxT: jax.Array, positions_BxT: jax.Array,
   x_BxTxD = model.embed(tokens_BxT)
   new_cache = []
   for block, layer_cache in zip(model.blocks, cache):
-    x_BxTxD, layer_cache = _block_decode(block, x_BxTxD, positions_BxT, kv_valid_BxS,
-                                         layer_cache, index)
+    x_BxTxD, layer_cache = block.decode(x_BxTxD, positions_BxT, kv_valid_BxS, layer_cache,
+                                        index)
     new_cache.append(layer_cache)
   return model.logits(x_BxTxD[:, -1:] if last_only else x_BxTxD), new_cache

@@ -38,17 +38,15 @@ class RMSNorm(nnx.Module):
     return (normed * scale).astype(self.dtype)
 
 
-def apply_rope(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, theta: float,
+def apply_rope(x_BxNxLxH: jax.Array, positions_Bx1xL: jax.Array, theta: float,
                scaling: RopeScaling | None = None) -> jax.Array:
   """Rotary embedding, "rotate half" layout (the one Llama/Gemma checkpoints are stored in).
 
-  `positions` broadcasts against x without its last axis: [B, L] for [B, L, N, H] inputs
-  (the default), or [B, 1, L] for heads-major [B, N, L, H] ones. `scaling` (model/rope.py)
-  rescales the frequencies of long-context checkpoints, with yarn's factor on cos and sin.
+  Heads-major inputs (model/attention.py); the positions broadcast over the heads axis.
+  `scaling` (model/rope.py) rescales the frequencies of long-context checkpoints, with yarn's
+  factor on cos and sin.
   """
-  head_dim = x_BxLxNxH.shape[-1]
-  if positions_BxL.ndim == x_BxLxNxH.ndim - 2:
-    positions_BxL = positions_BxL[..., None]  # [B, L] -> [B, L, 1]: one angle for all heads
+  head_dim = x_BxNxLxH.shape[-1]
   attention_factor = 1.0
   if scaling is None:
     # Kept in jnp as it always was: unscaled models (and trained runs) stay bit-identical.
@@ -56,15 +54,14 @@ def apply_rope(x_BxLxNxH: jax.Array, positions_BxL: jax.Array, theta: float,
   else:
     inv_freq_np_H2, attention_factor = rope_frequencies(head_dim, theta, scaling)
     inv_freq_H2 = jnp.asarray(inv_freq_np_H2)
-  angles = positions_BxL.astype(jnp.float32)[..., None] * inv_freq_H2
-  sin = jnp.sin(angles)
-  cos = jnp.cos(angles)
+  angles_Bx1xLxH2 = positions_Bx1xL.astype(jnp.float32)[..., None] * inv_freq_H2
+  sin, cos = jnp.sin(angles_Bx1xLxH2), jnp.cos(angles_Bx1xLxH2)
   if attention_factor != 1.0:
     sin, cos = sin * attention_factor, cos * attention_factor
-  x = x_BxLxNxH.astype(jnp.float32)
+  x = x_BxNxLxH.astype(jnp.float32)
   first, second = jnp.split(x, 2, axis=-1)
   rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
-  return rotated.astype(x_BxLxNxH.dtype)
+  return rotated.astype(x_BxNxLxH.dtype)
 
 
 def weight_grad(x_BxLxD: jax.Array, dy_BxLxF: jax.Array) -> jax.Array:

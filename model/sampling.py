@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +93,18 @@ def bucket_length(n: int, minimum: int = 64) -> int:
   return length
 
 
+class _LoopState(NamedTuple):
+  """The decode loop's carry: where each row stands after `step` generated tokens."""
+  step: jax.Array            # tokens generated so far (same for every row)
+  logits_BxV: jax.Array      # next-token logits of each row
+  cache: Any                 # the KV cache (model/decoder.py init_cache)
+  done_B: jax.Array          # row has stopped (EOS or stop string)
+  stop_state_B: jax.Array    # stop-string automaton state (model/stop_matcher.py)
+  lengths_B: jax.Array       # tokens kept per row, up to and including its stop
+  out_BxN: jax.Array         # generated tokens, 0 after a row's stop
+  kv_valid_BxS: jax.Array    # cache slots a query may attend to (left padding is invalid)
+
+
 def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array,
              prompt_lengths_B: jax.Array, rng: jax.Array, stop_next_SxV: jax.Array,
              stop_completes_SxV: jax.Array, *, cfg: SamplingConfig,
@@ -114,32 +126,33 @@ def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array,
   logits_Bx1xV, cache = decode_step(model, prompt_BxP, positions_BxP, kv_valid_BxS, cache, 0,
                                     last_only=True)
 
-  def cond(carry):
-    step, _, _, done_B, *_ = carry
-    return (step < cfg.max_new_tokens) & ~jnp.all(done_B)
+  def cond(state: _LoopState) -> jax.Array:
+    return (state.step < cfg.max_new_tokens) & ~jnp.all(state.done_B)
 
-  def body(carry):
-    step, logits_BxV, cache, done_B, stop_state_B, lengths_B, out_BxN, kv_valid_BxS = carry
-    token_B = choose_tokens(logits_BxV, jax.random.fold_in(rng, step), cfg)
-    token_B = jnp.where(done_B, 0, token_B)
-    out_BxN = out_BxN.at[:, step].set(token_B)
-    lengths_B = lengths_B + (~done_B).astype(jnp.int32)
-    stopped_B = (token_B == eos_id) | stop_completes_SxV[stop_state_B, token_B]
-    stop_state_B = stop_next_SxV[stop_state_B, token_B]
-    done_B = done_B | stopped_B
+  def body(state: _LoopState) -> _LoopState:
+    step = state.step
+    token_B = choose_tokens(state.logits_BxV, jax.random.fold_in(rng, step), cfg)
+    token_B = jnp.where(state.done_B, 0, token_B)
+    stopped_B = (token_B == eos_id) | stop_completes_SxV[state.stop_state_B, token_B]
     index = prompt_len + step
-    kv_valid_BxS = kv_valid_BxS.at[:, index].set(True)
+    kv_valid_BxS = state.kv_valid_BxS.at[:, index].set(True)
     positions_Bx1 = (prompt_lengths_B + step)[:, None]
     logits_Bx1xV, cache = decode_step(model, token_B[:, None], positions_Bx1, kv_valid_BxS,
-                                      cache, index)
-    return (step + 1, logits_Bx1xV[:, 0], cache, done_B, stop_state_B, lengths_B, out_BxN,
-            kv_valid_BxS)
+                                      state.cache, index)
+    return _LoopState(
+        step=step + 1, logits_BxV=logits_Bx1xV[:, 0], cache=cache,
+        done_B=state.done_B | stopped_B,
+        stop_state_B=stop_next_SxV[state.stop_state_B, token_B],
+        lengths_B=state.lengths_B + (~state.done_B).astype(jnp.int32),
+        out_BxN=state.out_BxN.at[:, step].set(token_B), kv_valid_BxS=kv_valid_BxS)
 
-  carry = (jnp.int32(0), logits_Bx1xV[:, 0], cache, jnp.zeros((batch,), jnp.bool_),
-           jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32),
-           jnp.zeros((batch, cfg.max_new_tokens), jnp.int32), kv_valid_BxS)
-  carry = jax.lax.while_loop(cond, body, carry)
-  return carry[6], carry[5]
+  state = _LoopState(
+      step=jnp.int32(0), logits_BxV=logits_Bx1xV[:, 0], cache=cache,
+      done_B=jnp.zeros((batch,), jnp.bool_), stop_state_B=jnp.zeros((batch,), jnp.int32),
+      lengths_B=jnp.zeros((batch,), jnp.int32),
+      out_BxN=jnp.zeros((batch, cfg.max_new_tokens), jnp.int32), kv_valid_BxS=kv_valid_BxS)
+  state = jax.lax.while_loop(cond, body, state)
+  return state.out_BxN, state.lengths_B
 
 
 def make_generate_fn(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_id: int):

@@ -10,7 +10,7 @@ Mesh axes:
   tensor  Megatron-style tensor parallelism inside each layer (heads, MLP hidden, vocab).
 
 A logical axis whose mesh axes do not divide the dimension is left unsharded for that array
-(e.g. 1 KV head on tensor=2), so every preset runs on every mesh; `describe_shardings`
+(e.g. 1 KV head on tensor=2), so every preset runs on every mesh; an array's `.sharding.spec`
 shows what actually happened.
 """
 from __future__ import annotations
@@ -127,10 +127,3 @@ def param_shardings(logical_axes: Any, shapes: Any, mesh: Mesh) -> Any:
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   """Sharding of [batch, length, ...] input arrays: batch over data and fsdp."""
   return NamedSharding(mesh, logical_to_spec(("batch",) + ("length",) * (ndim - 1), None, mesh))
-
-
-def describe_shardings(shardings: Any) -> dict[str, str]:
-  """{"path/to/param": "PartitionSpec(...)"}, for logs and tests."""
-  flat = jax.tree_util.tree_flatten_with_path(shardings)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): str(s.spec)
-          for path, s in flat}
