@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
+from evaluation import report  # noqa: E402
 from evaluation import results as results_lib  # noqa: E402
 
 _BASE_COLUMNS = ("run", "model", "num_params", "objective", "task", "split", "problems",
@@ -98,9 +99,7 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
   """The table; metrics in percent, empty where a run has no such k."""
   names = columns(rows)
   header = [n if n in _BASE_COLUMNS else f"{n} (%)" for n in names]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(names)]
-  lines += ["| " + " | ".join(_cell(r.get(n)) for n in names) + " |" for r in rows]
-  return "\n".join(lines) + "\n"
+  return "\n".join(report.table(header, [[_cell(r.get(n)) for n in names] for r in rows])) + "\n"
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

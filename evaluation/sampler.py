@@ -12,19 +12,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from data.prompts import cut_at_done
+from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from model.sampling import SamplingConfig, bucket_length, left_pad, make_generate_fn
 from model.sharding import batch_sharding
 from model.stop_matcher import build_stop_table
-
-STOP_STRING = "[DONE]"
-
 
 @dataclasses.dataclass
 class Sampler:
@@ -40,7 +36,7 @@ class Sampler:
 
   def __post_init__(self):
     texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
-    stop_next, stop_completes = build_stop_table(texts, STOP_STRING)
+    stop_next, stop_completes = build_stop_table(texts, DONE)
     replicated = NamedSharding(self.mesh, PartitionSpec())
     self._stop = (jax.device_put(stop_next, replicated),
                   jax.device_put(stop_completes, replicated))

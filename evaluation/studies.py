@@ -215,7 +215,7 @@ def write_study(workdir: str, summary: dict[str, Any]) -> None:
     table_rows.append([f"ensemble (union of {len(rows)})", ensemble["problems"],
                        ensemble["samples_per_problem"]] + cells(values(ensemble)))
   lines = [f"# Study: {summary['study']} ({summary['key']})", "",
-           f"Each variant is an eval workdir beside this file; metrics in percent."
+           "Each variant is an eval workdir beside this file; metrics in percent."
            + (" The ensemble pools every variant's samples per problem "
               f"({ENSEMBLE_DIR}/); its problems_solved counts a problem solved if any "
               "sample of any prompt passes." if ensemble else ""), ""]
