@@ -4,7 +4,7 @@ evaluate few-shot and both finetuned models on both tasks, and compare.
     python scripts/reproduce.py --scale=tiny --root=runs/reproduce-tiny \
         --mbpp_dir=../shared/data/mbpp
 
-Scales (pipelines/reproduce.py SCALES): tiny (2-core CPU, 14 min), small (244m, one GPU),
+Scales (sweeps/reproduce.py SCALES): tiny (2-core CPU, 14 min), small (244m, one GPU),
 medium (1b, weights sharded over a pod slice). Rerunning resumes: finished stages are
 skipped, interrupted ones continue from their checkpoints / scored samples. Writes
 ROOT/compare.md (the table), compare.csv, compare.jsonl and compare_*.png next to the stage
@@ -28,7 +28,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data_dir (empty: TFDS defa
 def main(argv):
   del argv
   quiet_library_logs()
-  from pipelines import reproduce  # pylint: disable=g-import-not-at-top
+  from sweeps import reproduce  # pylint: disable=g-import-not-at-top
   rows = reproduce.run(_SCALE.value, _ROOT.value, _MBPP_DIR.value, _DATA_DIR.value)
   from evaluation import compare  # pylint: disable=g-import-not-at-top
   print(compare.to_markdown(rows), end="")

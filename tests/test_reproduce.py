@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipelines import reproduce
+from sweeps import reproduce
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ few-shot and both finetuned models on synthesis and execution -> comparison repo
 Each stage is an ordinary train.py / eval.py run in its own workdir under ROOT, so a stage that
 already finished is skipped and one that stopped half way resumes (both loops resume), and
 every stage can be inspected or rerun on its own. scripts/reproduce.py is the command line.
+It lives with the sweeps (a fixed, staged set of runs) because it needs the experiment configs,
+training and evaluation together, which neither training/ nor evaluation/ may import.
 """
 from __future__ import annotations
 
