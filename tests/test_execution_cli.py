@@ -55,3 +55,13 @@ def test_cli_rejects_malformed_input_with_the_line_number(tmp_path):
   assert done.returncode == 2
   assert "in.jsonl:2" in done.stderr
   assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("flags, status", [((), "passed"), (("--run-as-main",), "error")])
+def test_cli_runs_main_blocks_only_when_asked(tmp_path, flags, status):
+  program = "def f():\n  return 1\nif __name__ == '__main__':\n  input()\n"
+  source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+  source.write_text(json.dumps({"id": "m", "program": program, "tests": ["assert f() == 1"]}))
+  done = _run_cli("--input", str(source), "--output", str(out), "--workers", "1", *flags)
+  assert done.returncode == 0, done.stderr
+  assert json.loads(out.read_text())["status"] == status

@@ -206,6 +206,8 @@ def _cases(outside: pathlib.Path, port: int) -> dict[str, tuple[str, tuple[str, 
           assert libc.setns(os.open("/proc/self/ns/pid", os.O_RDONLY), 0) == -1
           assert libc.ptrace(16, 1, 0, 0) == -1       # PTRACE_ATTACH
           assert libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == -1
+          assert libc.umount2(b"/etc/passwd", 2) == -1  # The generated copy stays mounted,
+          assert os.statvfs("/etc/passwd").f_flag & os.ST_RDONLY  # read-only.
           assert not os.path.exists("/root/.bashrc")
           # /proc is the worker's, with hidepid: only this very process is visible.
           assert len([p for p in os.listdir("/proc") if p.isdigit()]) == 1
@@ -259,6 +261,7 @@ def test_no_state_leaks_from_one_program_to_the_next():
       sys.modules["collections"] = None
       os.environ["LEAK"] = "1"
       open("leak.txt", "w").write("x")
+      open("/dev/shm/leak", "w").write("x")  # The private /dev/shm is wiped too.
       os.mkdir("leakdir"); os.chmod("leakdir", 0)
       random.seed(12345)""")
   checker = _program("""
@@ -266,6 +269,7 @@ def test_no_state_leaks_from_one_program_to_the_next():
       assert len([1]) == 1 and math.pi > 3.14
       assert "LEAK" not in os.environ
       assert os.listdir(".") == [] and os.getcwd() == os.environ["TMPDIR"]
+      assert os.listdir("/dev/shm") == []
       random.seed(0)
       first = random.random()""")
   with WorkerPool(SandboxConfig(timeout_s=TIMEOUT_S, workers=1)) as one:

@@ -62,6 +62,21 @@ SCRIPT = textwrap.dedent("""
     assert os.getpid() == 1
     ''', "passed"),
         "exit_0": (F + "import os\\nos._exit(0)", "error"),
+        # Benign programs: the caller's own passwd entry, its home pointed at the scratch
+        # directory; /dev/shm for multiprocessing's semaphores; pickling program functions.
+        "user_lookup": (F + '''
+    import getpass, os, pwd
+    entry = pwd.getpwuid(os.getuid())
+    assert entry.pw_dir == os.environ["HOME"] == os.path.expanduser("~"), entry
+    assert getpass.getuser() == entry.pw_name
+    ''', "passed"),
+        "process_pool": (F + '''
+    import multiprocessing
+    def square(x):
+      return x * x
+    with multiprocessing.Pool(2) as pool:
+      assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+    ''', "passed"),
     }
     config = SandboxConfig(timeout_s=2, workers=2, memory_mb=512)
     with WorkerPool(config) as pool:
