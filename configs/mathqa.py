@@ -17,4 +17,6 @@ from configs import finetune_base
 
 
 def get_config():
-  return finetune_base.get_config("mathqa", num_train_steps=1000, eval_every=200)
+  config = finetune_base.get_config("mathqa", num_train_steps=1000, eval_every=200)
+  config.data.mathqa_compat = "faithful"  # or "trax": the paper's data (README "Datasets")
+  return config

@@ -6,6 +6,9 @@ splits `train`, `validation`, `test` and `challenge_test` come from MathQA's `tr
   * `python`: all four splits (needs `train.json`).
   * `python_eval_splits`: validation, test and challenge_test only, for places (like this
     project's CI) that have the evaluation files but not the 23 MB `train.json`.
+  * `trax`, `trax_eval_splits`: the same splits converted the way trax's generator did it
+    (`compat="trax"`, data/mathqa_trax.py), which made the paper's data: its programs and
+    drops, and the paper's split sizes (validation 2,822, test 1,883).
 
 Raw files are read from `manual_dir` when present (`../shared/data/mathqa/raw`, which lacks
 `train.json`) and otherwise taken from the official `MathQA.zip`; every raw file is checked
@@ -15,13 +18,12 @@ import json
 import pathlib
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import utils as tfds_utils
 
 from data import mathqa_convert
 from data import source_files
+from data import tfds_builders
 
 ARCHIVE_URL = "https://math-qa.github.io/data/MathQA.zip"
 RAW_FILES = {
@@ -40,7 +42,7 @@ RAW_FILES = {
         name="challenge_test.json", url=ARCHIVE_URL,
         sha256="76cfe1091d19c61a95abc8cca23dfde9e1690bdb6a0b42a35453193483253579"),
 }
-# Published sizes of the paper's MathQA-Python, for comparison in logs and the README.
+# Published sizes of the paper's MathQA-Python; the `trax` configs reproduce them (tests).
 PAPER_SPLIT_SIZES = {"train": 19209, "validation": 2822, "test": 1883}
 
 _TEXT_FIELDS = ("problem", "text", "program", "options", "correct", "linear_formula",
@@ -59,43 +61,51 @@ def read_raw_file(path: pathlib.Path | str) -> list[dict[str, Any]]:
 
 
 def convert_raw_file(path: pathlib.Path | str, *, relative_tolerance: float =
-                     mathqa_convert.DEFAULT_RELATIVE_TOLERANCE
+                     mathqa_convert.DEFAULT_RELATIVE_TOLERANCE, compat: str = "faithful"
                      ) -> mathqa_convert.ConversionResult:
+  mathqa_convert.check_compat(compat)  # a caller's error, not the file's (below).
   try:
     return mathqa_convert.convert_split(read_raw_file(path),
                                         relative_tolerance=relative_tolerance,
-                                        where=str(path))
+                                        where=str(path), compat=compat)
   except ValueError as e:
     raise source_files.DatasetFileError(str(e)) from e
 
 
 class MathqaPythonConfig(tfds.core.BuilderConfig):
+  """Which raw splits to convert, and how (a mathqa_convert.COMPAT_MODES entry)."""
 
-  def __init__(self, *, splits: tuple[str, ...], **kwargs):
+  def __init__(self, *, splits: tuple[str, ...], compat: str = "faithful", **kwargs):
     super().__init__(version=tfds.core.Version("1.0.0"), **kwargs)
     self.splits = splits
+    self.compat = compat
 
 
-class MathqaPython(tfds.core.GeneratorBasedBuilder):
+_ALL_SPLITS = ("train", "validation", "test", "challenge_test")
+_EVAL_SPLITS = ("validation", "test", "challenge_test")
+# TFDS config per (compat, whether train.json is needed).
+CONFIG_NAMES = {("faithful", True): "python", ("faithful", False): "python_eval_splits",
+                ("trax", True): "trax", ("trax", False): "trax_eval_splits"}
+
+
+class MathqaPython(tfds_builders.OwnCodePath, tfds.core.GeneratorBasedBuilder):
   """MathQA problems with straight-line Python programs that compute their answers."""
 
   BUILDER_CONFIGS = [
-      MathqaPythonConfig(name="python",
-                         splits=("train", "validation", "test", "challenge_test"),
+      MathqaPythonConfig(name="python", splits=_ALL_SPLITS,
                          description="All splits; needs train.json."),
-      MathqaPythonConfig(name="python_eval_splits",
-                         splits=("validation", "test", "challenge_test"),
+      MathqaPythonConfig(name="python_eval_splits", splits=_EVAL_SPLITS,
                          description="Evaluation splits only; train.json not needed."),
+      MathqaPythonConfig(name="trax", splits=_ALL_SPLITS, compat="trax",
+                         description="All splits as trax made them (the paper's data); "
+                                     "needs train.json."),
+      MathqaPythonConfig(name="trax_eval_splits", splits=_EVAL_SPLITS, compat="trax",
+                         description="Evaluation splits as trax made them (the paper's "
+                                     "data); train.json not needed."),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Optional. Extract {ARCHIVE_URL} (train.json, dev.json, test.json, "
       "challenge_test.json) into the manual directory to build offline.")
-
-  # See data/mbpp.py: avoids TFDS's undeclared `importlib_resources` dependency.
-  @tfds_utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = {f: tfds.features.Text() for f in _TEXT_FIELDS}
@@ -114,10 +124,7 @@ class MathqaPython(tfds.core.GeneratorBasedBuilder):
 
   def _raw_paths(self, dl_manager: tfds.download.DownloadManager
                  ) -> dict[str, pathlib.Path]:
-    try:
-      manual_dir = dl_manager.manual_dir
-    except AssertionError:  # TFDS's way of saying the manual dir is absent or empty.
-      manual_dir = None
+    manual_dir = tfds_builders.manual_dir(dl_manager)
     paths = {s: source_files.find_local(manual_dir, RAW_FILES[s].name)
              for s in self.builder_config.splits}
     missing = [RAW_FILES[s].name for s, p in paths.items() if p is None]
@@ -125,7 +132,8 @@ class MathqaPython(tfds.core.GeneratorBasedBuilder):
       hint = (f"put the extracted MathQA files in a directory and pass it as manual_dir "
               f"(train.json must have git blob id {RAW_FILES['train'].git_blob_sha1}; "
               "check with `git hash-object train.json`), or build config "
-              "'python_eval_splits', which needs no train.json")
+              f"'{CONFIG_NAMES[(self.builder_config.compat, False)]}', which needs no "
+              "train.json")
       extracted = source_files.download_or_fail(
           dl_manager.download_and_extract, ARCHIVE_URL,
           f"{', '.join(missing)} (looked in manual_dir={manual_dir})", hint)
@@ -143,41 +151,30 @@ class MathqaPython(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, path: pathlib.Path
                          ) -> Iterator[tuple[int, dict[str, Any]]]:
-    result = convert_raw_file(path)
+    result = convert_raw_file(path, compat=self.builder_config.compat)
     for problem in result.problems:
       yield problem["source_index"], problem
 
 
-def _decoded(value: Any) -> Any:
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, (list, tuple, np.ndarray)):
-    return [_decoded(v) for v in value]
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.floating):
-    return float(value)
-  return value
-
-
-def load(split: str, *, config: str | None = None, data_dir: str | None = None,
-         manual_dir: str | None = None) -> list[dict[str, Any]]:
+def load(split: str, *, compat: str = "faithful", config: str | None = None,
+         data_dir: str | None = None, manual_dir: str | None = None
+         ) -> list[dict[str, Any]]:
   """Builds (once) and reads one split as plain dicts ordered by `source_index`.
 
   Args:
     split: "train", "validation", "test" or "challenge_test".
-    config: None picks "python" for train and "python_eval_splits" otherwise, so that
-      evaluation never needs train.json.
+    compat: "faithful" (operations as MathQA means them) or "trax" (the paper's data, as
+      trax's generator made it); see data/mathqa_convert.py.
+    config: a TFDS config name; None picks the one of `compat` with train.json for train
+      ("python", "trax") and the one without otherwise ("python_eval_splits",
+      "trax_eval_splits"), so that evaluation never needs train.json.
     data_dir: TFDS data directory (None: TFDS's default).
     manual_dir: directory with the extracted MathQA files; None downloads MathQA.zip.
   """
   if split not in RAW_FILES:
     raise ValueError(f"unknown MathQA split {split!r}; expected one of {list(RAW_FILES)}")
+  mathqa_convert.check_compat(compat)
   if config is None:
-    config = "python" if split == "train" else "python_eval_splits"
+    config = CONFIG_NAMES[(compat, split == "train")]
   builder = MathqaPython(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  source = builder.as_data_source(split=split)
-  records = [{k: _decoded(v) for k, v in source[i].items()} for i in range(len(source))]
-  return sorted(records, key=lambda r: r["source_index"])
+  return tfds_builders.read_split(builder, split, manual_dir, lambda r: r["source_index"])

@@ -25,13 +25,21 @@ trax's implementation; where trax's Python disagreed with its own evaluator (e.g
 `a + b / 2` for speed_in_still_water) we use the evident intent, `(a + b) / 2`. Unlike trax
 we do not clamp `power` exponents to 5 or `factorial` arguments to 15, and we do not turn
 division by zero into 0: such programs are not straight-line arithmetic any more, and a
-program that fails is dropped.
+program that fails is dropped. We also implement the operations trax lacks (`min`,
+`surface_cylinder`, ...) and keep problems whose answer is 0.
+
+This is the default, compat="faithful". `convert_split(..., compat="trax")` instead
+reproduces trax's programs and drops (data/mathqa_trax.py): the paper's split.
 """
 import collections
 import dataclasses
-import math
 import re
 from typing import Any, Iterable
+
+from data import mathqa_trax
+from data.mathqa_programs import (DEFAULT_RELATIVE_TOLERANCE, NUMBER_PATTERN, ConversionError,
+                                  answers_agree, extract_numbers, problem_with_numbers,
+                                  run_program)
 
 # Operand placeholders are {0}, {1}, {2}; they are always plain names or numbers
 # (n0, t3, 100.0, math.pi), so templates need no extra parentheses around them.
@@ -133,29 +141,8 @@ OPERATION_TEMPLATES: dict[str, str] = {
 # Named constants; numeric ones are spelled const_<int>[_<fraction digits>].
 NAMED_CONSTANTS = {"const_pi": "math.pi", "const_deg_to_rad": "math.pi / 180"}
 _NUMERIC_CONSTANT = re.compile(r"const_(\d+)(?:[_.](\d+))?")
-# A decimal number, optionally with thousands commas, a sign, a leading dot or exponent.
-NUMBER_PATTERN = re.compile(r"[-+]?\.?\d+(?:,\d\d\d)*\.?\d*(?:[eE][-+]?\d+)?")
 _OPERATION = re.compile(r"^\s*([a-z_]+)\((.*)\)\s*$")
 _OPTION = re.compile(r"([a-e])\s*\)\s*")
-
-DEFAULT_RELATIVE_TOLERANCE = 0.01
-# Guards for evaluating converted programs at build time: beyond these an operand is not
-# a quantity of a word problem, and factorial/comb of it would stall the build.
-_MAX_COMBINATORIAL_ARGUMENT = 10_000
-
-
-class ConversionError(ValueError):
-  """A MathQA problem cannot be turned into a Python program; `reason` says why."""
-
-  def __init__(self, reason: str, detail: str):
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-
-
-def extract_numbers(problem: str) -> list[float]:
-  """The numbers of a problem text, in order of appearance, thousands commas removed."""
-  return [float(token.replace(",", "")) for token in NUMBER_PATTERN.findall(problem)]
-
 
 def constant_source(name: str) -> str:
   """Python source for a MathQA constant: const_pi -> math.pi, const_1_6 -> 1.6."""
@@ -210,45 +197,6 @@ def formula_to_program(linear_formula: str, numbers: list[float]) -> str:
   return "\n".join(header + lines) + "\n"
 
 
-def _guarded(function):
-  def call(*args):
-    if any(abs(a) > _MAX_COMBINATORIAL_ARGUMENT for a in args):
-      raise OverflowError(f"{function.__name__}{args} is too large")
-    return function(*args)
-  return call
-
-
-class _GuardedMath:
-  """`math` as seen by build-time evaluation, refusing runaway combinatorics."""
-  factorial = staticmethod(_guarded(math.factorial))
-  comb = staticmethod(_guarded(math.comb))
-  perm = staticmethod(_guarded(math.perm))
-
-  def __getattr__(self, name: str) -> Any:
-    return getattr(math, name)
-
-
-def run_program(program: str) -> float:
-  """Runs a converted program (our own straight-line arithmetic) and returns `answer`.
-
-  Raises ConversionError("program error", ...) if it fails or `answer` is not real.
-  Running it in-process is safe because the program is made only of OPERATION_TEMPLATES.
-  """
-  namespace: dict[str, Any] = {}
-  source = program.replace("import math\n", "", 1)
-  try:
-    exec(source, {"math": _GuardedMath(), "__builtins__": {  # noqa: S102
-        "max": max, "min": min, "int": int, "round": round, "abs": abs}}, namespace)
-  except (ArithmeticError, ValueError, TypeError) as e:
-    raise ConversionError("program error", f"{type(e).__name__}: {e}") from e
-  answer = namespace.get("answer")
-  if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-    raise ConversionError("program error", f"answer is {answer!r}")
-  if not math.isfinite(answer):
-    raise ConversionError("program error", f"answer is {answer!r}")
-  return float(answer)
-
-
 def parse_options(options: str) -> dict[str, str]:
   """Splits `a ) 24 , b ) 120 , ...` (or its `['a ) 24', ...]` variant) into texts.
 
@@ -298,15 +246,6 @@ def annotated_answer(options: str, correct: str) -> float:
   return value
 
 
-def problem_with_numbers(problem: str, numbers: list[float]) -> str:
-  """The model's input text: the problem followed by ` n0 = 5.0 n1 = 31.1`."""
-  return problem + "".join(f" n{i} = {number!r}" for i, number in enumerate(numbers))
-
-
-def answers_agree(expected: float, actual: float, relative_tolerance: float) -> bool:
-  return math.isclose(expected, actual, rel_tol=relative_tolerance)
-
-
 def convert_problem(raw: dict[str, Any], *,
                     relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
                     ) -> dict[str, Any]:
@@ -349,10 +288,28 @@ REQUIRED_RAW_FIELDS = ("Problem", "Rationale", "options", "correct", "annotated_
                        "linear_formula", "category")
 
 
+# "faithful": operations mean what their names say (this module); "trax": the programs and
+# drops of trax's generator, which made the paper's MathQA-Python (data/mathqa_trax.py).
+COMPAT_MODES = ("faithful", "trax")
+
+
+def check_compat(compat: str) -> None:
+  if compat not in COMPAT_MODES:
+    raise ValueError(f"unknown MathQA compat {compat!r}; expected one of {COMPAT_MODES}")
+
+
 def convert_split(raw_problems: Iterable[dict[str, Any]], *,
                   relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
-                  where: str = "MathQA") -> ConversionResult:
-  """Converts a raw split, dropping failures and repeated problem texts, counting why."""
+                  where: str = "MathQA", compat: str = "faithful") -> ConversionResult:
+  """Converts a raw split, dropping failures and repeated problem texts, counting why.
+
+  compat="faithful" skips a repeated text; compat="trax" stops at the first one, as the
+  paper's notebook did (it read trax's endlessly cycling generator until a text came back),
+  counting the rest of the split as "after first repeat".
+  """
+  check_compat(compat)
+  convert = mathqa_trax.convert_problem if compat == "trax" else convert_problem
+  raw_problems = list(raw_problems)
   kept, dropped, seen = [], collections.Counter(), set()
   for index, raw in enumerate(raw_problems):
     missing = [f for f in REQUIRED_RAW_FIELDS if not isinstance(raw, dict) or f not in raw]
@@ -360,11 +317,14 @@ def convert_split(raw_problems: Iterable[dict[str, Any]], *,
       raise ValueError(f"{where}[{index}]: missing field(s) {missing}; this is not an "
                        "official MathQA file. Replace it with the official one.")
     try:
-      converted = convert_problem(raw, relative_tolerance=relative_tolerance)
+      converted = convert(raw, relative_tolerance=relative_tolerance)
     except ConversionError as e:
       dropped[e.reason] += 1
       continue
     if converted["text"] in seen:
+      if compat == "trax":
+        dropped["after first repeat"] += len(raw_problems) - index
+        break
       dropped["duplicate"] += 1
       continue
     seen.add(converted["text"])

@@ -19,12 +19,11 @@ import json
 import pathlib
 from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import utils as tfds_utils
 
 from data import source_files
+from data import tfds_builders
 
 # The commit the shared copies were verified against (see shared/data/README.md).
 _UPSTREAM = ("https://raw.githubusercontent.com/google-research/google-research/"
@@ -114,7 +113,7 @@ class MbppConfig(tfds.core.BuilderConfig):
     self.fields = fields
 
 
-class Mbpp(tfds.core.GeneratorBasedBuilder):
+class Mbpp(tfds_builders.OwnCodePath, tfds.core.GeneratorBasedBuilder):
   """Mostly Basic Python Problems, split by task id as in the paper."""
 
   BUILDER_CONFIGS = [
@@ -127,13 +126,6 @@ class Mbpp(tfds.core.GeneratorBasedBuilder):
       "Optional. Put the official mbpp.jsonl and/or sanitized-mbpp.json (from "
       f"{_UPSTREAM}) in the manual directory to build offline; otherwise they are "
       "downloaded.")
-
-  # TFDS's own lookup of this file needs `importlib_resources`, which TFDS 4.9.10 does
-  # not install on Python >= 3.9; naming the file directly avoids that dependency.
-  @tfds_utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = {}
@@ -155,10 +147,7 @@ class Mbpp(tfds.core.GeneratorBasedBuilder):
 
   def _source_path(self, dl_manager: tfds.download.DownloadManager) -> pathlib.Path:
     source = self.builder_config.source
-    try:
-      local = source_files.find_local(dl_manager.manual_dir, source.name)
-    except AssertionError:  # TFDS's way of saying the manual dir is absent or empty.
-      local = None
+    local = source_files.find_local(tfds_builders.manual_dir(dl_manager), source.name)
     if local is None:
       local = source_files.download_or_fail(
           dl_manager.download, source.url, source.name,
@@ -183,16 +172,6 @@ class Mbpp(tfds.core.GeneratorBasedBuilder):
       yield record["task_id"], record
 
 
-def _decoded(value: Any) -> Any:
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  if isinstance(value, (list, tuple, np.ndarray)):
-    return [_decoded(v) for v in value]
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
-
-
 def load(split: str, *, config: str = "full", data_dir: str | None = None,
          manual_dir: str | None = None) -> list[dict[str, Any]]:
   """Builds (once) and reads one split as plain Python dicts, ordered by task id.
@@ -206,8 +185,4 @@ def load(split: str, *, config: str = "full", data_dir: str | None = None,
   if split not in SPLIT_TASK_IDS:
     raise ValueError(f"unknown MBPP split {split!r}; expected one of {list(SPLIT_TASK_IDS)}")
   builder = Mbpp(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  source = builder.as_data_source(split=split)
-  records = [{k: _decoded(v) for k, v in source[i].items()} for i in range(len(source))]
-  return sorted(records, key=lambda r: r["task_id"])
+  return tfds_builders.read_split(builder, split, manual_dir, lambda r: r["task_id"])

@@ -2,8 +2,12 @@
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import eval_mathqa
+from configs import mathqa as finetune_mathqa
 from data import mathqa
 from data import source_files
+from evaluation import runner
+from training import inputs
 
 
 @pytest.mark.parametrize("split,size", [
@@ -12,6 +16,41 @@ def test_eval_split_sizes(mathqa_dirs, split, size):
   records = mathqa.load(split, **mathqa_dirs)
   assert len(records) == size
   assert len({r["text"] for r in records}) == size
+
+
+@pytest.mark.parametrize("split,size", [
+    ("validation", mathqa.PAPER_SPLIT_SIZES["validation"]),  # 2,822
+    ("test", mathqa.PAPER_SPLIT_SIZES["test"]),              # 1,883
+    ("challenge_test", 403)])
+def test_trax_config_has_the_papers_split_sizes(mathqa_dirs, split, size):
+  records = mathqa.load(split, compat="trax", **mathqa_dirs)
+  assert len(records) == size
+  assert len({r["text"] for r in records}) == size
+  if split == "validation":
+    # trax caps the exponent at 5 and leaves an empty line in one-operation programs.
+    assert records[0]["source_index"] == 0 and records[0]["answer"] == 625.0
+    assert records[0]["program"] == "n0 = 4.0\nn1 = 5.0\n\nanswer = n1**min(n0, 5)\n"
+  if split == "challenge_test":
+    assert records == mathqa.load(split, config="trax_eval_splits", **mathqa_dirs)
+
+
+def test_config_key_mathqa_compat_selects_the_papers_split(mathqa_dirs):
+  """config.data.mathqa_compat reaches the data in eval.py and train.py alike."""
+  config = eval_mathqa.get_config()
+  config.data.update(mathqa_compat="trax", **mathqa_dirs)
+  examples = runner.load_examples(config)
+  assert len(examples) == mathqa.PAPER_SPLIT_SIZES["test"]
+  assert examples[0]["id"] == "mathqa/test/0"
+  assert examples[0]["target"] == mathqa.load("test", compat="trax", **mathqa_dirs)[0][
+      "program"] + "[DONE]"
+  train_config = finetune_mathqa.get_config()
+  train_config.data.update(mathqa_compat="trax", **mathqa_dirs)
+  assert len(inputs.load_records(train_config.data, "validation")) == 2822
+
+
+def test_unknown_compat_is_refused(mathqa_dirs):
+  with pytest.raises(ValueError, match=r"unknown MathQA compat 'paper'"):
+    mathqa.load("test", compat="paper", **mathqa_dirs)
 
 
 def test_record_fields(mathqa_dirs):
