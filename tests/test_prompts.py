@@ -9,7 +9,8 @@ import pytest
 from data import execution_examples
 from data import prompts
 
-# The paper's 3-shot prompt (shots 2, 3, 4; three tests shown) for task 11, exactly.
+# The paper's 3-shot prompt (shots 2, 3, 4; three tests shown) for task 11, exactly; the
+# shots are separated by a blank line ("[DONE]\n\n"), as in lm-evaluation-harness.
 GOLDEN_TASK_11 = (
     "You are an expert Python programmer, and here is your task: Write a function to find "
     "the similar elements from the given two tuple lists. Your code should pass these "
@@ -23,6 +24,7 @@ GOLDEN_TASK_11 = (
     "  res = tuple(set(test_tup1) & set(test_tup2))\r\n"
     "  return (res) \n"
     "[DONE]\n"
+    "\n"
     "You are an expert Python programmer, and here is your task: Write a python function "
     "to identify non-prime numbers. Your code should pass these tests:\n"
     "\n"
@@ -38,6 +40,7 @@ GOLDEN_TASK_11 = (
     "            result = True\r\n"
     "    return result\n"
     "[DONE]\n"
+    "\n"
     "You are an expert Python programmer, and here is your task: Write a function to find "
     "the largest integers from a given list of numbers using heap queue algorithm. Your "
     "code should pass these tests:\n"
@@ -52,6 +55,7 @@ GOLDEN_TASK_11 = (
     "  largest_nums = hq.nlargest(n, nums)\r\n"
     "  return largest_nums\n"
     "[DONE]\n"
+    "\n"
     "You are an expert Python programmer, and here is your task: Write a python function "
     "to remove first and last occurrence of a given character from the string. Your code "
     "should pass these tests:\n"
@@ -60,7 +64,7 @@ GOLDEN_TASK_11 = (
     'assert remove_Occ("abcda","a") == "bcd"\n'
     'assert remove_Occ("PHP","P") == "H"\n'
     "[BEGIN]\n")
-GOLDEN_TASK_11_SHA256 = "902e378b834561b19faff1d617496f9a64c6acd994df2b4d58efd1ecd81171e1"
+GOLDEN_TASK_11_SHA256 = "8d9e21c0a49993c96c3d9b9ebfeab807986ec347f22336422e51e0032820a29b"
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +84,22 @@ def test_golden_synthesis_prompt_task_11(problems, prompt_split):
   assert hashlib.sha256(prompt.encode()).hexdigest() == GOLDEN_TASK_11_SHA256
 
 
-def test_cli_prints_exactly_the_golden_prompt(mbpp_dirs):  # noqa: F811
+def test_golden_prompt_uses_the_default_shot_separator(problems, prompt_split):
+  assert prompts.DEFAULT_SHOT_SEPARATOR == "\n\n"
+  old_separator = prompts.SynthesisPromptOptions(shot_separator="\n")
+  old = prompts.synthesis_prompt(problems[11], prompt_split, old_separator)
+  assert old == GOLDEN_TASK_11.replace("[DONE]\n\n", "[DONE]\n")
+  assert len(old) == len(GOLDEN_TASK_11) - 3  # one byte per shot.
+
+
+def test_cli_prints_exactly_the_golden_prompt(shared_data_dir, tmp_path):
+  # A fresh TFDS data dir: the CLI builds MBPP first, and TFDS's "Downloading and preparing"
+  # messages (printed to stdout by TFDS) must not end up in the prompt.
   out = subprocess.run(
-      [sys.executable, "-m", "data.prompts", "--task", "synthesis", "--task_id", "11",
-       "--data_dir", mbpp_dirs["data_dir"], "--manual_dir", mbpp_dirs["manual_dir"]],
+      [sys.executable, "-m", "data.show_prompt", "--task", "synthesis", "--task_id", "11",
+       "--data_dir", str(tmp_path / "tfds"), "--manual_dir", str(shared_data_dir / "mbpp")],
       capture_output=True, check=True)
+  assert b"Downloading and preparing" in out.stderr
   assert out.stdout == GOLDEN_TASK_11.encode()
 
 
@@ -136,12 +151,12 @@ def test_a_shot_problem_is_never_its_own_shot(problems, prompt_split):
 
 def test_fixed_shot_ids_separator_and_line_endings(problems, prompt_split):
   options = prompts.SynthesisPromptOptions(num_shots=1, shot_task_ids=(7,),
-                                           shot_separator="\n\n",
+                                           shot_separator="\n###\n",
                                            normalize_line_endings=True)
   prompt = prompts.synthesis_prompt(problems[11], prompt_split, options)
   shot = prompts.synthesis_query(problems[7], options)
   assert prompt.startswith(shot) and "\r" not in prompt
-  assert "[DONE]\n\nYou are an expert" in prompt
+  assert prompt.count("[DONE]\n###\nYou are an expert") == 1
   assert prompts.synthesis_target(problems[2], options) == (
       problems[2]["code"].replace("\r\n", "\n") + "\n[DONE]")
 
@@ -150,7 +165,7 @@ def test_template_fingerprint_changes_with_options():
   default = prompts.template_fingerprint(prompts.SynthesisPromptOptions())
   assert default == prompts.template_fingerprint(prompts.SynthesisPromptOptions())
   assert default != prompts.template_fingerprint(
-      prompts.SynthesisPromptOptions(shot_separator="\n\n"))
+      prompts.SynthesisPromptOptions(shot_separator="\n"))
   assert default != prompts.template_fingerprint(prompts.ExecutionPromptOptions())
 
 
@@ -176,7 +191,7 @@ def test_execution_prompt_variants(problems, prompt_split):
   three_shot = prompts.execution_prompt(problems[11], case, prompt_split)
   assert three_shot.count("[DONE]") == 3 * 2 + 1
   assert three_shot.startswith("[BEGIN]\n" + problems[2]["code"])
-  assert "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n[DONE]\n" in (
+  assert "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n[DONE]\n\n[BEGIN]" in (
       three_shot)
 
 
@@ -188,8 +203,8 @@ def test_mathqa_prompt(mathqa_dirs):  # noqa: F811
   assert prompts.mathqa_target(query) == query["program"] + "[DONE]"
   two_shot = prompts.mathqa_prompt(query, problems,
                                    prompts.MathqaPromptOptions(num_shots=2))
-  assert two_shot == (f"# {problems[0]['text']}\n{problems[0]['program']}[DONE]\n"
-                      f"# {problems[1]['text']}\n{problems[1]['program']}[DONE]\n"
+  assert two_shot == (f"# {problems[0]['text']}\n{problems[0]['program']}[DONE]\n\n"
+                      f"# {problems[1]['text']}\n{problems[1]['program']}[DONE]\n\n"
                       f"# {query['text']}\n")
   # The query is never its own shot.
   own = prompts.mathqa_prompt(problems[0], problems,
@@ -198,7 +213,7 @@ def test_mathqa_prompt(mathqa_dirs):  # noqa: F811
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "data.prompts", *args],
+  return subprocess.run([sys.executable, "-m", "data.show_prompt", *args],
                         capture_output=True, check=True)
 
 
