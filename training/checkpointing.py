@@ -18,7 +18,6 @@ import orbax.checkpoint as ocp
 
 from model import run_dir
 from model.config import ModelConfig
-from model.run_dir import CheckpointError  # noqa: F401  (re-exported: raised by restore)
 from training.data_checkpoint import (ShardedIteratorHandler, ShardedIteratorRestore,
                                       ShardedIteratorSave)
 
