@@ -23,7 +23,7 @@ from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.report import REPORT_FILE, write_report
 from evaluation.results import RESULTS_FILE, read_results, summarize, write_results
 from evaluation.samples import SamplesFileError, problem_key, read_samples_file
-from evaluation.scoring import (SAMPLES_FILE, Scorer, WorkdirMismatch, load_scored,
+from evaluation.scorer import (SAMPLES_FILE, Scorer, WorkdirMismatch, load_scored,
                                 score_completions)
 
 __all__ = [

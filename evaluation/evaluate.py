@@ -7,7 +7,7 @@ from absl import logging
 from evaluation import report
 from evaluation import results as results_lib
 from evaluation import samples
-from evaluation import scoring
+from evaluation import scorer
 from execution import SandboxConfig
 
 
@@ -17,7 +17,7 @@ def finish(workdir: str, examples: Sequence[dict[str, Any]],
            ks: Sequence[int] = results_lib.PAPER_KS) -> dict[str, Any]:
   """Summarizes scored records and writes results.json and report.md (+ plots)."""
   meta = dict(meta)
-  meta.setdefault("sandbox", scoring.sandbox_meta(sandbox_config or SandboxConfig()))
+  meta.setdefault("sandbox", scorer.sandbox_meta(sandbox_config or SandboxConfig()))
   results = results_lib.summarize(examples, records_by_id, meta=meta, ks=ks)
   results_lib.write_results(workdir, results)
   report.write_report(workdir, results)
@@ -36,12 +36,12 @@ def evaluate_samples_file(samples_path: str, examples: Sequence[dict[str, Any]],
   The whole file is validated before anything runs (SamplesFileError on a bad line or an
   unknown task id). Problems of `examples` without samples are reported as unscored.
   """
-  output = os.path.join(workdir, scoring.SAMPLES_FILE)
+  output = os.path.join(workdir, scorer.SAMPLES_FILE)
   if os.path.exists(output) and os.path.samefile(samples_path, output):
     raise samples.SamplesFileError(f"{samples_path} is where the scored samples go; "
                                    "move the input elsewhere")
   completions = samples.read_samples_file(samples_path, examples)
-  records = scoring.score_completions(examples, completions, workdir, sandbox_config,
+  records = scorer.score_completions(examples, completions, workdir, sandbox_config,
                                       **scorer_options)
   meta = {"samples_source": samples_path, **(meta or {})}
   return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox_config, ks=ks)

@@ -50,7 +50,7 @@ from data import tasks
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
 from evaluation.sampler import sample_problems
-from evaluation.scoring import Scorer
+from evaluation.scorer import Scorer
 from execution import FAILED, SandboxConfig
 
 REPAIR_FILE = "repair.json"

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # Files only: eval runs on headless machines.
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from evaluation.scoring import RECORD_STATUSES as STATUSES  # noqa: E402
+from evaluation.scorer import RECORD_STATUSES as STATUSES  # noqa: E402
 
 REPORT_FILE = "report.md"
 PASS_AT_K_PLOT = "pass_at_k.png"

@@ -16,7 +16,7 @@ Schema (keys other tools rely on are marked *):
   num_examples (problems in the split), unscored_problems (examples without samples),
   pass_rate: share of samples that pass; problems_solved: share of problems with c > 0,
   status_counts: {passed, failed, error, syntax_error, timeout, killed, invalid_prediction}
-    (evaluation.scoring.RECORD_STATUSES; invalid_prediction: an execution prediction that
+    (evaluation.scorer.RECORD_STATUSES; invalid_prediction: an execution prediction that
     is not a value, never run),
   challenge: null, or for synthesis problems with challenge tests, scored separately:
     {num_problems, num_samples, pass_at_k, pass_rate, problems_solved, status_counts}.
@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any, Sequence
 
-from evaluation.scoring import RECORD_STATUSES
+from evaluation.scorer import RECORD_STATUSES
 from execution import Result, score
 
 RESULTS_FILE = "results.json"

@@ -17,7 +17,7 @@ from absl import logging
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.sampler import Sampler, sample_problems
-from evaluation.scoring import Scorer
+from evaluation.scorer import Scorer
 from execution import SandboxConfig
 from model import run_dir
 from model.decoder import sharded_abstract_params

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
+from execution.progress import progress_line
 from model.sampling import SamplingConfig, bucket_length, left_pad, make_generate_fn
 from model.sharding import batch_sharding
 from model.stop_matcher import build_stop_table
@@ -100,9 +101,7 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
              for i, e in enumerate(chunk)}
     on_chunk(todo, {e["id"]: by_id[e["id"]] for e in todo})
     finished += len(todo)
-    elapsed = time.perf_counter() - started
-    rate = finished / max(elapsed, 1e-9)
-    eta = (todo_total - finished) / max(rate, 1e-9)
-    logging.info("sampled %d/%d problems (%d samples each), %.2f problems/s, %.0f tokens/s, "
-                 "ETA %dm%02ds", finished, todo_total, num_samples, rate,
-                 sampler.tokens_generated / max(elapsed, 1e-9), eta // 60, eta % 60)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    logging.info(progress_line("sampled", finished, todo_total, "problems", finished / elapsed,
+                               [f"{num_samples} samples each",
+                                f"{sampler.tokens_generated / elapsed:.0f} tokens/s"]))

@@ -37,7 +37,7 @@ from evaluation import report
 from evaluation import results as results_lib
 from evaluation.repair import round_dir, run_repair
 from evaluation.runner import load_examples, make_sampler, run_eval, sandbox_config
-from evaluation.scoring import load_scored
+from evaluation.scorer import load_scored
 
 STUDY_FILE = "study.json"
 STUDY_REPORT = "study.md"

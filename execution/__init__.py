@@ -19,7 +19,7 @@ _EXPORTS = {
     "IsolationUnavailable": "isolation", "WorkerPool": "pool", "run_programs": "pool",
     "ERROR": "records", "FAILED": "records", "KILLED": "records", "PASSED": "records",
     "STATUSES": "records", "SYNTAX_ERROR": "records", "TIMEOUT": "records", "Job": "records",
-    "Result": "records", "pass_at_k": "scoring", "score": "scoring",
+    "Result": "records", "pass_at_k": "pass_at_k", "score": "pass_at_k",
     "SandboxFailure": "verdict",
 }
 __all__ = sorted(_EXPORTS)

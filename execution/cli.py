@@ -15,7 +15,8 @@ import sys
 import time
 
 from execution import isolation
-from execution import scoring
+from execution import pass_at_k
+from execution.progress import ProgressLog
 from execution.config import ISOLATION_MODES, SandboxConfig
 from execution.pool import WorkerPool
 from execution.records import Job
@@ -72,14 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                          memory_mb=args.memory_mb, isolation=args.isolation,
                          run_as_main=args.run_as_main)
   started = time.monotonic()
-  last_print = [0.0]
-
-  def progress(done: int, total: int) -> None:
-    now = time.monotonic()
-    if done == total or now - last_print[0] >= 1.0:
-      last_print[0] = now
-      rate = done / max(now - started, 1e-9)
-      print(f"\r{done}/{total} programs, {rate:.0f}/s", end="", file=sys.stderr, flush=True)
+  progress = ProgressLog(lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True),
+                         every_s=1.0)
+  progress.expect(len(jobs))
+  progress.start_batch()
 
   try:
     with WorkerPool(config) as pool:
@@ -95,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
       f.write(json.dumps(r.to_json(with_output=args.with_output)) + "\n")
   if args.scores:
     with open(args.scores, "w", encoding="utf-8") as f:
-      json.dump(scoring.score(results, ks), f, indent=1)
-  overall = scoring.score(results, ks)["overall"]
+      json.dump(pass_at_k.score(results, ks), f, indent=1)
+  overall = pass_at_k.score(results, ks)["overall"]
   print(f"{len(results)} programs in {time.monotonic() - started:.1f} s; passed "
         f"{overall['passed']}; {overall['status_counts']}", file=sys.stderr)
   return 0

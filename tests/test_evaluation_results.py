@@ -6,7 +6,6 @@ import re
 import pytest
 
 from evaluation import read_results, summarize, write_report, write_results
-from evaluation.progress import ProgressLog, format_duration
 from evaluation.results import curve_ks
 
 SHA = "ab" * 32
@@ -94,24 +93,3 @@ def test_results_round_trip_and_report_references_its_plots(tmp_path):
   (tmp_path / "bad.json").write_text('{"pass_at_k": {}}')
   with pytest.raises(ValueError, match="missing"):
     read_results(str(tmp_path / "bad.json"))
-
-
-def test_progress_line_rate_and_eta():
-  now = [100.0]
-  lines = []
-  progress = ProgressLog(lines.append, every_s=5.0, clock=lambda: now[0])
-  progress.expect(1000)
-  progress.start_batch()
-  now[0] = 110.0
-  progress(100, 400)   # 100 programs in 10 s: 10/s, 900 left: 90 s.
-  now[0] = 112.0
-  progress(120, 400)   # Within 5 s of the last line: quiet.
-  now[0] = 130.0
-  progress(400, 400)
-  progress.start_batch()
-  now[0] = 140.0
-  progress(100, 600)   # The count carries across batches.
-  assert lines == ["executed 100/1000 programs, 10.0/s, ETA 1m30s",
-                   "executed 400/1000 programs, 13.3/s, ETA 45s",
-                   "executed 500/1000 programs, 12.5/s, ETA 40s"]
-  assert format_duration(7384) == "2h03m"

@@ -3,7 +3,6 @@
 Both processes run train.py (each loading half of every batch); the losses must equal those
 of 1 process with 8 devices, and checkpoints must restore across process counts.
 """
-import json
 import os
 import socket
 import subprocess

@@ -8,7 +8,7 @@ import pytest
 
 from data.tasks import load_task_examples
 from evaluation import repair, repair_probe
-from evaluation.scoring import score_completions
+from evaluation.scorer import score_completions
 from execution import SandboxConfig
 from tests.scripted_sampler import ScriptedSampler
 

@@ -3,7 +3,6 @@
 Runs the real loop on a small corpus of standard-library files with a 512-piece tokenizer and
 the tiny preset (vocab overridden), on the 8 fake CPU devices with an fsdp x tensor mesh.
 """
-import json
 import os
 import shutil
 

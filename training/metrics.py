@@ -9,6 +9,8 @@ from typing import Any
 
 from absl import logging
 
+from execution.progress import progress_line
+
 
 class MetricsWriter:
   """Appends one JSON object per line to WORKDIR/metrics.jsonl (process 0 only).
@@ -66,12 +68,12 @@ class Progress:
 
 
 def log_progress(record: dict[str, Any]) -> None:
-  eta = record.get("eta_sec", 0.0)
-  logging.info("step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  %.2f step/s  ETA %dm%02ds%s",
-               record["step"], record["total_steps"], record["loss"], record["learning_rate"],
-               record["grad_norm"], record["tokens_per_sec"], record["steps_per_sec"],
-               eta // 60, eta % 60,
-               f"  eval_loss {record['eval_loss']:.4f}" if "eval_loss" in record else "")
+  details = [f"loss {record['loss']:.4f}", f"lr {record['learning_rate']:.2e}",
+             f"|g| {record['grad_norm']:.3f}", f"{record['tokens_per_sec']:.0f} tok/s"]
+  if "eval_loss" in record:
+    details.append(f"eval_loss {record['eval_loss']:.4f}")
+  logging.info(progress_line("step", record["step"], record["total_steps"], "",
+                             record["steps_per_sec"], details))
 
 
 class _DropLibraryInfo(py_logging.Filter):

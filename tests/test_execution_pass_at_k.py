@@ -4,7 +4,7 @@ import pytest
 
 from execution import records
 from execution.records import Result
-from execution.scoring import pass_at_k, problem_of, score
+from execution.pass_at_k import pass_at_k, problem_of, score
 
 
 @pytest.mark.parametrize("n, c, k, expected", [

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 from absl import logging
 
 from data import tasks
-from evaluation.progress import ProgressLog
+from execution.progress import ProgressLog
 from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
 
 SAMPLES_FILE = "samples.jsonl"
