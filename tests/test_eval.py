@@ -2,10 +2,15 @@
 import json
 import os
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import eval_execution, eval_synthesis
-from evaluation.runner import run_eval
+from data.prompts import cut_at_done
+from evaluation.runner import load_examples, run_eval
+from model import run_dir
+from model.decoder import abstract_model, forward
 from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
 from training.loop import train
 
@@ -74,6 +79,34 @@ def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path
   config.mesh.data = 8
   results = run_eval(config, str(tmp_path / "ev"))
   assert all(p["n"] == 1 for p in results["per_problem"]) and len(results["per_problem"]) == 4
+  # Greedy: each completion is the argmax continuation of a plain full forward pass (no cache,
+  # one device), computed here independently. Where two logits come within 1e-3 of each other
+  # the two computations may break the tie differently, so that problem's check stops there.
+  cfg = run_dir.load_model_config(tiny_run)
+  graphdef, shapes, _ = abstract_model(cfg)
+  params = run_dir.load_params(tiny_run, shapes)
+  tokenizer = run_dir.load_tokenizer(run_dir.tokenizer_path(tiny_run))
+  records = [json.loads(line) for line in open(tmp_path / "ev" / "samples.jsonl")]
+  examples = {e["id"]: e for e in load_examples(config)}
+  checked = 0
+  for record in records:
+    tokens = tokenizer.encode_prompt(examples[record["id"]]["prompt"])[-config.max_prompt_len:]
+    generated, tied = [], False
+    for _ in range(config.sampling.max_new_tokens):
+      logits = np.asarray(forward(graphdef, params, jnp.asarray([tokens + generated])))[0, -1]
+      top_two = np.sort(logits)[-2:]
+      if top_two[1] - top_two[0] < 1e-3:
+        tied = True
+        break
+      generated.append(int(np.argmax(logits)))
+      if generated[-1] == tokenizer.eos_id:
+        break
+    if tied:
+      continue
+    text = tokenizer.decode([t for t in generated if t != tokenizer.eos_id])
+    assert record["completion"] == cut_at_done(text), record["id"]
+    checked += 1
+  assert checked >= 2
 
 
 def test_bad_inputs_fail_before_any_work(tiny_run, mbpp_dirs, tmp_path):
