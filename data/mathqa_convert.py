@@ -38,7 +38,7 @@ from typing import Any, Iterable
 
 from data import mathqa_trax
 from data.mathqa_programs import (DEFAULT_RELATIVE_TOLERANCE, NUMBER_PATTERN, ConversionError,
-                                  answers_agree, extract_numbers, problem_with_numbers,
+                                  answers_agree, converted_record, extract_numbers,
                                   run_program)
 
 # Operand placeholders are {0}, {1}, {2}; they are always plain names or numbers
@@ -257,20 +257,7 @@ def convert_problem(raw: dict[str, Any], *,
   actual = run_program(program)
   if not answers_agree(expected, actual, relative_tolerance):
     raise ConversionError("answer mismatch", f"program gives {actual}, option {expected}")
-  return {
-      "problem": problem,
-      "text": problem_with_numbers(problem, numbers),
-      "numbers": numbers,
-      "program": program,
-      "answer": expected,
-      "program_answer": actual,
-      "options": raw["options"],
-      "correct": raw["correct"],
-      "linear_formula": raw["linear_formula"],
-      "annotated_formula": raw["annotated_formula"],
-      "rationale": raw["Rationale"],
-      "category": raw["category"],
-  }
+  return converted_record(raw, problem, numbers, program, expected, actual)
 
 
 @dataclasses.dataclass

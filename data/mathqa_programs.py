@@ -77,3 +77,22 @@ def problem_with_numbers(problem: str, numbers: list[float]) -> str:
 
 def answers_agree(expected: float, actual: float, relative_tolerance: float) -> bool:
   return math.isclose(expected, actual, rel_tol=relative_tolerance)
+
+
+def converted_record(raw: dict[str, Any], problem: str, numbers: list[float], program: str,
+                     expected: float, actual: float) -> dict[str, Any]:
+  """A kept problem: the model's input text, its program and answers, the raw fields kept."""
+  return {
+      "problem": problem,
+      "text": problem_with_numbers(problem, numbers),
+      "numbers": numbers,
+      "program": program,
+      "answer": expected,            # the value of the correct option
+      "program_answer": actual,      # what the program computes (within tolerance of it)
+      "options": raw["options"],
+      "correct": raw["correct"],
+      "linear_formula": raw["linear_formula"],
+      "annotated_formula": raw["annotated_formula"],
+      "rationale": raw["Rationale"],
+      "category": raw["category"],
+  }

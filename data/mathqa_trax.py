@@ -276,17 +276,4 @@ def convert_problem(raw: dict[str, Any], *,
   if abs(actual - formula_answer) >= 1.5 * 10 ** -_NOTEBOOK_DECIMALS:
     raise ConversionError("program differs from formula",
                           f"program gives {actual}, formula {formula_answer}")
-  return {
-      "problem": problem,
-      "text": mathqa_programs.problem_with_numbers(problem, numbers),
-      "numbers": numbers,
-      "program": program,
-      "answer": expected,
-      "program_answer": actual,
-      "options": raw["options"],
-      "correct": raw["correct"],
-      "linear_formula": raw["linear_formula"],
-      "annotated_formula": raw["annotated_formula"],
-      "rationale": raw["Rationale"],
-      "category": raw["category"],
-  }
+  return mathqa_programs.converted_record(raw, problem, numbers, program, expected, actual)
