@@ -213,7 +213,10 @@ def scoring_assert(call: str, prediction: str) -> str:
     InvalidPrediction: `prediction` is not a value; it must not be run.
   """
   parse_prediction(prediction)
+  # Parenthesised on lines of its own, the text denotes what literal_eval parsed: `1, 2` is
+  # one tuple (not two arguments), and a trailing `# comment` cannot swallow the `)`.
   return (f"__returned__ = {call}\n"
+          f"__predicted__ = (\n{prediction.strip()}\n)\n"
           f"{_SAME_VALUE_SOURCE}"
-          f"assert {_SANDBOX_SAME_VALUE}(__returned__, {prediction.strip()}), "
+          f"assert {_SANDBOX_SAME_VALUE}(__returned__, __predicted__), "
           f"'returned ' + repr(__returned__)[:{_MESSAGE_REPR_CAP}]\n")

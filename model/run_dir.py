@@ -141,14 +141,20 @@ def _str_keys(tree: Any) -> Any:
 
 
 def load_params(path: str, abstract_params: Any) -> Any:
-  """Parameters only, from a workdir / checkpoints dir / step dir, sharded as given."""
+  """Parameters only, from a workdir / checkpoints dir / step dir, sharded as given.
+
+  Reads the params item alone (not through a manager of the whole step), so the step's other
+  items (optimizer, data iterator) are neither read nor need handlers here.
+  """
   directory, step = resolve_checkpoint(path)
-  with ocp.CheckpointManager(directory, item_handlers=checkpoint_handlers()) as manager:
-    where = f"{directory}/{step}"
-    check_shapes(params_metadata(manager, step, where), abstract_params, "parameters", where)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        **{PARAMS_ITEM: ocp.args.StandardRestore(abstract_params)}))
-  return restored[PARAMS_ITEM]
+  item = directory / str(step) / PARAMS_ITEM
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    metadata = handler.metadata(item)
+    check_shapes(getattr(metadata, "tree", metadata), abstract_params, "parameters", str(item))
+    return handler.restore(item, args=ocp.args.StandardRestore(abstract_params))
+  finally:
+    handler.close()
 
 
 def load_model_config(path: str) -> ModelConfig:

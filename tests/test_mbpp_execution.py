@@ -70,8 +70,19 @@ def _scores(call: str, prediction: str, namespace: dict | None = None) -> bool:
 def test_scoring_assert_accepts_any_spelling():
   call = "sorted([2, 1])"
   for prediction, right in (("[1, 2]", True), ("[1,2]", True), (" [1,2] ", True),
-                            ("[2, 1]", False), ("(1, 2)", False)):
+                            ("[2, 1]", False), ("(1, 2)", False), ("[1, 2]  # sorted", True)):
     assert _scores(call, prediction) == right, prediction
+
+
+@pytest.mark.parametrize("prediction,right", [
+    ("1, 2", True), ("(1, 2)", True), ("1, 2,", True), ("1, 2, 3", False), ("1,", False),
+    ("1", False),
+])
+def test_scoring_assert_reads_a_bare_tuple_as_literal_eval_does(prediction, right):
+  # A model that writes `1, 2` for a returned (1, 2) means the tuple, as literal_eval reads it.
+  if right:
+    assert ee.parse_prediction(prediction) == (1, 2)
+  assert _scores("tuple([1, 2])", prediction) == right, prediction
 
 
 @pytest.mark.parametrize("returned,predicted,same", [

@@ -131,8 +131,7 @@ def test_execution_examples_and_scoring(mbpp_dirs):  # noqa: F811
   unspaced = e["expected"].replace(", ", ",")
   respaced = tasks.execution_request(e, unspaced + "\n[DONE]")
   wrong = dict(tasks.execution_request(e, "[]"), id="wrong")
-  assert respaced["tests"][0].endswith(f", {unspaced}), 'returned ' + "
-                                       "repr(__returned__)[:200]\n")
+  assert f"__predicted__ = (\n{unspaced}\n)\n" in respaced["tests"][0]
   assert _run([respaced, wrong]) == {e["id"]: True, "wrong": "AssertionError"}
   with pytest.raises(tasks.InvalidPrediction, match="not a literal value"):
     tasks.execution_request(e, "object()")
