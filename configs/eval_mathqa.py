@@ -8,7 +8,9 @@ annotated answer.
 Defaults: 0-shot (the finetuned setting), 80 samples at temperature 0.5; few-shot with
 `--config.prompt.num_shots=4` (and `--config.prompt.shot_indices`, `shot_seed`,
 `shot_separator`: the fields of data/prompts.py's MathqaPromptOptions). Writes the same files
-as eval_synthesis.py.
+as eval_synthesis.py. Cost: sampling is as for eval_synthesis.py (same model, similar lengths);
+scoring a MathQA program is a few arithmetic lines (all 1,883 trax-mode test programs pass in
+the sandbox).
 """
 from configs import eval_base
 

@@ -9,6 +9,10 @@ challenge_test.json, constant_list.txt, operation_list.txt) in `data.manual_dir`
 copy in ../shared/data/mathqa/raw lacks train.json, so this config fails there with a message
 saying so (dev/test conversion works; see README "Datasets").
 
+Cost: not run here (no train.json on these machines); a step has the shape of the MBPP
+finetunes (16 x 512 tokens), which run at ~0.5 steps/s on the 2-core CPU, so expect about 35
+minutes for the 1,000 steps.
+
 What to expect: the paper finetunes its models on ~19k converted training problems; a tiny model
 learns the program format quickly (validation loss well below the base model's) but solves
 few problems.

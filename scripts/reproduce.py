@@ -4,7 +4,7 @@ evaluate few-shot and both finetuned models on both tasks, and compare.
     python scripts/reproduce.py --scale=tiny --root=runs/reproduce-tiny \
         --mbpp_dir=../shared/data/mbpp
 
-Scales (sweeps/reproduce.py SCALES): tiny (2-core CPU, 14 min), small (244m, one GPU),
+Scales (sweeps/reproduce.py SCALES): tiny (2-core CPU, 14-19 min), small (244m, one GPU),
 medium (1b, weights sharded over a pod slice). Rerunning resumes: finished stages are
 skipped, interrupted ones continue from their checkpoints / scored samples. Writes
 ROOT/compare.md (the table), compare.csv, compare.jsonl and compare_*.png next to the stage

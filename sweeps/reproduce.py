@@ -39,7 +39,7 @@ class Scale:
 
 
 SCALES = {
-    # 14 minutes on a quiet 2-core CPU (README): the whole pipeline, small numbers.
+    # 14-19 minutes on the 2-core CPU (README): the whole pipeline, small numbers.
     "tiny": Scale(model="tiny", pretrain_steps=600, pretrain_batch=16, seq_len=256,
                   finetune_steps=100, finetune_batch=16, eval_problems=40, eval_samples=4,
                   max_new_tokens=96, eval_batch=32),
