@@ -27,8 +27,9 @@ from typing import Any, Sequence
 
 from evaluation.scorer import RECORD_STATUSES
 from execution import Result, score
+from model import run_dir
 
-RESULTS_FILE = "results.json"
+RESULTS_FILE = run_dir.RESULTS_FILE
 SCHEMA_VERSION = 1
 PAPER_KS = (1, 10, 80)
 REQUIRED_KEYS = ("meta", "pass_at_k", "per_problem")

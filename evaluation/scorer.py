@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterable, Sequence
 from absl import logging
 
 from data import tasks
-from execution.progress import ProgressLog
 from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
+from execution.progress import ProgressLog
+from model import run_dir
 
-SAMPLES_FILE = "samples.jsonl"
+SAMPLES_FILE = run_dir.SAMPLES_FILE
 # The sandbox's verdicts, and the one that is decided without running anything: an
 # execution prediction that is not a value (data/execution_examples.py).
 RECORD_STATUSES = (*STATUSES, tasks.INVALID_PREDICTION)
