@@ -135,7 +135,8 @@ class MathqaPython(tfds_builders.OwnCodePath, tfds.core.GeneratorBasedBuilder):
               f"'{CONFIG_NAMES[(self.builder_config.compat, False)]}', which needs no "
               "train.json")
       extracted = source_files.download_or_fail(
-          dl_manager.download_and_extract, ARCHIVE_URL,
+          lambda url: dl_manager.extract(
+              source_files.fetch_once(url, dl_manager.download_dir)), ARCHIVE_URL,
           f"{', '.join(missing)} (looked in manual_dir={manual_dir})", hint)
       for split, path in paths.items():
         if path is None:

@@ -150,9 +150,10 @@ class Mbpp(tfds_builders.OwnCodePath, tfds.core.GeneratorBasedBuilder):
     local = source_files.find_local(tfds_builders.manual_dir(dl_manager), source.name)
     if local is None:
       local = source_files.download_or_fail(
-          dl_manager.download, source.url, source.name,
+          lambda url: source_files.fetch_once(url, dl_manager.download_dir), source.url,
+          source.name,
           f"put the official {source.name} in a directory (e.g. ../shared/data/mbpp) "
-          "and pass it as manual_dir")
+          "and pass it as manual_dir (train.py / eval.py: --config.data.manual_dir=DIR)")
     return source_files.verify(local, source)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

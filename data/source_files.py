@@ -8,7 +8,14 @@ upstream revision, a truncated download) changes the published numbers.
 import dataclasses
 import hashlib
 import pathlib
+import shutil
+import urllib.parse
+import urllib.request
 from typing import Callable
+
+# One attempt with a short timeout: offline (many clusters) a download cannot succeed, and
+# TFDS's own downloader retries 10 times with backoff (minutes) before saying so.
+DOWNLOAD_TIMEOUT_S = 10.0
 
 
 class DatasetFileError(RuntimeError):
@@ -78,6 +85,26 @@ def find_local(directory: pathlib.Path | str | None, name: str) -> pathlib.Path 
   found = sorted(p for p in directory.rglob(name)
                  if p.is_file() and "__MACOSX" not in p.parts)
   return found[0] if found else None
+
+
+def fetch_once(url: str, directory: pathlib.Path | str,
+               timeout_s: float | None = None) -> pathlib.Path:
+  """Downloads `url` into `directory` in one attempt (no retries); returns the file's path.
+
+  `timeout_s` (default DOWNLOAD_TIMEOUT_S) bounds the connection and each read. The file
+  appears only when complete (a `.part` file is renamed), so a broken download never passes
+  for a cached one.
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  name = pathlib.PurePosixPath(urllib.parse.urlparse(url).path).name or "download"
+  path = directory / name
+  partial = path.with_name(name + ".part")
+  timeout_s = DOWNLOAD_TIMEOUT_S if timeout_s is None else timeout_s
+  with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as f:
+    shutil.copyfileobj(response, f)
+  partial.replace(path)
+  return path
 
 
 def download_or_fail(download: Callable[[str], object], url: str, what: str,

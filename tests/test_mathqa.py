@@ -1,6 +1,5 @@
 """MathQA-Python TFDS builder on the shared raw files (which lack train.json)."""
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import eval_mathqa
 from configs import mathqa as finetune_mathqa
@@ -67,9 +66,9 @@ def test_record_fields(mathqa_dirs):
 
 def test_missing_train_file_offline_says_what_is_missing(mathqa_dirs, tmp_path,
                                                          monkeypatch):
-  def no_network(self, url):
+  def no_network(url, directory, timeout_s=None):
     raise ConnectionError(f"cannot reach {url}")
-  monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", no_network)
+  monkeypatch.setattr(source_files, "fetch_once", no_network)
   with pytest.raises(source_files.DatasetFileError,
                      match=r"train\.json \(looked in manual_dir=.*raw\).*MathQA\.zip failed"
                            r".*76a236ea303f50cfb24042806c3269268990d0ff"

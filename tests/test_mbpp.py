@@ -5,7 +5,6 @@ import pathlib
 import shutil
 
 import pytest
-import tensorflow_datasets as tfds
 
 from data import mbpp
 from data import source_files
@@ -93,9 +92,9 @@ def test_malformed_line_names_file_and_line(tmp_path):
 
 
 def test_offline_without_local_file_says_what_to_do(tmp_path, monkeypatch):
-  def no_network(self, url):
+  def no_network(url, directory, timeout_s=None):
     raise ConnectionError(f"cannot reach {url}")
-  monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+  monkeypatch.setattr(source_files, "fetch_once", no_network)
   with pytest.raises(source_files.DatasetFileError,
                      match=r"sanitized-mbpp\.json is not in the local directory.*"
                            r"30adf0ec.*pass it as manual_dir"):
@@ -104,15 +103,15 @@ def test_offline_without_local_file_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_downloaded_file_is_verified(shared_data_dir, tmp_path, monkeypatch):
-  """The online path: what the download manager returns is checksummed, then used."""
+  """The online path: what the download returns is checksummed, then used."""
   downloaded = tmp_path / "dl" / "mbpp.jsonl"
   downloaded.parent.mkdir()
   shutil.copy(shared_data_dir / "mbpp" / "mbpp.jsonl", downloaded)
   urls = []
 
-  def fake_download(self, url):
+  def fake_download(url, directory, timeout_s=None):
     urls.append(url)
     return pathlib.Path(downloaded)
-  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  monkeypatch.setattr(mbpp.source_files, "fetch_once", fake_download)
   records = mbpp.load("prompt", data_dir=str(tmp_path / "tfds"), manual_dir=None)
   assert urls == [mbpp.FULL_FILE.url] and len(records) == 10
