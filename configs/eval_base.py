@@ -38,8 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint = ""               # a train.py workdir, its checkpoints/ or a step folder
   config.tokenizer_path = ""           # default: tokenizer.model of the checkpoint's run
   config.samples_path = ""             # score {"task_id", "completion"} lines; no model
+  # "" = detect; ours | bigcode | evalplus | lm_eval (evaluation/sample_formats.py).
+  config.samples_format = ""
   config.max_problems = 0              # 0 = all; >0 for quick looks
   config.num_samples = 80              # per problem (the paper: 80)
+  config.pass_at_k = (1, 10, 80)       # reported where every problem has >= k samples
   config.batch_size = 16               # rows (problem x sample) per generate call
   config.max_prompt_len = 1024         # longer prompts keep their end
   config.seed = 0

@@ -94,6 +94,7 @@ def _synthesis_examples(split: str, data_dir: str | None, manual_dir: str | None
       "id": f"mbpp/{p['task_id']}",
       "prompt": prompts.synthesis_prompt(p, shot_candidates, prompt_options),
       "target": prompts.synthesis_target(p, prompt_options),
+      "text": p["text"] if "text" in p else p["prompt"],  # The task's description.
       "test_list": p["test_list"],
       "challenge_test_list": p.get("challenge_test_list", []),
       "test_setup": _test_setup(p),

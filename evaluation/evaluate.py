@@ -6,6 +6,7 @@ from absl import logging
 
 from evaluation import report
 from evaluation import results as results_lib
+from evaluation import sample_formats
 from evaluation import samples
 from evaluation import scorer
 from execution import SandboxConfig
@@ -30,18 +31,24 @@ def evaluate_samples_file(samples_path: str, examples: Sequence[dict[str, Any]],
                           *, meta: dict[str, Any] | None = None,
                           sandbox_config: SandboxConfig | None = None,
                           ks: Sequence[int] = results_lib.PAPER_KS,
+                          samples_format: str = "",
                           **scorer_options) -> dict[str, Any]:
   """samples_path mode: scores a file of completions made elsewhere; resumable in workdir.
 
   The whole file is validated before anything runs (SamplesFileError on a bad line or an
   unknown task id). Problems of `examples` without samples are reported as unscored.
+  `samples_format`: one of sample_formats.FORMATS (ours, bigcode, evalplus, lm_eval), or ""
+  to detect it. meta.num_samples becomes the number of samples each problem has in the file
+  (the largest, where they differ).
   """
   output = os.path.join(workdir, scorer.SAMPLES_FILE)
   if os.path.exists(output) and os.path.samefile(samples_path, output):
     raise samples.SamplesFileError(f"{samples_path} is where the scored samples go; "
                                    "move the input elsewhere")
-  completions = samples.read_samples_file(samples_path, examples)
+  completions, format_meta = sample_formats.read_samples(samples_path, examples,
+                                                         samples_format)
   records = scorer.score_completions(examples, completions, workdir, sandbox_config,
                                       **scorer_options)
-  meta = {"samples_source": samples_path, **(meta or {})}
+  meta = {"samples_source": samples_path, **(meta or {}), **format_meta,
+          "num_samples": max(len(c) for c in completions.values())}
   return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox_config, ks=ks)

@@ -16,6 +16,7 @@ from absl import logging
 
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation.evaluate import evaluate_samples_file, finish
+from evaluation.results import PAPER_KS
 from evaluation.sampler import Sampler, sample_problems
 from evaluation.scorer import Scorer
 from execution import SandboxConfig
@@ -58,6 +59,14 @@ def sandbox_config(config: ml_collections.ConfigDict) -> SandboxConfig:
   return SandboxConfig(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
                        workers=config.sandbox.workers,
                        run_as_main=config.sandbox.run_as_main)
+
+
+def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """config.pass_at_k: the headline ks (each reported where every problem has k samples)."""
+  ks = tuple(config.get("pass_at_k", PAPER_KS))
+  if not ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
+    raise ValueError(f"config.pass_at_k must be positive integers, e.g. '(1,10,80)'; got {ks}")
+  return ks
 
 
 def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
@@ -131,7 +140,8 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
   sandbox = sandbox_config(config)
   if config.samples_path:
     return evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
-                                 sandbox_config=sandbox)
+                                 sandbox_config=sandbox, ks=pass_at_ks(config),
+                                 samples_format=config.get("samples_format", ""))
   sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
   truncated_before = sampler.truncated_prompts
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
@@ -144,4 +154,5 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
     logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",
                     truncated, config.max_prompt_len)
   meta["truncated_prompts"] = truncated
-  return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox)
+  return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox,
+                ks=pass_at_ks(config))
