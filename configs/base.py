@@ -86,4 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Peak FLOP/s of one device, for the MFU column of the logs (0: not reported).
   config.peak_flops_per_device = 0.0
+
+  # Metrics also go to TensorBoard event files in the workdir; W&B too when enabled (needs
+  # `pip install wandb`): training/summaries.py.
+  config.wandb = ml_collections.ConfigDict()
+  config.wandb.enabled = False
+  config.wandb.project = ""
+  config.wandb.entity = ""
   return config

@@ -22,10 +22,12 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from evaluation import report  # noqa: E402
 from evaluation import results as results_lib  # noqa: E402
+from evaluation import summaries  # noqa: E402
 
 _BASE_COLUMNS = ("run", "model", "num_params", "objective", "task", "split", "problems",
                  "samples_per_problem")
 _SIZE_UNITS = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+TENSORBOARD_DIR = "tensorboard"  # Below --out_dir: one TensorBoard run per compared run.
 
 
 def find_results(paths: Sequence[str]) -> list[str]:
@@ -157,4 +159,20 @@ def write_comparison(rows: Sequence[dict[str, Any]], out_dir: str) -> list[str]:
   for task in sorted({r["task"] for r in rows}):
     written.append(os.path.join(out_dir, f"compare_{task}.png"))
     plot_task(rows, task, written[-1])
+  written.extend(write_tensorboard(rows, os.path.join(out_dir, TENSORBOARD_DIR)))
+  return written
+
+
+def write_tensorboard(rows: Sequence[dict[str, Any]], logdir: str) -> list[str]:
+  """One TensorBoard run per row under `logdir` (named after the row's run): its metrics as
+  `TASK/METRIC` scalars (pass@1 as pass_at_1), its identity as hparams, so the HPARAMS tab
+  shows the table."""
+  written = []
+  for r in rows:
+    run_dir = os.path.join(logdir, re.sub(r"[^A-Za-z0-9._-]+", "_", r["run"]).strip("_."))
+    metrics = {f"{r['task']}/{name.replace('@', '_at_')}": float(v) for name, v in r.items()
+               if name not in _BASE_COLUMNS and isinstance(v, (int, float))}
+    identity = {name: r[name] for name in _BASE_COLUMNS if r.get(name) is not None}
+    if summaries.write_scalars(run_dir, metrics, identity):
+      written.append(run_dir)
   return written

@@ -9,6 +9,7 @@ from evaluation import results as results_lib
 from evaluation import sample_formats
 from evaluation import samples
 from evaluation import scorer
+from evaluation import summaries
 from execution import SandboxConfig
 
 
@@ -16,12 +17,14 @@ def finish(workdir: str, examples: Sequence[dict[str, Any]],
            records_by_id: dict[str, list[dict[str, Any]]], *, meta: dict[str, Any],
            sandbox_config: SandboxConfig | None = None,
            ks: Sequence[int] = results_lib.PAPER_KS) -> dict[str, Any]:
-  """Summarizes scored records and writes results.json and report.md (+ plots)."""
+  """Summarizes scored records; writes results.json, report.md (+ plots) and TensorBoard
+  event files of the headline numbers (evaluation/summaries.py)."""
   meta = dict(meta)
   meta.setdefault("sandbox", scorer.sandbox_meta(sandbox_config or SandboxConfig()))
   results = results_lib.summarize(examples, records_by_id, meta=meta, ks=ks)
   results_lib.write_results(workdir, results)
   report.write_report(workdir, results)
+  summaries.write_results_summary(workdir, results)
   logging.info("%s: %s", workdir, ", ".join(
       f"pass@{k} {100 * v:.2f}%" for k, v in results["pass_at_k"].items()))
   return results

@@ -4,7 +4,9 @@
     python scripts/compare.py runs/          # every results.json below runs/
 
 Prints the markdown table; with --out_dir also writes compare.md, compare.csv (fractions
-0..1), compare.jsonl and compare_TASK.png (pass@k against model size per objective).
+0..1), compare.jsonl, compare_TASK.png (pass@k against model size per objective) and
+tensorboard/RUN/ (each run's numbers as TensorBoard scalars and hparams:
+`tensorboard --logdir OUT_DIR/tensorboard`, HPARAMS tab).
 """
 import argparse
 import os

@@ -140,7 +140,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         out_shardings=replicated)
 
   writer = MetricsWriter(os.path.join(workdir, run_dir.METRICS_FILE), start_step,
-                         enabled=is_chief)
+                         enabled=is_chief, config=config)
   progress = Progress(start_step, config.num_train_steps)
   tokens_per_step = config.batch_size * config.seq_len
   flops_per_token = model_cfg.flops_per_token(config.seq_len)
@@ -177,6 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpointing.save(manager, step, state, train_iter, model_cfg, force=True)
   manager.wait_until_finished()
   manager.close()
+  writer.close()
   if step >= config.num_train_steps:
     logging.info("Finished %d steps in %s", step, workdir)
   return record

@@ -7,9 +7,11 @@ import os
 import time
 from typing import Any
 
+import ml_collections
 from absl import logging
 
 from execution.progress import progress_line
+from training.summaries import Summaries
 
 
 class MetricsWriter:
@@ -17,11 +19,17 @@ class MetricsWriter:
 
   On resume from step S, lines with step > S are dropped first: they were logged by a run that
   died before its next checkpoint, and the resumed run logs those steps again, identically.
+  With the run's `config`, each record also goes to TensorBoard event files in WORKDIR (and
+  W&B when config.wandb.enabled): training/summaries.py.
   """
 
-  def __init__(self, path: str, resume_step: int, enabled: bool = True):
+  def __init__(self, path: str, resume_step: int, enabled: bool = True,
+               config: ml_collections.ConfigDict | None = None):
     self.path = path
     self.enabled = enabled
+    self.summaries = None
+    if enabled and config is not None:
+      self.summaries = Summaries(os.path.dirname(path), resume_step, config)
     if enabled and os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
@@ -34,6 +42,12 @@ class MetricsWriter:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps(record, sort_keys=True) + "\n")
+    if self.summaries is not None:
+      self.summaries.write(record)
+
+  def close(self) -> None:
+    if self.summaries is not None:
+      self.summaries.close()
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
