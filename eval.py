@@ -5,24 +5,34 @@
     python eval.py --config=configs/eval_synthesis.py --workdir=runs/ext \
         --config.samples_path=their_samples.jsonl --config.data.manual_dir=../shared/data/mbpp
 
-Writes WORKDIR/samples.jsonl, results.json and report.md (+ plots); rerunning resumes.
+--config defaults to configs/eval_synthesis.py and --workdir to runs/CONFIG-RUN (the
+evaluated run's or samples file's name; configs/commands.py). Writes WORKDIR/samples.jsonl,
+results.json, report.md (+ plots) and TensorBoard event files; rerunning resumes.
 """
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
+from configs import commands
 from training.metrics import quiet_library_logs
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for samples and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = config_flags.DEFINE_config_file("config", commands.DEFAULT_EVAL_CONFIG,
+                                          "Eval config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for samples and results "
+                                "(default: runs/CONFIG-RUN).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
+  problem = commands.eval_problem(_CONFIG.value)
+  if problem:
+    commands.exit_with_error("eval.py", problem)
+  workdir = _WORKDIR.value or commands.eval_workdir(
+      config_flags.get_config_filename(flags.FLAGS["config"]), _CONFIG.value)
+  logging.info("Workdir: %s", workdir)
   from evaluation.runner import run_eval  # pylint: disable=g-import-not-at-top
-  run_eval(_CONFIG.value, _WORKDIR.value)
+  run_eval(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

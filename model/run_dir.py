@@ -82,7 +82,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def resolve_checkpoint(path: str) -> tuple[epath.Path, int]:
   """A workdir, its checkpoints/ folder or one STEP folder -> (checkpoints dir, step)."""
-  p = epath.Path(path)
+  p = epath.Path(os.path.abspath(path))  # Orbax refuses relative paths (runs/pretrain).
   if not p.exists():
     raise CheckpointError(f"init_from/checkpoint path {path} does not exist")
   if (p / CHECKPOINTS_DIR).is_dir():

@@ -1,0 +1,94 @@
+"""What train.py and eval.py assume when a flag is left out, and what they say is missing.
+
+The commands as the README writes them:
+
+    python train.py --config=configs/pretrain.py     # workdir runs/pretrain
+    python train.py --config=configs/synthesis.py    # workdir runs/synthesis, from runs/pretrain
+    python eval.py --config.checkpoint=runs/synthesis  # configs/eval_synthesis.py,
+                                                       # workdir runs/eval_synthesis-synthesis
+
+A missing prerequisite (the base model of a finetuning config, eval.py's model or samples)
+is one line naming the command that makes it, before anything is loaded; the entry points
+exit with status 2 (a usage error) and no traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_collections
+
+RUNS_DIR = "runs"
+CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_EVAL_CONFIG = os.path.join(CONFIGS_DIR, "eval_synthesis.py")
+
+
+def config_name(config_path: str) -> str:
+  """configs/synthesis.py -> synthesis (a `:arg` suffix of ml_collections is dropped)."""
+  return os.path.splitext(os.path.basename(config_path.split(":", 1)[0]))[0]
+
+
+def train_workdir(config_path: str) -> str:
+  """train.py's workdir when --workdir is left out: runs/NAME for configs/NAME.py."""
+  return os.path.join(RUNS_DIR, config_name(config_path))
+
+
+def eval_workdir(config_path: str, config: ml_collections.ConfigDict) -> str:
+  """eval.py's workdir when --workdir is left out: runs/EVALCONFIG-SOURCE, SOURCE being the
+  evaluated run's directory name or the samples file's name, so that evaluating another
+  model never resumes (and mixes with) the samples of the last one."""
+  source = config.samples_path or config.checkpoint
+  if config.checkpoint and not config.samples_path:
+    parts = os.path.normpath(config.checkpoint).split(os.sep)
+    # runs/NAME/checkpoints/STEP -> NAME-STEP; runs/NAME -> NAME.
+    if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-1].isdigit():
+      source = f"{parts[-3]}-{parts[-1]}"
+  name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source else ""
+  return os.path.join(RUNS_DIR, config_name(config_path) + (f"-{name}" if name else ""))
+
+
+def _train_command(run: str) -> str | None:
+  """The README command whose default workdir is `run`, if `run` is one (runs/pretrain)."""
+  parts = os.path.normpath(run).split(os.sep)
+  if len(parts) == 2 and parts[0] == RUNS_DIR:
+    config_file = os.path.join(CONFIGS_DIR, parts[1] + ".py")
+    if os.path.isfile(config_file):
+      return f"python train.py --config=configs/{parts[1]}.py"
+  return None
+
+
+def train_problem(config: ml_collections.ConfigDict) -> str | None:
+  """Why train.py cannot start with `config`, in one line; None when it can."""
+  init_from = config.get("init_from", "")
+  if init_from and not os.path.exists(init_from):
+    made_by = _train_command(init_from)
+    first = f"make it first with `{made_by}`, or " if made_by else ""
+    return (f"the base model config.init_from={init_from} does not exist: {first}point "
+            "--config.init_from= at a train.py workdir or one of its checkpoints/STEP "
+            "folders, or import one (`python -m model.import_checkpoint --source=HF_DIR "
+            f"--output={init_from}`)")
+  return None
+
+
+def eval_problem(config: ml_collections.ConfigDict) -> str | None:
+  """Why eval.py cannot start with `config`, in one line; None when it can."""
+  if config.samples_path:
+    if not os.path.isfile(config.samples_path):
+      return f"the samples file --config.samples_path={config.samples_path} does not exist"
+    return None
+  if not config.checkpoint:
+    return ("no model or samples to score: set --config.checkpoint=RUN (a train.py "
+            "workdir, e.g. runs/synthesis after `python train.py --config=configs/"
+            "synthesis.py`) or --config.samples_path=FILE (ours, bigcode-evaluation-harness, "
+            "EvalPlus or lm-evaluation-harness output)")
+  if not os.path.exists(config.checkpoint):
+    made_by = _train_command(config.checkpoint)
+    return (f"the checkpoint --config.checkpoint={config.checkpoint} does not exist"
+            + (f": make it first with `{made_by}`" if made_by else ""))
+  return None
+
+
+def exit_with_error(program: str, message: str) -> None:
+  """One line on stderr and exit status 2 (a usage error), as absl does for bad flags."""
+  print(f"{program}: error: {message}", file=sys.stderr)
+  sys.exit(2)

@@ -1,0 +1,93 @@
+"""The commands as the README writes them: default workdirs, and a missing prerequisite said
+in one line (no traceback, exit status 2) before anything is loaded."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import commands, eval_synthesis, synthesis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(tmp_path, *args) -> subprocess.CompletedProcess:
+  """An entry point run from an empty directory (no runs/ there), as a new user would."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=120, check=False)
+
+
+def test_bare_finetune_command_names_the_pretrain_command(tmp_path):
+  done = _run(tmp_path, os.path.join(ROOT, "train.py"),
+              f"--config={os.path.join(ROOT, 'configs', 'synthesis.py')}")
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  line = done.stderr.strip().splitlines()[-1]
+  assert line.startswith("train.py: error: the base model config.init_from=runs/pretrain "
+                         "does not exist: make it first with `python train.py "
+                         "--config=configs/pretrain.py`")
+  assert "--config.init_from=" in line and "model.import_checkpoint" in line
+
+
+def test_bare_eval_command_says_what_it_needs(tmp_path):
+  done = _run(tmp_path, os.path.join(ROOT, "eval.py"))
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  line = done.stderr.strip().splitlines()[-1]
+  assert line.startswith("eval.py: error: no model or samples to score: set "
+                         "--config.checkpoint=RUN")
+  assert "--config.samples_path=FILE" in line
+
+
+def test_default_workdirs():
+  assert commands.train_workdir("configs/synthesis.py") == "runs/synthesis"
+  assert commands.train_workdir("/abs/configs/pretrain.py:arg") == "runs/pretrain"
+  config = eval_synthesis.get_config()
+  assert commands.eval_workdir(commands.DEFAULT_EVAL_CONFIG, config) == "runs/eval_synthesis"
+  config.checkpoint = "runs/synthesis/"
+  assert commands.eval_workdir("configs/eval_synthesis.py", config) == (
+      "runs/eval_synthesis-synthesis")
+  config.checkpoint = "runs/synthesis/checkpoints/150"
+  assert commands.eval_workdir("configs/eval_synthesis.py", config) == (
+      "runs/eval_synthesis-synthesis-150")
+  config.samples_path = "out/generations_mbpp.json"
+  assert commands.eval_workdir("configs/eval_synthesis.py", config) == (
+      "runs/eval_synthesis-generations_mbpp")
+
+
+def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = synthesis.get_config()
+  assert "make it first" in commands.train_problem(config)
+  os.makedirs("runs/pretrain")
+  assert commands.train_problem(config) is None
+  config.init_from = "elsewhere/run"
+  message = commands.train_problem(config)
+  assert "elsewhere/run does not exist: point --config.init_from=" in message
+  assert "make it first" not in message  # No README command makes that run.
+  config = eval_synthesis.get_config()
+  config.checkpoint = "runs/synthesis"
+  assert commands.eval_problem(config) == (
+      "the checkpoint --config.checkpoint=runs/synthesis does not exist: make it first with "
+      "`python train.py --config=configs/synthesis.py`")
+  config.samples_path = "missing.jsonl"
+  assert "samples_path=missing.jsonl does not exist" in commands.eval_problem(config)
+  (tmp_path / "s.jsonl").write_text("")
+  config.samples_path = "s.jsonl"
+  assert commands.eval_problem(config) is None
+
+
+@pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])
+def test_train_configs_name_their_default_workdir_in_the_finetune_chain(name):
+  """The finetuning configs start from runs/pretrain: the pretrain command's default."""
+  module = __import__(f"configs.{name}", fromlist=["get_config"])
+  init_from = module.get_config().init_from
+  assert init_from in ("", commands.train_workdir("configs/pretrain.py"))
+
+
+def test_a_relative_run_path_resolves_to_an_absolute_checkpoint(tmp_path, monkeypatch):
+  """`--config.init_from=runs/pretrain` as written: orbax refuses relative paths."""
+  from model import run_dir  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  os.makedirs(os.path.join("runs", "pretrain", "checkpoints", "4", "params"))
+  directory, step = run_dir.resolve_checkpoint("runs/pretrain")
+  assert str(directory) == str(tmp_path / "runs" / "pretrain" / "checkpoints") and step == 4
