@@ -13,6 +13,7 @@ exit with status 2 (a usage error) and no traceback.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -57,8 +58,18 @@ def _train_command(run: str) -> str | None:
   return None
 
 
+def _wandb_problem(config: ml_collections.ConfigDict) -> str | None:
+  if "wandb" in config and config.wandb.enabled and importlib.util.find_spec("wandb") is None:
+    return ("--config.wandb.enabled=true needs the wandb package: pip install wandb (or "
+            "leave W&B off; TensorBoard event files are written either way)")
+  return None
+
+
 def train_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why train.py cannot start with `config`, in one line; None when it can."""
+  problem = _wandb_problem(config)
+  if problem:
+    return problem
   init_from = config.get("init_from", "")
   if init_from and not os.path.exists(init_from):
     made_by = _train_command(init_from)
@@ -72,6 +83,9 @@ def train_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why eval.py cannot start with `config`, in one line; None when it can."""
+  problem = _wandb_problem(config)
+  if problem:
+    return problem
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"

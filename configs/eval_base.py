@@ -72,4 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.meta = ml_collections.ConfigDict()     # recorded in results.json for compare.py
   config.meta.model = ""
   config.meta.objective = "few-shot"
+  # The headline numbers also go to W&B when enabled (needs `pip install wandb`); they always
+  # go to TensorBoard event files in the workdir (evaluation/summaries.py).
+  config.wandb = ml_collections.ConfigDict()
+  config.wandb.enabled = False
+  config.wandb.project = ""
+  config.wandb.entity = ""
   return config

@@ -11,10 +11,12 @@ comparison table. Values are logged at step 0; a rerun replaces them (its file s
 session at step 0, which hides the older file's values).
 
 Written with tensorboardX (no TensorFlow); nothing is written, with a warning, where it is
-not installed.
+not installed. With `--config.wandb.enabled=true` (and `wandb.project`) the same numbers go to
+a Weights & Biases run named after the workdir.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -69,6 +71,24 @@ def write_scalars(logdir: str, scalars: dict[str, float], hparams: dict[str, Any
   return True
 
 
+def log_to_wandb(logdir: str, results: dict[str, Any]) -> bool:
+  """The headline numbers as one W&B run named after `logdir`, if the eval config enabled
+  W&B (meta.config.wandb; eval.py checks up front that wandb is installed)."""
+  settings = (results["meta"].get("config") or {}).get("wandb") or {}
+  if not settings.get("enabled"):
+    return False
+  import wandb  # pylint: disable=g-import-not-at-top  (optional)
+  name = os.path.basename(os.path.abspath(logdir))
+  run = wandb.init(project=settings.get("project") or None,
+                   entity=settings.get("entity") or None, name=name, id=name, resume="allow",
+                   dir=logdir, config=_hparams(results))
+  run.log(headline_scalars(results))
+  run.finish()
+  return True
+
+
 def write_results_summary(logdir: str, results: dict[str, Any]) -> bool:
-  """Writes `results`' headline numbers to event files in `logdir`; False if not installed."""
+  """Writes `results`' headline numbers to event files in `logdir` (and W&B when enabled);
+  False if tensorboardX is not installed."""
+  log_to_wandb(logdir, results)
   return write_scalars(logdir, headline_scalars(results), _hparams(results))

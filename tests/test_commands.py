@@ -91,3 +91,12 @@ def test_a_relative_run_path_resolves_to_an_absolute_checkpoint(tmp_path, monkey
   os.makedirs(os.path.join("runs", "pretrain", "checkpoints", "4", "params"))
   directory, step = run_dir.resolve_checkpoint("runs/pretrain")
   assert str(directory) == str(tmp_path / "runs" / "pretrain" / "checkpoints") and step == 4
+
+
+def test_wandb_enabled_without_the_package_is_said_up_front(monkeypatch):
+  monkeypatch.setattr(commands.importlib.util, "find_spec",
+                      lambda name: None if name == "wandb" else object())
+  for config, problem in ((synthesis.get_config(), commands.train_problem),
+                          (eval_synthesis.get_config(), commands.eval_problem)):
+    config.wandb.enabled = True
+    assert problem(config).startswith("--config.wandb.enabled=true needs the wandb package")

@@ -133,3 +133,23 @@ def test_execution_accuracy_is_the_share_of_right_predictions():
       "mbpp_execution/pass_at_1": 0.25, "mbpp_execution/pass_rate": 0.25,
       "mbpp_execution/problems_solved": 0.25, "mbpp_execution/execution_accuracy": 0.25,
       "mbpp_execution/status/passed": 1.0, "mbpp_execution/status/failed": 3.0}
+
+
+def test_eval_logs_its_headline_numbers_to_wandb_when_enabled(tmp_path, monkeypatch):
+  from evaluation import summaries  # pylint: disable=g-import-not-at-top
+  calls = []
+  run = types.SimpleNamespace(log=lambda values: calls.append(values),
+                              finish=lambda: calls.append("finish"))
+
+  def init(**kwargs):
+    calls.append(kwargs)
+    return run
+  monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+  results = {"meta": {"task": "mbpp_synthesis", "model": "m", "config": {}},
+             "pass_at_k": {"1": 0.5}, "status_counts": {}}
+  assert not summaries.log_to_wandb(str(tmp_path / "ev"), results)  # Not enabled: nothing.
+  results["meta"]["config"] = {"wandb": {"enabled": True, "project": "p"}}
+  assert summaries.log_to_wandb(str(tmp_path / "ev"), results)
+  assert calls[0]["name"] == "ev" and calls[0]["config"] == {"model": "m",
+                                                             "task": "mbpp_synthesis"}
+  assert calls[1:] == [{"mbpp_synthesis/pass_at_1": 0.5}, "finish"]
