@@ -8,17 +8,22 @@ r"""The paper's studies, one command each (evaluation/studies.py has the details
     python scripts/study.py --study=repair --rounds=4 ...     # execution-feedback repair
                                                               # and its no-feedback control
 
-Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes.
+Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes. Exit status
+2 with one line on stderr for a problem to fix first (the workdir is in use by another run or
+not writable, the disk is full, a checkpoint that does not fit, an unknown config key).
 """
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs.overrides import parse_flags  # noqa: E402
 from evaluation.studies import DEFAULT_REPAIR_ROUNDS, STUDY_NAMES  # noqa: E402
+from model import workdir_lock  # noqa: E402
+from model.run_dir import CheckpointError  # noqa: E402
 from training.metrics import quiet_library_logs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base eval config file.",
@@ -39,9 +44,23 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
   from evaluation.studies import run_study  # pylint: disable=g-import-not-at-top
-  run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value,
-            _CONTROL.value)
+  try:
+    run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value,
+              _CONTROL.value)
+  except (workdir_lock.WorkdirLocked, CheckpointError) as e:
+    _fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    message = workdir_lock.storage_failure(e)
+    if message is None:
+      raise
+    _fail(message)
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  logging.flush()
+  os._exit(2)  # pylint: disable=protected-access  (no sandbox/orbax thread noise at shutdown)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
