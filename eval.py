@@ -7,12 +7,17 @@
 
 --config defaults to configs/eval_synthesis.py and --workdir to runs/CONFIG-RUN (the
 evaluated run's or samples file's name; configs/commands.py). Writes WORKDIR/samples.jsonl,
-results.json, report.md (+ plots) and TensorBoard event files; rerunning resumes.
+results.json, report.md (+ plots) and TensorBoard event files; rerunning resumes. Exit
+status 2 with one line on stderr for a problem to fix first (no model or samples given, the
+workdir is in use by another eval or not writable, the disk is full, a malformed samples file,
+a workdir holding another run's samples, a checkpoint that does not fit, an unknown config
+key).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import commands
+from configs.overrides import parse_flags
 from training.metrics import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", commands.DEFAULT_EVAL_CONFIG,
@@ -27,13 +32,17 @@ def main(argv):
   quiet_library_logs()
   problem = commands.eval_problem(_CONFIG.value)
   if problem:
-    commands.exit_with_error("eval.py", problem)
+    commands.fail(problem)
   workdir = _WORKDIR.value or commands.eval_workdir(
       config_flags.get_config_filename(flags.FLAGS["config"]), _CONFIG.value)
   logging.info("Workdir: %s", workdir)
-  from evaluation.runner import run_eval  # pylint: disable=g-import-not-at-top
-  run_eval(_CONFIG.value, workdir)
+  # pylint: disable=g-import-not-at-top
+  from evaluation.runner import run_eval
+  from evaluation.samples import SamplesFileError
+  from evaluation.scorer import WorkdirMismatch
+  commands.run_or_fail(lambda: run_eval(_CONFIG.value, workdir),
+                       (SamplesFileError, WorkdirMismatch))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

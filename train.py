@@ -3,15 +3,23 @@
     python train.py --config=configs/pretrain.py [--workdir=runs/pretrain] [--config.KEY=VALUE ...]
 
 WORKDIR defaults to runs/NAME for configs/NAME.py (configs/commands.py). Writes
-WORKDIR/metrics.jsonl (and TensorBoard event files), WORKDIR/checkpoints/, WORKDIR/config.json, model_config.json and
-tokenizer.model; rerunning the same command resumes from the latest checkpoint. Multi-host:
+WORKDIR/metrics.jsonl (and TensorBoard event files), WORKDIR/checkpoints/, WORKDIR/config.json,
+model_config.json and tokenizer.model; rerunning the same command resumes from the latest checkpoint. Multi-host:
 start one process per host with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID
 set (or under SLURM / a TPU pod, where JAX finds them itself) and pass --distributed.
+
+Exit status: 0 done; 75 stopped by SIGTERM/SIGINT after saving a checkpoint of the last step
+(run the same command to continue); 2 a problem to fix first (one line on stderr: the workdir
+is in use by another run or not writable, the disk is full, no usable checkpoint, an unknown
+config key); 1 anything else.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import commands
+from configs.overrides import parse_flags
 from training.distributed import maybe_initialize_distributed
 from training.metrics import quiet_library_logs
 
@@ -32,13 +40,23 @@ def main(argv):
       config_flags.get_config_filename(flags.FLAGS["config"]))
   problem = commands.train_problem(_CONFIG.value)
   if problem:
-    commands.exit_with_error("train.py", problem)
+    commands.fail(problem)
   logging.info("Workdir: %s", workdir)
   maybe_initialize_distributed(_DISTRIBUTED.value)
-  from training.loop import train  # pylint: disable=g-import-not-at-top  (after distributed init)
+  # pylint: disable=g-import-not-at-top  (after distributed init)
+  from training import preemption
+  from training.loop import train
   logging.info("Config:\n%s", _CONFIG.value)
-  train(_CONFIG.value, workdir)
+
+  def run() -> None:
+    try:
+      train(_CONFIG.value, workdir)
+    except preemption.Preempted as e:
+      logging.warning("%s", e)
+      sys.exit(preemption.EXIT_PREEMPTED)
+
+  commands.run_or_fail(run)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

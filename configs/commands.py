@@ -16,8 +16,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import Any, Callable
 
 import ml_collections
+from absl import logging
 
 RUNS_DIR = "runs"
 CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -102,7 +104,33 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   return None
 
 
-def exit_with_error(program: str, message: str) -> None:
-  """One line on stderr and exit status 2 (a usage error), as absl does for bad flags."""
-  print(f"{program}: error: {message}", file=sys.stderr)
-  sys.exit(2)
+def fail(message: str) -> None:
+  """One line on stderr and exit status 2: a problem the user fixes first (usage errors,
+  missing prerequisites, a workdir in use, a full disk, ...), never a traceback.
+
+  os._exit, not sys.exit: orbax's writer threads and the sandbox's pool would otherwise print
+  their own copies of a storage failure while the interpreter shuts down (hundreds of lines
+  around this one).
+  """
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  logging.flush()
+  os._exit(2)  # pylint: disable=protected-access
+
+
+def run_or_fail(run: Callable[[], Any],
+                problems: tuple[type[BaseException], ...] = ()) -> Any:
+  """Runs an entry point's job; what the user must fix first becomes fail()'s one line: a
+  workdir in use or not writable, a checkpoint that cannot be used, a full disk (found
+  anywhere in an exception's chain: orbax wraps it), or one of `problems`. Anything else
+  propagates with its traceback (a bug)."""
+  # Imported here: the checks above this function fail fast without loading JAX and orbax.
+  from model import run_dir, workdir_lock  # pylint: disable=g-import-not-at-top
+  try:
+    return run()
+  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError) + problems as e:
+    fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    message = workdir_lock.storage_failure(e)
+    if message is None:
+      raise
+    fail(message)

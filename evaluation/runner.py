@@ -6,11 +6,12 @@ execution starts.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
@@ -130,8 +131,23 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
   `sampler`: an already loaded model to use instead of loading `config.checkpoint`;
   `examples`: load_examples(config), when the caller has them already (the studies in
   evaluation/studies.py check every variant's examples, then evaluate them with one model).
+  Holds the workdir while it works (another eval there is refused at once: WorkdirLocked).
   """
-  os.makedirs(workdir, exist_ok=True)
+  # Evaluation runs in one process; the lock is process 0's in any case.
+  with (run_dir.workdir_lock(workdir) if jax.process_index() == 0
+        else contextlib.nullcontext()):
+    return _run_eval(config, workdir, sampler, examples)
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """config.json: what this eval was asked to do (sweeps compare it before reusing a run)."""
+  if jax.process_index() == 0:
+    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
+                       config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None,
+              examples: list[dict[str, Any]] | None) -> dict[str, Any]:
   if examples is None:
     examples = load_examples(config)
   if not examples:
@@ -139,10 +155,12 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
   meta = _meta(config, examples)
   sandbox = sandbox_config(config)
   if config.samples_path:
+    _record_config(config, workdir)
     return evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
                                  sandbox_config=sandbox, ks=pass_at_ks(config),
                                  samples_format=config.get("samples_format", ""))
   sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
+  _record_config(config, workdir)
   truncated_before = sampler.truncated_prompts
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)

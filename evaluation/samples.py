@@ -71,11 +71,17 @@ def read_samples_file(path: str, examples: Sequence[dict[str, Any]]) -> dict[str
   task = examples[0]["task"]
   id_by_key = {_example_key(e): e["id"] for e in examples}
   completions: dict[str, list[str]] = collections.defaultdict(list)
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
+  with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported with its line
+    for number, raw in enumerate(f, 1):
+      where = f"{path}:{number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise SamplesFileError(
+            f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start + 1} "
+            "of the line); write the file as UTF-8") from None
       if not line.strip():
         continue
-      where = f"{path}:{number}"
       key, completion = _parse_line(line, where, task)
       if key not in id_by_key:
         known = sorted(k[0] for k in id_by_key)

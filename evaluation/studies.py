@@ -38,6 +38,7 @@ from evaluation import results as results_lib
 from evaluation.repair import round_dir, run_repair
 from evaluation.runner import load_examples, make_sampler, run_eval, sandbox_config
 from evaluation.scorer import load_scored
+from model import run_dir
 
 STUDY_FILE = "study.json"
 STUDY_REPORT = "study.md"
@@ -144,7 +145,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
   if config.samples_path:
     raise ValueError("studies sample from a model: set --config.checkpoint, not "
                      "--config.samples_path")
-  os.makedirs(workdir, exist_ok=True)
+  # The study's folder is one run: a second study there is refused at once (each variant's
+  # eval workdir, a folder inside it, is locked by run_eval too).
+  with run_dir.workdir_lock(workdir):
+    return _run_study(config, workdir, study_name, values, rounds, control)
+
+
+def _run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str, values: str,
+               rounds: int, control: bool) -> dict[str, Any]:
   if study_name == "repair":
     return _run_repair_study(config, workdir, rounds, control)
   study = STUDIES[study_name]

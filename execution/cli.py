@@ -6,16 +6,21 @@
 
 Input lines: {"id": str, "program": str, "tests": [str, ...], "setup": str (optional)}.
 Output lines, in input order: {"id", "status", "passed", "tests_passed", "tests_total",
-"error", "duration_s"}. Progress and the isolation layers in force go to stderr. Exit status
-is 0 on success, 2 for unusable input, 3 if the requested isolation is unavailable here.
+"error", "duration_s"}, written as programs finish (execution/verdict_file.py): a killed run
+keeps what it finished, and running the same command again skips the ids already in the
+output. One run per output file (a second is refused at once). Progress and the isolation
+layers in force go to stderr. Exit status is 0 on success, 2 for unusable input or output
+(file:line for a bad input line), 3 if the requested isolation is unavailable here.
 """
 import argparse
 import json
+import os
 import sys
 import time
 
 from execution import isolation
 from execution import pass_at_k
+from execution import verdict_file
 from execution.progress import ProgressLog
 from execution.config import ISOLATION_MODES, SandboxConfig
 from execution.pool import WorkerPool
@@ -46,13 +51,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _read_jobs(path: str) -> list[Job]:
   jobs, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
+  with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported with its line
+    for number, raw in enumerate(f, 1):
       try:
-        job = Job.from_json(json.loads(line))
-      except (ValueError, json.JSONDecodeError) as e:
+        line = raw.decode("utf-8")
+        if not line.strip():
+          continue
+        record = json.loads(line)
+        if not isinstance(record, dict):
+          raise ValueError(f"expected a JSON object per line, got a {type(record).__name__}")
+        job = Job.from_json(record)
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at "
+                         f"position {e.start + 1} of the line)") from None
+      except ValueError as e:  # json.JSONDecodeError is one
         raise ValueError(f"{path}:{number}: {e}") from e
       if job.id in seen:
         raise ValueError(f"{path}:{number}: duplicate id {job.id!r}")
@@ -61,39 +73,89 @@ def _read_jobs(path: str) -> list[Job]:
   return jobs
 
 
+def _check_writable_dir(path: str, flag: str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ValueError(f"{flag} {path}: directory {directory} does not exist")
+  if not os.access(directory, os.W_OK):
+    raise ValueError(f"{flag} {path}: directory {directory} is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
+  lock_fd = None
   try:
     jobs = _read_jobs(args.input)
     ks = [int(k) for k in args.k.split(",") if k.strip()]
-  except (OSError, ValueError) as e:
+    # Everything about the outputs is settled before the first program runs.
+    _check_writable_dir(args.output, "--output")
+    if os.path.exists(args.output) and not os.path.isfile(args.output):
+      # Not /dev/stdout or a pipe: the output is read back on a restart and locked beside it.
+      raise ValueError(f"--output {args.output}: not a regular file; give a file path")
+    if args.scores:
+      _check_writable_dir(args.scores, "--scores")
+    lock_fd = verdict_file.lock(args.output)
+    done = verdict_file.read_done(args.output)
+    input_ids = {job.id for job in jobs}
+    strangers = [i for i in done if i not in input_ids]
+    if strangers:
+      raise ValueError(f"{args.output} holds verdicts of ids not in {args.input} (e.g. "
+                       f"{strangers[0]!r}): it is another run's output; choose another --output")
+    output = open(args.output, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  except (OSError, ValueError, verdict_file.OutputBusy) as e:
+    if lock_fd is not None:
+      verdict_file.unlock(args.output, lock_fd)
     print(f"error: {e}", file=sys.stderr)
     return 2
+  try:
+    return _run(args, jobs, ks, done, output)
+  finally:
+    verdict_file.unlock(args.output, lock_fd)
+
+
+def _run(args: argparse.Namespace, jobs: list[Job], ks: list[int], done: dict, output) -> int:
   config = SandboxConfig(timeout_s=args.timeout, workers=args.workers,
                          memory_mb=args.memory_mb, isolation=args.isolation,
                          run_as_main=args.run_as_main)
+  todo = [job for job in jobs if job.id not in done]
+  if done:
+    print(f"{args.output}: resuming; {len(done)} verdicts already there, {len(todo)} to run",
+          file=sys.stderr)
   started = time.monotonic()
   progress = ProgressLog(lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True),
                          every_s=1.0)
-  progress.expect(len(jobs))
+  progress.expect(len(todo))
   progress.start_batch()
-
+  writer = verdict_file.OrderedWriter(output, args.with_output)
+  new_results = []
   try:
-    with WorkerPool(config) as pool:
-      print(f"sandbox ({pool.mode}, {config.worker_count} workers): " + "; ".join(pool.layers),
-            file=sys.stderr)
-      results = pool.run(jobs, progress)
+    if todo:
+      with WorkerPool(config) as pool:
+        print(f"sandbox ({pool.mode}, {config.worker_count} workers): " +
+              "; ".join(pool.layers), file=sys.stderr)
+        new_results = pool.run(todo, progress, on_result=writer.add)
   except isolation.IsolationUnavailable as e:
     print(f"error: {e}", file=sys.stderr)
     return 3
+  finally:
+    writer.close()
   print(file=sys.stderr)
-  with open(args.output, "w", encoding="utf-8") as f:
-    for r in results:
-      f.write(json.dumps(r.to_json(with_output=args.with_output)) + "\n")
+  by_id = {r.id: r for r in new_results}
+  by_id.update((i, verdict_file.result_from_json(record)) for i, record in done.items())
+  results = [by_id[job.id] for job in jobs]
+  if list(done) != [job.id for job in jobs[:len(done)]]:
+    # The earlier verdicts were not an input-order prefix (another input order, or a file
+    # written otherwise): put the whole file in input order now.
+    with open(args.output + ".tmp", "w", encoding="utf-8") as f:
+      for job in jobs:
+        record = done.get(job.id) or by_id[job.id].to_json(with_output=args.with_output)
+        f.write(json.dumps(record) + "\n")
+    os.replace(args.output + ".tmp", args.output)
   if args.scores:
     with open(args.scores, "w", encoding="utf-8") as f:
       json.dump(pass_at_k.score(results, ks), f, indent=1)
   overall = pass_at_k.score(results, ks)["overall"]
-  print(f"{len(results)} programs in {time.monotonic() - started:.1f} s; passed "
-        f"{overall['passed']}; {overall['status_counts']}", file=sys.stderr)
+  print(f"{len(new_results)} programs in {time.monotonic() - started:.1f} s"
+        + (f" ({len(done)} earlier verdicts kept)" if done else "") +
+        f"; passed {overall['passed']}; {overall['status_counts']}", file=sys.stderr)
   return 0

@@ -124,9 +124,13 @@ class WorkerPool:
     self.layers: list[str] = hellos[0]["layers"]
     self.mode: str = hellos[0]["mode"]
 
-  def run(self, jobs: Sequence[Job], progress: ProgressCallback | None = None) -> list[Result]:
+  def run(self, jobs: Sequence[Job], progress: ProgressCallback | None = None,
+          on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
     """Runs every job; results come back in input order.
 
+    `on_result(index, result)` is called as each job finishes (in completion order, one call
+    at a time, from the pool's threads), for callers that stream results out; an exception
+    from it stops the batch and is raised here.
     Raises SandboxFailure if the sandbox itself broke (never for anything a program does);
     the pool is closed then.
     """
@@ -164,7 +168,8 @@ class WorkerPool:
         if not in_flight:
           return
         try:
-          results[in_flight.popleft()] = handle.receive()
+          index = in_flight.popleft()
+          results[index] = handle.receive()
         except BaseException as e:
           failures.append(e)
           return
@@ -172,6 +177,12 @@ class WorkerPool:
           done[0] += 1
           if progress is not None:
             progress(done[0], len(jobs))
+          if on_result is not None:
+            try:
+              on_result(index, results[index])
+            except BaseException as e:  # e.g. the output's disk is full: stop everyone
+              failures.append(e)
+              return
 
     threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in self._workers]
     for t in threads:

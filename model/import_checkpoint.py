@@ -33,6 +33,7 @@ import argparse
 from collections.abc import Sequence
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -43,7 +44,7 @@ from jax.sharding import Mesh
 from model import hf_families, run_dir
 from model.config import ModelConfig
 from model.decoder import Params, abstract_model
-from model.safetensors_reader import SafetensorsCheckpoint
+from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
 from model.sharding import make_mesh, param_shardings
 
 
@@ -178,8 +179,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--save_concurrent_gb", type=int, default=4)
   args = parser.parse_args(argv)
   mesh = make_mesh(args.mesh_data, args.mesh_fsdp, args.mesh_tensor)
-  metadata = import_checkpoint(args.source, args.output, mesh, args.dtype,
-                               args.save_concurrent_gb)
+  try:
+    metadata = import_checkpoint(args.source, args.output, mesh, args.dtype,
+                                 args.save_concurrent_gb)
+  except (SafetensorsError, hf_families.UnsupportedCheckpointError, FileNotFoundError) as e:
+    # Problems with the source checkpoint: one line, no trace.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   print(json.dumps({"output": os.path.abspath(args.output), "family": metadata["family"],
                     "tensors": len(metadata["mapped"]), "warnings": metadata["warnings"]}))
 

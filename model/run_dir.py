@@ -11,11 +11,15 @@ A training run (train.py's workdir; also what model/import_checkpoint.py writes)
                                    ids and BOS policy of the tokenizer
     config.json, model_config.json what the run was started with (for people and sweeps)
     metrics.jsonl                  one JSON object per logged step
+    run.lock                       while a run works here: who it is (model/workdir_lock.py)
+    checkpoints/STEP.corrupt       a step that failed to restore, kept for inspection
 
 An eval workdir (eval.py, studies):
 
     samples.jsonl                  one scored sample a line, appended problem by problem
     results.json, report.md        pass@k and friends (evaluation/results.py, report.py)
+    config.json                    the eval config of the run (for people and sweeps)
+    run.lock                       while an eval works here
 
 Everything else reads and writes these through the names and loaders here, so a layout change
 is one edit. This module sits low (model/ imports nothing above it), so training/,
@@ -33,6 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from data.tokenizer import Tokenizer
+from model import workdir_lock as workdir_lock_lib
 from model.config import ModelConfig
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -44,6 +49,8 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
+LOCK_FILE = "run.lock"
+CORRUPT_SUFFIX = ".corrupt"
 
 # Orbax items of one checkpoint step.
 PARAMS_ITEM = "params"
@@ -54,6 +61,24 @@ MODEL_CONFIG_ITEM = "model_config"
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used with the requested model (clear message for the user)."""
+
+
+def workdir_lock(workdir: str) -> workdir_lock_lib.WorkdirLock:
+  """The lock that one run (train, eval, study) holds on its workdir while it works there."""
+  return workdir_lock_lib.WorkdirLock(os.path.join(workdir, LOCK_FILE), workdir)
+
+
+def set_aside_step(workdir: str, step: int) -> str:
+  """Renames checkpoints/STEP to STEP.corrupt (or .corrupt-2, ...), so that nothing restores
+  it again and a person can still inspect it; returns the new path."""
+  source = os.path.join(checkpoints_dir(workdir), str(step))
+  target = source + CORRUPT_SUFFIX
+  n = 1
+  while os.path.exists(target):
+    n += 1
+    target = f"{source}{CORRUPT_SUFFIX}-{n}"
+  os.rename(source, target)
+  return target
 
 
 def checkpoint_handlers(**extra: Any) -> dict[str, Any]:

@@ -28,10 +28,47 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
 
+class SafetensorsError(ValueError):
+  """A .safetensors file (or its index) that is truncated or corrupt; the message names it."""
+
+
+def _corrupt(path: str, why: str) -> SafetensorsError:
+  return SafetensorsError(f"{path}: {why}; the file is truncated or corrupt (download or "
+                          "convert it again)")
+
+
 def _read_header(path: str) -> tuple[dict, int]:
+  """The JSON header and where the data starts, checked against the file's size."""
+  size = os.path.getsize(path)
   with open(path, "rb") as f:
-    (header_len,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(header_len))
+    prefix = f.read(8)
+    if len(prefix) < 8:
+      raise _corrupt(path, f"{size} bytes, shorter than the 8-byte header length")
+    (header_len,) = struct.unpack("<Q", prefix)
+    if header_len > size - 8:
+      raise _corrupt(path, f"header of {header_len} bytes announced, {size - 8} bytes follow")
+    try:
+      header = json.loads(f.read(header_len))
+    except (ValueError, UnicodeDecodeError) as e:
+      raise _corrupt(path, f"header is not valid JSON ({e})") from None
+  if not isinstance(header, dict):
+    raise _corrupt(path, "header is not a JSON object")
+  data_size = size - 8 - header_len
+  for tensor, info in header.items():
+    if tensor == "__metadata__":
+      continue
+    try:
+      begin, end = (int(x) for x in info["data_offsets"])
+      count = int(np.prod(info["shape"])) if info["shape"] else 1
+      itemsize = _DTYPES[info["dtype"]].itemsize if info["dtype"] in _DTYPES else None
+    except (KeyError, TypeError, ValueError):
+      raise _corrupt(path, f"tensor {tensor}: malformed header entry {info!r}"[:300]) from None
+    if not 0 <= begin <= end <= data_size:
+      raise _corrupt(path, f"tensor {tensor} ends at byte {end} of a {data_size}-byte data "
+                     "section")
+    if itemsize is not None and (end - begin) != count * itemsize:
+      raise _corrupt(path, f"tensor {tensor}: {end - begin} bytes for shape {info['shape']} "
+                     f"of {info['dtype']}")
   return header, 8 + header_len
 
 
@@ -42,9 +79,16 @@ class SafetensorsCheckpoint:
     self.directory = directory
     index_path = os.path.join(directory, INDEX_NAME)
     if os.path.exists(index_path):
-      with open(index_path) as f:
-        weight_map = json.load(f)["weight_map"]
-      files = sorted(set(weight_map.values()))
+      try:
+        with open(index_path) as f:
+          weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+      except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _corrupt(index_path, f"not an index with a 'weight_map' ({e!r})") from None
+      missing = [name for name in files if not os.path.exists(os.path.join(directory, name))]
+      if missing:
+        raise FileNotFoundError(f"{index_path} names {missing[0]}, which is not in {directory}"
+                                f" ({len(missing)} of {len(files)} shards missing)")
     elif os.path.exists(os.path.join(directory, SINGLE_NAME)):
       files = [SINGLE_NAME]
     else:

@@ -6,8 +6,11 @@
 
 Every run gets its own workdir, RUNS_DIR/SWEEP/[STAGE/]NAME (relative to the repository root,
 where commands run). Finished runs are skipped, half-finished ones relaunched (train.py and
-eval.py resume from their workdir); nothing is deleted. The sweep is validated (config keys,
-duplicate workdirs) before anything starts. See sweeps/spec.py for the sweep file API.
+eval.py resume from their workdir); nothing is deleted. A run is its full resolved config: a
+workdir holding work done under another config (a changed base override, a raised
+num_train_steps) is an error that lists the differences, or with --new-run-dirs the run moves
+to NAME.v2 (NAME.v3, ...). The sweep is validated (config keys, duplicate workdirs, configs
+of earlier runs) before anything starts. See sweeps/spec.py for the sweep file API.
 """
 import argparse
 import os
@@ -29,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--python", default=sys.executable, help="interpreter in the commands")
   parser.add_argument("--max-parallel", type=int, default=0,
                       help="SLURM: at most this many array tasks at once (0: no limit)")
+  parser.add_argument("--new-run-dirs", action="store_true",
+                      help="a run whose workdir holds work done under another config starts "
+                           "in NAME.v2 (.v3, ...) instead of being an error")
   args = parser.parse_args(argv)
   if not args.dry_run and args.local is None and args.slurm is None:
     parser.error("choose --local N, --slurm OUT_DIR or --dry-run")
 
   try:
-    plan = build_plan(args.sweep_file, args.runs_dir)
+    plan = build_plan(args.sweep_file, args.runs_dir, new_run_dirs=args.new_run_dirs)
   except SweepError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

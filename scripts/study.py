@@ -8,7 +8,9 @@ r"""The paper's studies, one command each (evaluation/studies.py has the details
     python scripts/study.py --study=repair --rounds=4 ...     # execution-feedback repair
                                                               # and its no-feedback control
 
-Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes.
+Writes WORKDIR/study.md (repair.md), a JSON summary and a plot; rerunning resumes. Exit status
+2 with one line on stderr for a problem to fix first (the workdir is in use by another run or
+not writable, the disk is full, a checkpoint that does not fit, an unknown config key).
 """
 import os
 import sys
@@ -18,6 +20,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import commands  # noqa: E402
+from configs.overrides import parse_flags  # noqa: E402
 from evaluation.studies import DEFAULT_REPAIR_ROUNDS, STUDY_NAMES  # noqa: E402
 from training.metrics import quiet_library_logs  # noqa: E402
 
@@ -39,9 +43,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
   from evaluation.studies import run_study  # pylint: disable=g-import-not-at-top
-  run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value, _VALUES.value, _ROUNDS.value,
-            _CONTROL.value)
+  commands.run_or_fail(lambda: run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value,
+                                         _VALUES.value, _ROUNDS.value, _CONTROL.value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -9,6 +9,8 @@ from typing import Any
 
 import ml_collections
 
+from configs.overrides import closest_keys
+
 _CACHE: dict[str, Any] = {}
 
 
@@ -43,10 +45,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
     for i, part in enumerate(parents):
       child = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
       if not isinstance(child, ml_collections.ConfigDict):
-        return _unknown(key, ".".join(parents[:i + 1]), node)
+        return _unknown(config, key, ".".join(parents[:i + 1]), node)
       node = child
     if leaf not in node:
-      return _unknown(key, key, node)
+      return _unknown(config, key, key, node)
     if isinstance(node[leaf], ml_collections.ConfigDict):
       return f"key {key!r} is a group of keys, not a value"
     try:
@@ -56,6 +58,9 @@ def apply_overrides(config: ml_collections.ConfigDict,
   return None
 
 
-def _unknown(key: str, missing: str, node) -> str:
+def _unknown(config: ml_collections.ConfigDict, key: str, missing: str, node) -> str:
   known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
-  return f"unknown config key {key!r} ({missing!r} does not exist; known here: {known})"
+  closest = closest_keys(config, key)
+  hint = f"closest valid keys: {', '.join(closest)}; " if closest else ""
+  return (f"unknown config key {key!r} ({missing!r} does not exist; {hint}"
+          f"known here: {known})")

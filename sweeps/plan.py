@@ -1,19 +1,21 @@
 """A sweep file -> the plan: every run with its name, workdir, command and status.
 
 Everything here is checked before anything is launched: each run's overrides against its base
-config (unknown keys, wrong types), references between stages, and that no two runs share a
-workdir. Workdirs are RUNS_DIR/SWEEP_FILE_STEM[/STAGE]/RUN_NAME; relative paths (scripts,
-configs, workdirs) are relative to the repository root, where commands run.
+config (unknown keys, wrong types), references between stages, that no two runs share a
+workdir, and that a workdir holding earlier work was made with the config asked for now
+(sweeps/identity.py). Workdirs are RUNS_DIR/SWEEP_FILE_STEM[/STAGE]/RUN_NAME[.vN]; relative
+paths (scripts, configs, workdirs) are relative to the repository root, where commands run.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import importlib.util
+import json
 import os
 from typing import Any
 
-from sweeps import configs, naming, status
+from sweeps import configs, identity, naming, status
 from sweeps.spec import CONFIG_AXIS, Sweep, SweepError, WorkdirOf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,8 +88,12 @@ def load_sweeps(sweep_file: str) -> list[Sweep]:
 
 
 def build_plan(sweep_file: str, runs_dir: str = "runs",
-               root: str | os.PathLike = REPO_ROOT) -> Plan:
-  """Builds and validates every run of a sweep file; raises SweepError listing all problems."""
+               root: str | os.PathLike = REPO_ROOT, new_run_dirs: bool = False) -> Plan:
+  """Builds and validates every run of a sweep file; raises SweepError listing all problems.
+
+  A run whose workdir holds work done under another config is a problem, unless
+  `new_run_dirs`: then the run gets the next free NAME.vN workdir (sweeps/identity.py).
+  """
   root = os.path.abspath(root)
   sweeps = load_sweeps(sweep_file)
   sweep_name = naming.sanitize(os.path.splitext(os.path.basename(sweep_file))[0])
@@ -104,7 +110,8 @@ def build_plan(sweep_file: str, runs_dir: str = "runs",
     stage = Stage(sweep.name, sweep, [])
     for assignment in sweep.assignments():
       workdir = os.path.join(runs_dir, sweep_name, sweep.name, naming.run_name(assignment, names))
-      stage.runs.append(_plan_run(sweep, assignment, workdir, root, planned, where, problems))
+      stage.runs.append(_plan_run(sweep, assignment, workdir, root, planned, where, problems,
+                                  new_run_dirs))
     # Only now can later stages refer to this one (never to itself).
     planned[id(sweep)] = [({CONFIG_AXIS: run.config, **assignment}, run)
                           for assignment, run in zip(sweep.assignments(), stage.runs)]
@@ -116,8 +123,9 @@ def build_plan(sweep_file: str, runs_dir: str = "runs",
 
 
 def _plan_run(sweep: Sweep, assignment: dict[str, Any], workdir: str, root: str,
-              planned, where: str, problems: list[str]) -> Run:
-  """One run: references resolved, overrides validated, status read from its workdir."""
+              planned, where: str, problems: list[str], new_run_dirs: bool) -> Run:
+  """One run: references resolved, overrides validated, identity checked against what its
+  workdir recorded, status read from the workdir."""
   run_name = os.path.basename(workdir)
   values = {**sweep.base, **assignment}
   config_file = values.pop(CONFIG_AXIS, sweep.config)
@@ -131,6 +139,12 @@ def _plan_run(sweep: Sweep, assignment: dict[str, Any], workdir: str, root: str,
   problem, config = _validated(config_file, values, root)
   if problem:
     problems.append(f"{where}, run {run_name!r} ({config_file}): {problem}")
+  if config is not None:
+    workdir, problem = _reusable_workdir(root, workdir, sweep.kind,
+                                         json.loads(config.to_json_best_effort()), new_run_dirs)
+    if problem:
+      problems.append(f"{where}, run {run_name!r}: {problem}")
+    run_name = os.path.basename(workdir)
   full = os.path.join(root, workdir)
   if config is None:
     state = status.Status(status.NEW, "")
@@ -143,6 +157,23 @@ def _plan_run(sweep: Sweep, assignment: dict[str, Any], workdir: str, root: str,
     state = status.eval_status(full)
   return Run(sweep.name, run_name, workdir, sweep.script, config_file, sweep.kind, values,
              sweep.nodes, tuple(deps), state)
+
+
+def _reusable_workdir(root: str, workdir: str, kind: str, requested: dict[str, Any],
+                      new_run_dirs: bool) -> tuple[str, str | None]:
+  """(the workdir to use, the problem if the run's own one holds another config's work)."""
+  version = 1
+  while True:
+    candidate = identity.versioned(workdir, version)
+    differences = identity.conflict(os.path.join(root, candidate), kind, requested)
+    if not differences:
+      return candidate, None
+    if not new_run_dirs:
+      shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+      return workdir, (f"{workdir} holds a run made with another config ({shown}); relaunch "
+                       "with --new-run-dirs to start it in a new workdir, or move the old one "
+                       "away")
+    version += 1
 
 
 def _check_stage_names(sweep_file: str, sweeps: list[Sweep]) -> None:

@@ -23,7 +23,7 @@ def test_bare_finetune_command_names_the_pretrain_command(tmp_path):
               f"--config={os.path.join(ROOT, 'configs', 'synthesis.py')}")
   assert done.returncode == 2 and "Traceback" not in done.stderr
   line = done.stderr.strip().splitlines()[-1]
-  assert line.startswith("train.py: error: the base model config.init_from=runs/pretrain "
+  assert line.startswith("error: the base model config.init_from=runs/pretrain "
                          "does not exist: make it first with `python train.py "
                          "--config=configs/pretrain.py`")
   assert "--config.init_from=" in line and "model.import_checkpoint" in line
@@ -33,7 +33,7 @@ def test_bare_eval_command_says_what_it_needs(tmp_path):
   done = _run(tmp_path, os.path.join(ROOT, "eval.py"))
   assert done.returncode == 2 and "Traceback" not in done.stderr
   line = done.stderr.strip().splitlines()[-1]
-  assert line.startswith("eval.py: error: no model or samples to score: set "
+  assert line.startswith("error: no model or samples to score: set "
                          "--config.checkpoint=RUN")
   assert "--config.samples_path=FILE" in line
 

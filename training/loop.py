@@ -21,7 +21,7 @@ from data.pipeline import BATCH_KEYS
 from model import run_dir
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
-from training import checkpointing, inputs
+from training import checkpointing, distributed, inputs, preemption
 from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
@@ -96,16 +96,22 @@ def evaluate(eval_step, params, make_eval_iter, num_batches: int, sharding) -> f
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) a run in `workdir`; returns the last logged metrics record."""
-  os.makedirs(workdir, exist_ok=True)
+  """Trains (or resumes) a run in `workdir`; returns the last logged metrics record.
+
+  Holds the workdir for the whole run (a second run on it is refused at once: WorkdirLocked).
+  On SIGTERM / SIGINT it finishes the step in flight, saves a checkpoint of it and raises
+  preemption.Preempted (train.py exits with preemption.EXIT_PREEMPTED).
+  """
+  with distributed.workdir_held(workdir), preemption.StopSignals() as stop:
+    return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           stop: preemption.StopSignals) -> dict[str, Any]:
   validate_config(config, jax.device_count())
   model_cfg = resolve_model_config(config)
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
-                       config.to_json_best_effort(indent=2, sort_keys=True))
-    run_dir.write_text(workdir, run_dir.MODEL_CONFIG_FILE, model_cfg.to_json())
   logging.info("Mesh %s over %d devices (%d processes); model %s", dict(mesh.shape),
                jax.device_count(), jax.process_count(), config.model)
 
@@ -118,17 +124,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints,
                                        config.async_checkpointing)
-  latest = manager.latest_step()
-  if latest is not None:
-    logging.info("Resuming from %s/%d", manager.directory, latest)
-    state = checkpointing.restore(manager, latest, layout.abstract_state, train_iter)
-  elif config.init_from:
+  # The newest checkpoint that restores (verified as it is read; corrupt ones are set aside).
+  state = checkpointing.restore_latest(manager, layout.abstract_state, train_iter)
+  if state is None and config.init_from:
     logging.info("Initialising parameters from %s", config.init_from)
     params = run_dir.load_params(config.init_from, layout.abstract_state["params"])
     state = init_state(layout, config.seed, params)
-  else:
+  elif state is None:
     state = init_state(layout, config.seed)
   start_step = int(state["step"])
+  if is_chief:  # only now: a restart refused above must leave the run's metadata as it was
+    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
+                       config.to_json_best_effort(indent=2, sort_keys=True))
+    run_dir.write_text(workdir, run_dir.MODEL_CONFIG_FILE, model_cfg.to_json())
 
   with jax.set_mesh(mesh):
     train_step = jax.jit(
@@ -147,10 +155,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   stop_at = config.stop_at_step or config.num_train_steps
   record: dict[str, Any] = {}
   step = start_step
+  if stop.requested:  # the signal came before any step ran: nothing new to save
+    manager.close()
+    raise preemption.Preempted(step, stop.signal_name, False, 0.0, stop.seconds_since_signal())
+  in_flight = None  # the previous step's metrics, until that step has finished
   with jax.set_mesh(mesh):
     while step < min(config.num_train_steps, stop_at):
       batch = _global_batch(next(train_iter), data_sharding)
       state, metrics = train_step(state, batch)
+      # At most one step queued behind the running one: without this wait the loop runs up to
+      # log_every steps ahead of the device, and a SIGTERM would wait for all of them.
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+      in_flight = metrics
       step += 1
       progress.add_tokens(tokens_per_step)
       is_last = step == config.num_train_steps
@@ -173,8 +190,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write({"step": step, "eval_loss": evaluate(
             eval_step, state["params"], make_eval_iter, config.eval_batches, data_sharding)})
         progress.pause(time.perf_counter() - started)
-      if step % config.checkpoint_every == 0 or is_last or step == stop_at:
+      saved = step % config.checkpoint_every == 0 or is_last or step == stop_at
+      if saved:
         checkpointing.save(manager, step, state, train_iter, model_cfg, force=True)
+      # Asked after every step by every process (the multi-host protocol needs each step).
+      if not is_last and stop.should_stop(step):
+        started = time.perf_counter()
+        if not saved:
+          checkpointing.save(manager, step, state, train_iter, model_cfg, force=True)
+        manager.wait_until_finished()
+        manager.close()
+        raise preemption.Preempted(step, stop.signal_name, True, time.perf_counter() - started,
+                                   stop.seconds_since_signal())
   manager.wait_until_finished()
   manager.close()
   writer.close()

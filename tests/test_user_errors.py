@@ -1,0 +1,111 @@
+"""Errors a user can act on are one line that names the problem and the fix, not a trace:
+unknown config keys, invalid UTF-8 in a samples file, a truncated or corrupt .safetensors."""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+from safetensors.numpy import save_file
+
+from configs import pretrain
+from configs.overrides import closest_keys, unknown_override
+from evaluation.samples import SamplesFileError, read_samples_file
+from model import import_checkpoint
+from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize("script, config, key, closest", [
+    ("train.py", "configs/pretrain.py", "nonexistent_key", None),
+    ("train.py", "configs/pretrain.py", "optimizer.learnin_rate", "optimizer.learning_rate"),
+    ("eval.py", "configs/eval_synthesis.py", "sampling.temprature", "sampling.temperature"),
+    ("scripts/study.py --study=temperature", "configs/eval_synthesis.py", "num_sample",
+     "num_samples"),
+])
+def test_unknown_config_key_is_one_line(tmp_path, script, config, key, closest):
+  done = subprocess.run([sys.executable, *script.split(), f"--config={config}",
+                         f"--workdir={tmp_path / 'run'}", f"--config.{key}=1"],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1, done.stderr
+  assert lines[0].startswith(f"error: unknown config key {key!r} (")
+  assert lines[0].endswith(f"; from --config.{key}")
+  if closest:
+    assert f"closest valid keys: {closest}" in lines[0]
+  assert not (tmp_path / "run").exists()
+
+
+def test_closest_keys_compare_whole_keys_and_last_parts():
+  config = pretrain.get_config()
+  assert closest_keys(config, "learnin_rate")[0] == "optimizer.learning_rate"
+  assert closest_keys(config, "optimizer.learnin_rate")[0] == "optimizer.learning_rate"
+  assert closest_keys(config, "batch_sise")[0] == "batch_size"
+  assert closest_keys(config, "zzzzzz") == []
+  argv = ["train.py", "--config=configs/pretrain.py", "--config.batch_size=3",
+          "--config.mesh.fsdp=2"]
+  assert unknown_override(argv) is None  # valid keys pass through to config_flags
+
+
+def test_invalid_utf8_in_a_samples_file_names_file_and_line(tmp_path):
+  examples = [{"task": "mbpp_synthesis", "task_id": 11, "id": "mbpp/11"}]
+  path = tmp_path / "s.jsonl"
+  path.write_bytes(b'{"task_id": 11, "completion": "ok"}\n'
+                   b'{"task_id": 11, "completion": "caf\xe9"}\n')
+  with pytest.raises(SamplesFileError) as error:
+    read_samples_file(str(path), examples)
+  assert str(error.value) == (f"{path}:2: not valid UTF-8 (byte 0xe9 at position 35 of the "
+                              "line); write the file as UTF-8")
+
+
+def _safetensors(directory, name="model.safetensors"):
+  path = directory / name
+  save_file({"a": np.arange(64, dtype=np.float32).reshape(8, 8),
+             "b": np.ones((4,), np.float32)}, str(path))
+  return path
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda data: data[:len(data) - 10], "ends at byte"),             # data cut short
+    (lambda data: data[:40], "header of"),                             # header cut short
+    (lambda data: data[:5], "shorter than the 8-byte header length"),
+    (lambda data: data[:8] + b"\0" * (len(data) - 8), "header is not valid JSON"),
+])
+def test_truncated_or_corrupt_safetensors_names_the_file(tmp_path, damage, why):
+  path = _safetensors(tmp_path)
+  assert SafetensorsCheckpoint(str(tmp_path)).get("a")[2, 3] == 19  # intact: reads
+  path.write_bytes(damage(path.read_bytes()))
+  with pytest.raises(SafetensorsError) as error:
+    SafetensorsCheckpoint(str(tmp_path))
+  assert str(error.value).startswith(f"{path}: ")
+  assert why in str(error.value) and "truncated or corrupt" in str(error.value)
+
+
+def test_importer_reports_a_truncated_shard_in_one_line(tmp_path, capsys):
+  source = tmp_path / "hf"
+  source.mkdir()
+  (source / "config.json").write_text(json.dumps({
+      "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
+      "hidden_act": "silu", "max_position_embeddings": 128}))
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(["def f(x):\n", "  return x + 1\n"] * 50), model_writer=model,
+      vocab_size=280, model_type="bpe", byte_fallback=True, minloglevel=2, num_threads=1)
+  (source / "tokenizer.model").write_bytes(model.getvalue())
+  shard = _safetensors(source, "model-00002-of-00002.safetensors")
+  shard.write_bytes(shard.read_bytes()[:-10])
+  _safetensors(source, "model-00001-of-00002.safetensors")
+  (source / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+      "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+  with pytest.raises(SystemExit) as exit_info:
+    import_checkpoint.main(["--source", str(source), "--output", str(tmp_path / "out")])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"error: {shard}: tensor ") and len(err.splitlines()) == 1
+  assert not os.path.exists(tmp_path / "out")
