@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from data.tokenizer import Tokenizer
+from model import layer_stack
 from model.config import ModelConfig
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -144,17 +145,23 @@ def load_params(path: str, abstract_params: Any) -> Any:
   """Parameters only, from a workdir / checkpoints dir / step dir, sharded as given.
 
   Reads the params item alone (not through a manager of the whole step), so the step's other
-  items (optimizer, data iterator) are neither read nor need handlers here.
+  items (optimizer, data iterator) are neither read nor need handlers here. Checkpoints
+  written before the blocks were stacked ({"blocks": {"0": ..., "1": ...}}) are read in that
+  layout and stacked (model/layer_stack.py).
   """
   directory, step = resolve_checkpoint(path)
   item = directory / str(step) / PARAMS_ITEM
   handler = ocp.StandardCheckpointHandler()
   try:
     metadata = handler.metadata(item)
-    check_shapes(getattr(metadata, "tree", metadata), abstract_params, "parameters", str(item))
-    return handler.restore(item, args=ocp.args.StandardRestore(abstract_params))
+    saved = getattr(metadata, "tree", metadata)
+    per_layer = layer_stack.is_per_layer(saved)
+    target = layer_stack.per_layer_target(abstract_params) if per_layer else abstract_params
+    check_shapes(saved, target, "parameters", str(item))
+    params = handler.restore(item, args=ocp.args.StandardRestore(target))
   finally:
     handler.close()
+  return layer_stack.stack_per_layer(params, abstract_params) if per_layer else params
 
 
 def load_model_config(path: str) -> ModelConfig:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from model import run_dir
+from model import layer_stack, run_dir
 from model.config import ModelConfig
 from training.data_checkpoint import (ShardedIteratorHandler, ShardedIteratorRestore,
                                       ShardedIteratorSave)
@@ -50,14 +50,19 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
             data_iter: Any) -> dict[str, Any]:
   """Restores the full train state (sharded as abstract_state says) and the iterator in place."""
   where = os.path.join(str(manager.directory), str(step))
-  run_dir.check_shapes(run_dir.params_metadata(manager, step, where), abstract_state["params"],
-                       "parameters", where)
+  saved = run_dir.params_metadata(manager, step, where)
+  # Checkpoints written before the layers were stacked hold one subtree per layer, in the
+  # parameters and in the optimizer's moments alike: read that layout, then stack it.
+  per_layer = layer_stack.is_per_layer(saved)
+  target = layer_stack.per_layer_target(abstract_state) if per_layer else abstract_state
+  run_dir.check_shapes(saved, target["params"], "parameters", where)
   restored = manager.restore(step, args=ocp.args.Composite(**{
-      run_dir.PARAMS_ITEM: ocp.args.StandardRestore(abstract_state["params"]),
-      run_dir.TRAIN_ITEM: ocp.args.StandardRestore({"step": abstract_state["step"],
-                                                    "opt_state": abstract_state["opt_state"]}),
+      run_dir.PARAMS_ITEM: ocp.args.StandardRestore(target["params"]),
+      run_dir.TRAIN_ITEM: ocp.args.StandardRestore({"step": target["step"],
+                                                    "opt_state": target["opt_state"]}),
       run_dir.DATA_ITER_ITEM: ShardedIteratorRestore(data_iter),
   }))
   train = restored[run_dir.TRAIN_ITEM]
-  return {"step": train["step"], "params": restored[run_dir.PARAMS_ITEM],
-          "opt_state": train["opt_state"]}
+  state = {"step": train["step"], "params": restored[run_dir.PARAMS_ITEM],
+           "opt_state": train["opt_state"]}
+  return layer_stack.stack_per_layer(state, abstract_state) if per_layer else state
