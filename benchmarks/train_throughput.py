@@ -29,6 +29,7 @@ from benchmarks.llama_peer import add_model_args, llama_config, run_peer
 from configs import base
 from model.presets import get_model_config
 from model.config import ModelConfig
+from model.kernels import resolve as resolve_kernels
 from model.sharding import batch_sharding, make_mesh
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
@@ -41,7 +42,14 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--preset", default=None, help="a model/presets.py preset (else the dims)")
   add_model_args(p, d_model=128, layers=2, heads=4, ffn=512, vocab=1024, batch=8)
   p.add_argument("--seq", type=int, default=256)
-  p.add_argument("--remat", action="store_true")
+  p.add_argument("--remat", default="none", choices=["none", "full", "save_dots"],
+                 help="ModelConfig.remat policy")
+  p.add_argument("--kernels", default="auto", choices=["auto", "xla", "cpu"],
+                 help="ModelConfig.kernels (auto: cpu on a CPU, xla elsewhere)")
+  p.add_argument("--attention-impl", default="xla", choices=["xla", "cudnn"],
+                 help="ModelConfig.attention_impl (xla kernels only)")
+  p.add_argument("--no-scan", action="store_true",
+                 help="run the layers in a Python loop instead of one scan")
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor")
@@ -50,9 +58,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
+  overrides = {"remat": args.remat, "kernels": args.kernels,
+               "attention_impl": args.attention_impl, "scan_layers": not args.no_scan}
   if args.preset:
-    return get_model_config(args.preset, {"dtype": args.dtype, "remat": args.remat})
-  return llama_config(args, remat=args.remat)
+    return get_model_config(args.preset, {"dtype": args.dtype, **overrides})
+  return llama_config(args, **overrides)
 
 
 def measure_ours(cfg: ModelConfig, args: argparse.Namespace) -> dict:
@@ -112,7 +122,9 @@ def main() -> None:
   load_start = os.getloadavg()[0]
   result = {"benchmark": "train_throughput", "preset": args.preset, "batch": args.batch,
             "seq": args.seq, "dtype": cfg.dtype, "d_model": cfg.d_model,
-            "layers": cfg.num_layers, "vocab": cfg.vocab_size, **measure_ours(cfg, args)}
+            "layers": cfg.num_layers, "vocab": cfg.vocab_size, "kernels": cfg.kernels,
+            "kernels_resolved": resolve_kernels(cfg.kernels), "remat": cfg.remat,
+            "scan_layers": cfg.scan_layers, **measure_ours(cfg, args)}
   result["loadavg_1m"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
   if args.peer_python:
     peer = measure_peer(cfg, args)

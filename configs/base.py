@@ -86,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Peak FLOP/s of one device, for the MFU column of the logs (0: not reported).
   config.peak_flops_per_device = 0.0
+  # Memory of one device in GiB: train.py compiles its step ahead of time and refuses a run
+  # that needs more (training/plan.py). 0: what JAX reports for the device; where it reports
+  # nothing (CPU), the check is skipped with a log line.
+  config.device_memory_gib = 0.0
 
   # Metrics also go to TensorBoard event files in the workdir; W&B too when enabled (needs
   # `pip install wandb`): training/summaries.py.

@@ -12,6 +12,15 @@ from model.rope import RopeScaling
 
 _ACTIVATIONS = ("silu", "gelu")  # gated MLP: SwiGLU (Llama) or GeGLU (Gemma, the paper's LaMDA)
 _DTYPES = ("float32", "bfloat16")
+# Kernel sets (model/kernels/): auto = cpu on a CPU backend, xla elsewhere.
+KERNELS = ("auto", "xla", "cpu")
+# jax.nn.dot_product_attention implementations, for the xla kernels.
+ATTENTION_IMPLS = ("xla", "cudnn")
+# What the backward pass of a layer may reuse from its forward pass (model/decoder.py):
+# none = everything (no recomputation), full = only the layer's input (recompute the whole
+# layer), save_dots = the outputs of the weight matmuls (recompute attention scores and the
+# elementwise ops), as MaxText's "minimal" policy.
+REMAT_POLICIES = ("none", "full", "save_dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +48,19 @@ class ModelConfig:
   norm_weight_plus_one: bool = False
   # Numerics: parameters stay float32; activations and matmuls run in `dtype`.
   dtype: str = "float32"
-  # Rematerialise each block in the backward pass (trades FLOPs for activation memory).
-  remat: bool = False
+  # Activation memory vs FLOPs: one of REMAT_POLICIES. Configs written when this was a bool
+  # still load: False means "none", True "full".
+  remat: str = "none"
+  # Run the layers as one `nnx.scan` over stacked parameters (compile time independent of
+  # depth); False runs the same stacked parameters in a Python loop (a reference for tests).
+  scan_layers: bool = True
+  # Kernel set (model/kernels/) and, for the xla set, the attention implementation.
+  kernels: str = "auto"
+  attention_impl: str = "xla"
 
   def __post_init__(self):
+    if isinstance(self.remat, bool):  # the field's old (bool) meaning: block remat on or off
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
     problems = []
     for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                  "d_ff"):
@@ -59,6 +77,20 @@ class ModelConfig:
       problems.append(f"rope_scaling must be None or a RopeScaling, got {self.rope_scaling!r}")
     if self.dtype not in _DTYPES:
       problems.append(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+    if self.remat not in REMAT_POLICIES:
+      problems.append(f"remat must be one of {REMAT_POLICIES} (a policy, no longer a bool: "
+                      f"True is 'full'), got {self.remat!r}")
+    if not isinstance(self.scan_layers, bool):
+      problems.append(f"scan_layers must be a bool, got {self.scan_layers!r}")
+    if self.kernels not in KERNELS:
+      problems.append(f"kernels must be one of {KERNELS}, got {self.kernels!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got "
+                      f"{self.attention_impl!r}")
+    elif self.attention_impl != "xla" and self.kernels == "cpu":
+      problems.append(f"attention_impl={self.attention_impl!r} needs the xla kernels "
+                      "(kernels='xla', or 'auto' on an accelerator); the cpu kernels have one "
+                      "attention")
     if problems:
       raise ValueError("Invalid ModelConfig: " + "; ".join(problems))
 

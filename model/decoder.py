@@ -1,8 +1,11 @@
 """The decoder-only transformer: embed -> N x (pre-norm attention, pre-norm gated MLP) -> norm
 -> LM head.
 
-Used functionally in the hot path: callers `nnx.split` once and jit pure functions of the
-parameter state (see training/step.py); `forward` below is that pure function.
+The N blocks are one stacked module (model/layer_stack.py: every block parameter has a
+leading [num_layers] axis) run by `nnx.scan`, so the step compiles once for any depth, each
+layer under the configured remat policy. Used functionally in the hot path: callers
+`nnx.split` once and jit pure functions of the parameter state (see training/step.py);
+`forward` below is that pure function.
 """
 from __future__ import annotations
 
@@ -14,35 +17,17 @@ from flax import nnx
 
 from model.attention import Attention
 from model.config import ModelConfig
-from model.layers import GatedMLP, RMSNorm, weight_grad
+from model.kernels import kernel_set
+from model.layer_stack import layer_of, stack_layers
+from model.layers import GatedMLP, RMSNorm
 from model.sharding import param_shardings, shard_activation
 
-
-@jax.custom_vjp
-def lm_head(x_BxLxD: jax.Array, head_DxV: jax.Array) -> jax.Array:
-  """float32 logits x @ head, with a backward that suits XLA:CPU's GEMMs (see weight_grad).
-
-  The [T, V] logit gradient is by far the largest tensor of the step: autodiff's backward
-  transposes it (recomputing the loss gradient a second time, with strided writes) for the
-  head's gradient; here only x [T, D] and the head [D, V] are transposed.
-  """
-  return jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV, preferred_element_type=jnp.float32)
-
-
-def _lm_head_fwd(x_BxLxD, head_DxV):
-  return lm_head(x_BxLxD, head_DxV), (x_BxLxD, head_DxV)
-
-
-def _lm_head_bwd(residuals, dlogits_BxLxV):
-  x_BxLxD, head_DxV = residuals
-  dlogits_BxLxV = dlogits_BxLxV.astype(x_BxLxD.dtype)
-  head_VxD = jax.lax.optimization_barrier(head_DxV.T)
-  dx_BxLxD = jnp.einsum("blv,vd->bld", dlogits_BxLxV, head_VxD,
-                        preferred_element_type=jnp.float32).astype(x_BxLxD.dtype)
-  return dx_BxLxD, weight_grad(x_BxLxD, dlogits_BxLxV).astype(head_DxV.dtype)
-
-
-lm_head.defvjp(_lm_head_fwd, _lm_head_bwd)
+# ModelConfig.remat -> what a layer's backward pass may keep from its forward pass.
+# "save_dots" keeps the outputs of matmuls without batch dimensions (the weight matmuls:
+# q/k/v/o projections, MLP, unless a kernel hides them in a custom VJP), and recomputes the
+# attention scores (batched matmuls) and the elementwise ops.
+REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                  "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Block(nnx.Module):
@@ -55,10 +40,11 @@ class Block(nnx.Module):
     self.attn_norm = norm()
     self.attn = Attention(cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
                           rope_theta=cfg.rope_theta, dtype=dtype, rngs=rngs,
-                          rope_scaling=cfg.rope_scaling)
+                          rope_scaling=cfg.rope_scaling, kernels=cfg.kernels,
+                          attention_impl=cfg.attention_impl)
     self.mlp_norm = norm()
     self.mlp = GatedMLP(cfg.d_model, cfg.d_ff, activation=cfg.mlp_activation, dtype=dtype,
-                        rngs=rngs)
+                        rngs=rngs, kernels=cfg.kernels)
 
   def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL):
     attn_BxLxD = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL)
@@ -85,7 +71,9 @@ class Decoder(nnx.Module):
     self.embed_VxD = nnx.Param(
         0.02 * jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), jnp.float32),
         logical_axes=("vocab", "embed"))
-    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+    # Built layer by layer from the one rng stream (the values the per-layer layout had),
+    # then stacked on a leading `layers` axis.
+    self.blocks = stack_layers([Block(cfg, rngs) for _ in range(cfg.num_layers)])
     self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, plus_one=cfg.norm_weight_plus_one,
                               dtype=jnp.dtype(cfg.dtype))
     if not cfg.tie_embeddings:
@@ -95,19 +83,32 @@ class Decoder(nnx.Module):
 
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None,
                segment_ids_BxL: jax.Array | None = None) -> jax.Array:
-    cfg = self.cfg
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     if segment_ids_BxL is None:
       segment_ids_BxL = jnp.ones_like(tokens_BxL)
     x_BxLxD = self.embed(tokens_BxL)
-    for block in self.blocks:
-      if cfg.remat:
-        x_BxLxD = nnx.remat(lambda b, x, p, s: b(x, p, s))(block, x_BxLxD, positions_BxL,
-                                                           segment_ids_BxL)
-      else:
-        x_BxLxD = block(x_BxLxD, positions_BxL, segment_ids_BxL)
-    return self.logits(x_BxLxD)
+    return self.logits(self.run_layers(x_BxLxD, positions_BxL, segment_ids_BxL))
+
+  def run_layers(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+                 segment_ids_BxL: jax.Array) -> jax.Array:
+    """The N blocks: one scan over the stacked layers (or, scan_layers=False, a Python loop
+    over the same parameters), each layer under the remat policy."""
+    cfg = self.cfg
+
+    def layer(block: Block, x_BxLxD: jax.Array) -> jax.Array:
+      return block(x_BxLxD, positions_BxL, segment_ids_BxL)
+
+    if cfg.remat != "none":
+      # Inside a scan, common-subexpression elimination cannot merge the recomputation into
+      # the forward pass, so the CSE barriers would only cost.
+      layer = nnx.remat(layer, policy=REMAT_POLICIES[cfg.remat],
+                        prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      return nnx.scan(layer, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x_BxLxD)
+    for index in range(cfg.num_layers):
+      x_BxLxD = layer(layer_of(self.blocks, index), x_BxLxD)
+    return x_BxLxD
 
   def embed(self, tokens_BxL: jax.Array) -> jax.Array:
     dtype = jnp.dtype(self.cfg.dtype)
@@ -124,11 +125,11 @@ class Decoder(nnx.Module):
     dtype = jnp.dtype(self.cfg.dtype)
     x_BxLxD = self.final_norm(x_BxLxD)
     head_DxV = (self.embed_VxD.value.T if self.cfg.tie_embeddings else self.head_DxV.value)
-    logits_BxLxV = lm_head(x_BxLxD, head_DxV.astype(dtype))
+    logits_BxLxV = kernel_set(self.cfg.kernels).lm_head(x_BxLxD, head_DxV.astype(dtype))
     return shard_activation(logits_BxLxV, ("batch", "length", "act_vocab"))
 
 
-# Parameters travel as plain nested dicts ({"blocks": {0: {"attn": {"q_DxNxH": array}}}}):
+# Parameters travel as plain nested dicts ({"blocks": {"attn": {"q_DxNxH": [L, D, N, H]}}}):
 # checkpoints, optax states and importers then need nothing from Flax to read them.
 Params = dict[str, Any]
 
@@ -191,17 +192,29 @@ def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
   return [{"k": zeros(), "v": zeros()} for _ in range(cfg.num_layers)]
 
 
+def decode_layers(model: Decoder) -> list[Block]:
+  """The blocks as one module per layer, for cached decoding.
+
+  Slice them once per `generate` call, outside its decode loop: XLA:CPU does not hoist a
+  slice of the stacked parameters out of the loop, so inside it every step would copy every
+  layer's weights, a large cost for memory-bound decoding. Costs one copy of the blocks'
+  parameters while sampling.
+  """
+  return [layer_of(model.blocks, index) for index in range(model.cfg.num_layers)]
+
+
 def decode_step(model: Decoder, tokens_BxT: jax.Array, positions_BxT: jax.Array,
-                kv_valid_BxS: jax.Array, cache: KVCache, index,
-                last_only: bool = False) -> tuple[jax.Array, KVCache]:
+                kv_valid_BxS: jax.Array, cache: KVCache, index, last_only: bool = False,
+                layers: list[Block] | None = None) -> tuple[jax.Array, KVCache]:
   """Logits [B, T, V] for T tokens written at cache[index:index+T], and the updated cache.
 
   `last_only`: logits of the last token only ([B, 1, V]); a prefill needs no more, and the
-  head over every prompt position would cost as much as the rest of the prefill.
+  head over every prompt position would cost as much as the rest of the prefill. `layers`:
+  decode_layers(model), when the caller loops (else sliced here).
   """
   x_BxTxD = model.embed(tokens_BxT)
   new_cache = []
-  for block, layer_cache in zip(model.blocks, cache):
+  for block, layer_cache in zip(layers or decode_layers(model), cache):
     x_BxTxD, layer_cache = block.decode(x_BxTxD, positions_BxT, kv_valid_BxS, layer_cache,
                                         index)
     new_cache.append(layer_cache)

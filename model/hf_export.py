@@ -67,12 +67,17 @@ def export_checkpoint(run: str, output: str, family: str | None = None,
     leaf = params
     for key in path:
       leaf = leaf[key]
-    array = tmap.inverse(np.asarray(jax.device_get(leaf), np.float32))
-    if current and size + array.nbytes > max_shard_gb * 2**30:
-      shards.append(current)
-      current, size = {}, 0
-    current[tmap.hf_name] = array
-    size += array.nbytes
+    ours = np.asarray(jax.device_get(leaf), np.float32)
+    if isinstance(tmap, hf_families.StackedTensorMap):  # [layers, ...]: one tensor per layer
+      tensors = [(m.hf_name, m.inverse(ours[i])) for i, m in enumerate(tmap.layers)]
+    else:
+      tensors = [(tmap.hf_name, tmap.inverse(ours))]
+    for name, array in tensors:
+      if current and size + array.nbytes > max_shard_gb * 2**30:
+        shards.append(current)
+        current, size = {}, 0
+      current[name] = array
+      size += array.nbytes
   shards.append(current)
   if len(shards) == 1:
     _write_safetensors(os.path.join(output, SINGLE_NAME), shards[0])

@@ -2,8 +2,9 @@
 
 Two things per family: how `config.json` maps onto ModelConfig (refusing every feature our
 decoder cannot reproduce exactly, by name), and how each of our parameters is a *view* of one
-HF tensor: `ours = hf.reshape(split_shape).transpose(perm)`. A view (not a copy) is what lets
-the importer materialise one device's slice at a time, and inverting it gives the export.
+HF tensor: `ours = hf.reshape(split_shape).transpose(perm)`, or for the stacked blocks
+(model/layer_stack.py) layer i's view of `model.layers.{i}.*`. A view (not a copy) is what
+lets the importer materialise one device's slice at a time, and inverting it gives the export.
 
 HF stores nn.Linear weights as [out, in]; ours are [in, ...out] with heads split out, e.g.
 q_proj [N*H, D] -> reshape [N, H, D] -> transpose (2, 0, 1) -> q_DxNxH. HF's q/k projections
@@ -61,6 +62,20 @@ class TensorMap:
     """HF layout of our array (for export)."""
     inverse_perm = tuple(sorted(range(len(self.perm)), key=lambda i: self.perm[i]))
     return ours.transpose(inverse_perm).reshape(self.hf_shape or self.split_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackedTensorMap:
+  """Our stacked-layers parameter [num_layers, ...] = layer i's HF tensor through layers[i].
+
+  HF stores each layer's tensors separately (`model.layers.{i}.*`); our blocks stack them on
+  a leading axis (model/layer_stack.py), so one parameter is num_layers views, stacked.
+  """
+  layers: tuple[TensorMap, ...]
+
+  @property
+  def hf_names(self) -> tuple[str, ...]:
+    return tuple(m.hf_name for m in self.layers)
 
 
 def _get(config: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -270,40 +285,51 @@ def hf_config(cfg: ModelConfig, family: str, **special_ids: int) -> dict[str, An
   return config
 
 
-def tensor_maps(cfg: ModelConfig) -> dict[tuple, TensorMap]:
-  """{path in our params tree: TensorMap}; paths are tuples like ("blocks", 0, "attn", ...)."""
-  d, n, k, h, f, v = (cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_ff,
-                      cfg.vocab_size)
-  maps = {("embed_VxD",): TensorMap("model.embed_tokens.weight", (v, d), (0, 1)),
-          ("final_norm", "scale"): TensorMap("model.norm.weight", (d,), (0,))}
+def _layer_maps(cfg: ModelConfig, i: int) -> dict[tuple, TensorMap]:
+  """Layer i's tensors: {path inside our blocks: TensorMap of model.layers.{i}.*}."""
+  d, n, k, h, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_ff
+  hf = f"model.layers.{i}."
+  return {
+      ("attn_norm", "scale"): TensorMap(hf + "input_layernorm.weight", (d,), (0,)),
+      ("mlp_norm", "scale"): TensorMap(hf + "post_attention_layernorm.weight", (d,), (0,)),
+      ("attn", "q_DxNxH"): TensorMap(hf + "self_attn.q_proj.weight", (n, h, d), (2, 0, 1),
+                                     (n * h, d)),
+      ("attn", "k_DxKxH"): TensorMap(hf + "self_attn.k_proj.weight", (k, h, d), (2, 0, 1),
+                                     (k * h, d)),
+      ("attn", "v_DxKxH"): TensorMap(hf + "self_attn.v_proj.weight", (k, h, d), (2, 0, 1),
+                                     (k * h, d)),
+      ("attn", "o_NxHxD"): TensorMap(hf + "self_attn.o_proj.weight", (d, n, h), (1, 2, 0),
+                                     (d, n * h)),
+      ("mlp", "gate_DxF"): TensorMap(hf + "mlp.gate_proj.weight", (f, d), (1, 0)),
+      ("mlp", "up_DxF"): TensorMap(hf + "mlp.up_proj.weight", (f, d), (1, 0)),
+      ("mlp", "down_FxD"): TensorMap(hf + "mlp.down_proj.weight", (d, f), (1, 0)),
+  }
+
+
+def tensor_maps(cfg: ModelConfig) -> dict[tuple, TensorMap | StackedTensorMap]:
+  """{path in our params tree: its map}; paths are tuples like ("blocks", "attn", "q_DxNxH")
+  (a StackedTensorMap over the layers) or ("embed_VxD",) (a TensorMap)."""
+  d, v = cfg.d_model, cfg.vocab_size
+  maps: dict[tuple, TensorMap | StackedTensorMap] = {
+      ("embed_VxD",): TensorMap("model.embed_tokens.weight", (v, d), (0, 1)),
+      ("final_norm", "scale"): TensorMap("model.norm.weight", (d,), (0,))}
   if not cfg.tie_embeddings:
     maps[("head_DxV",)] = TensorMap("lm_head.weight", (v, d), (1, 0))
-  for i in range(cfg.num_layers):
-    hf = f"model.layers.{i}."
-    block = ("blocks", i)
-    maps.update({
-        block + ("attn_norm", "scale"): TensorMap(hf + "input_layernorm.weight", (d,), (0,)),
-        block + ("mlp_norm", "scale"): TensorMap(hf + "post_attention_layernorm.weight", (d,),
-                                                 (0,)),
-        block + ("attn", "q_DxNxH"): TensorMap(hf + "self_attn.q_proj.weight", (n, h, d),
-                                               (2, 0, 1), (n * h, d)),
-        block + ("attn", "k_DxKxH"): TensorMap(hf + "self_attn.k_proj.weight", (k, h, d),
-                                               (2, 0, 1), (k * h, d)),
-        block + ("attn", "v_DxKxH"): TensorMap(hf + "self_attn.v_proj.weight", (k, h, d),
-                                               (2, 0, 1), (k * h, d)),
-        block + ("attn", "o_NxHxD"): TensorMap(hf + "self_attn.o_proj.weight", (d, n, h),
-                                               (1, 2, 0), (d, n * h)),
-        block + ("mlp", "gate_DxF"): TensorMap(hf + "mlp.gate_proj.weight", (f, d), (1, 0)),
-        block + ("mlp", "up_DxF"): TensorMap(hf + "mlp.up_proj.weight", (f, d), (1, 0)),
-        block + ("mlp", "down_FxD"): TensorMap(hf + "mlp.down_proj.weight", (d, f), (1, 0)),
-    })
+  per_layer = [_layer_maps(cfg, i) for i in range(cfg.num_layers)]
+  for path in per_layer[0]:
+    maps[("blocks",) + path] = StackedTensorMap(tuple(layer[path] for layer in per_layer))
   return maps
 
 
-def unmapped_tensors(names: list[str], maps: dict[tuple, TensorMap],
+def hf_names(tmap: TensorMap | StackedTensorMap) -> tuple[str, ...]:
+  """The HF tensor(s) one of our parameters is made of."""
+  return tmap.hf_names if isinstance(tmap, StackedTensorMap) else (tmap.hf_name,)
+
+
+def unmapped_tensors(names: list[str], maps: dict[tuple, TensorMap | StackedTensorMap],
                      tie_embeddings: bool) -> tuple[list[str], list[str]]:
   """(tensors we would drop that carry weights -> refuse, tensors safe to skip)."""
-  used = {m.hf_name for m in maps.values()}
+  used = {name for m in maps.values() for name in hf_names(m)}
   unexpected, skipped = [], []
   for name in names:
     if name in used:

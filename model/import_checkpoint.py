@@ -17,12 +17,13 @@ our decoder cannot reproduce exactly ("dynamic" / "longrope" RoPE, which change 
 sequence length, sliding windows, soft-capping, biases, ...) are refused by name
 (model/hf_families.py).
 
-Memory: every parameter is built with `jax.make_array_from_callback` from a lazy memmap view
-of its HF tensor (model/safetensors_reader.py), so each device's slice is the only anonymous
-host memory allocated for it: peak host memory ~ the largest single device slice in float32
-(e.g. 0.5 GB for a 7B model's 32000 x 4096 embedding on one device, less when sharded), plus
-reclaimable page cache for the mmapped files, plus orbax's write staging (bounded by
-`--save_concurrent_gb`). A 7B model therefore imports with far less host RAM than its size.
+Memory: every parameter is built with `jax.make_array_from_callback` from lazy memmap views
+of its HF tensors (model/safetensors_reader.py; a stacked block parameter has one per layer),
+so each device's slice is the only anonymous host memory allocated for it: peak host memory
+~ the largest single device slice in float32 (e.g. 5.8 GB for a 7B Llama's 32 stacked
+4096 x 11008 MLP matrices on one device, 0.7 GB with fsdp=8), plus reclaimable page cache
+for the mmapped files, plus orbax's write staging (bounded by `--save_concurrent_gb`). A 7B
+model therefore imports with far less host RAM than its size.
 
 The run's layout and file names belong to model/run_dir.py; the source's are Hugging Face's
 (hf_families.HF_CONFIG_FILE, HF_TOKENIZER_FILE).
@@ -81,23 +82,36 @@ def load_hf_params(source: str, cfg: ModelConfig, mesh: Mesh) -> tuple[Params, d
   mapped, dtypes = {}, set()
   for path, tmap in maps.items():
     want = flat_shapes[path]
-    if tmap.hf_name not in checkpoint:
-      raise hf_families.UnsupportedCheckpointError(
-          f"{source} lacks tensor {tmap.hf_name} (needed for {'/'.join(map(str, path))})")
-    hf_shape = checkpoint.shape(tmap.hf_name)
-    if int(np.prod(hf_shape)) != int(np.prod(tmap.split_shape)):
-      raise ValueError(f"{tmap.hf_name} has shape {hf_shape}; config.json implies "
-                       f"{tmap.split_shape}")
-    view = tmap.view(checkpoint.get(tmap.hf_name))
-    assert view.shape == want.shape, (path, view.shape, want.shape)
+    stacked = isinstance(tmap, hf_families.StackedTensorMap)
+    views = []
+    for layer, layer_map in enumerate(tmap.layers if stacked else (tmap,)):
+      where = "/".join(map(str, path)) + (f"[{layer}]" if stacked else "")
+      if layer_map.hf_name not in checkpoint:
+        raise hf_families.UnsupportedCheckpointError(
+            f"{source} lacks tensor {layer_map.hf_name} (needed for {where})")
+      hf_shape = checkpoint.shape(layer_map.hf_name)
+      if int(np.prod(hf_shape)) != int(np.prod(layer_map.split_shape)):
+        raise ValueError(f"{layer_map.hf_name} has shape {hf_shape}; config.json implies "
+                         f"{layer_map.split_shape}")
+      views.append(layer_map.view(checkpoint.get(layer_map.hf_name)))
+      mapped[where] = layer_map.hf_name
+      dtypes.add(checkpoint.dtype_name(layer_map.hf_name))
+    if stacked:
+      # Our [layers, ...] parameter: layer i is HF's model.layers.{i} tensor.
+      assert (len(views),) + views[0].shape == want.shape, (path, views[0].shape, want.shape)
+      def read(index, views=views, dtype=want.dtype):
+        layers = views[index[0]]
+        out = np.empty((len(layers),) + layers[0][index[1:]].shape, dtype)
+        for i, view in enumerate(layers):  # filled in place: one slice's memory, not two
+          out[i] = view[index[1:]]
+        return out
+    else:
+      assert views[0].shape == want.shape, (path, views[0].shape, want.shape)
+      def read(index, view=views[0], dtype=want.dtype):
+        return np.ascontiguousarray(view[index], dtype=dtype)
     # Called once per addressable device with that device's index; only that slice is
-    # copied out of the memmap (and converted, e.g. bfloat16 -> float32).
-    array = jax.make_array_from_callback(
-        want.shape, shardings[path],
-        lambda index, view=view: np.ascontiguousarray(view[index], dtype=want.dtype))
-    _set(params, path, array)
-    mapped["/".join(map(str, path))] = tmap.hf_name
-    dtypes.add(checkpoint.dtype_name(tmap.hf_name))
+    # copied out of the memmaps (and converted, e.g. bfloat16 -> float32).
+    _set(params, path, jax.make_array_from_callback(want.shape, shardings[path], read))
   return params, {"mapped": mapped, "skipped": skipped, "source_dtypes": sorted(dtypes)}
 
 

@@ -1,18 +1,17 @@
 """Building blocks of the decoder: RMSNorm, rotary position embeddings, the gated MLP.
 
 Every parameter declares `logical_axes` (see model/sharding.py). Parameters are stored in
-float32; `dtype` is the compute dtype that weights and activations are cast to at use.
+float32; `dtype` is the compute dtype that weights and activations are cast to at use. The
+matmul-heavy cores come from the configured kernel set (model/kernels/).
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model.kernels import kernel_set
 from model.rope import RopeScaling, rope_frequencies
-from model.sharding import shard_activation
 
 
 def dense_init(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int) -> jax.Array:
@@ -64,56 +63,6 @@ def apply_rope(x_BxNxLxH: jax.Array, positions_Bx1xL: jax.Array, theta: float,
   return rotated.astype(x_BxNxLxH.dtype)
 
 
-def weight_grad(x_BxLxD: jax.Array, dy_BxLxF: jax.Array) -> jax.Array:
-  """sum over tokens of x^T dy: the [D, F] gradient of a `bld,df->blf` weight.
-
-  XLA:CPU wants each dot operand with its contracting axis where a plain [M, K] @ [K, N]
-  GEMM has it; for a contraction over tokens it otherwise transposes the big [T, F] operand
-  (and re-runs whatever elementwise op produced it, now with strided writes). Materialising
-  the small [D, T] transpose instead, behind a barrier so it is not folded back into the
-  dot, leaves the big operand untouched.
-  """
-  x_DxT = jax.lax.optimization_barrier(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]).T)
-  return jnp.dot(x_DxT, dy_BxLxF.reshape(-1, dy_BxLxF.shape[-1]),
-                 preferred_element_type=jnp.float32).astype(dy_BxLxF.dtype)
-
-
-def _gated_mlp_fwd(activation, x_BxLxD, gate_DxF, up_DxF, down_FxD):
-  gate_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, gate_DxF)
-  up_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, up_DxF)
-  hidden_BxLxF = shard_activation(activation(gate_BxLxF) * up_BxLxF,
-                                  ("batch", "length", "act_mlp"))
-  out_BxLxD = jnp.einsum("blf,fd->bld", hidden_BxLxF, down_FxD)
-  return out_BxLxD, (x_BxLxD, gate_DxF, up_DxF, down_FxD, gate_BxLxF, up_BxLxF)
-
-
-def _gated_mlp_bwd(activation, residuals, dout_BxLxD):
-  x_BxLxD, gate_DxF, up_DxF, down_FxD, gate_BxLxF, up_BxLxF = residuals
-  # The activation is recomputed (elementwise, cheap) rather than saved.
-  act_BxLxF, act_vjp = jax.vjp(activation, gate_BxLxF)
-  hidden_BxLxF = act_BxLxF * up_BxLxF
-  dhidden_BxLxF = jnp.einsum("bld,fd->blf", dout_BxLxD, down_FxD)
-  axes = ("batch", "length", "act_mlp")
-  dgate_BxLxF = shard_activation(act_vjp(dhidden_BxLxF * up_BxLxF)[0], axes)
-  dup_BxLxF = shard_activation(dhidden_BxLxF * act_BxLxF, axes)
-  dx_BxLxD = (jnp.einsum("blf,df->bld", dgate_BxLxF, gate_DxF) +
-              jnp.einsum("blf,df->bld", dup_BxLxF, up_DxF))
-  dgate_DxF = weight_grad(x_BxLxD, dgate_BxLxF)
-  dup_DxF = weight_grad(x_BxLxD, dup_BxLxF)
-  # down^T's gradient dout^T hidden: the small [D, T] side is the one transposed.
-  ddown_FxD = weight_grad(dout_BxLxD, hidden_BxLxF).T
-  return dx_BxLxD, dgate_DxF, dup_DxF, ddown_FxD
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def gated_mlp(activation, x_BxLxD, gate_DxF, up_DxF, down_FxD):
-  """down(act(x gate) * (x up)), with a hand-written backward (see weight_grad)."""
-  return _gated_mlp_fwd(activation, x_BxLxD, gate_DxF, up_DxF, down_FxD)[0]
-
-
-gated_mlp.defvjp(_gated_mlp_fwd, _gated_mlp_bwd)
-
-
 def _silu(x):
   return jax.nn.silu(x)
 
@@ -127,7 +76,7 @@ class GatedMLP(nnx.Module):
   """down(act(gate(x)) * up(x)): SwiGLU with silu, GeGLU with gelu."""
 
   def __init__(self, d_model: int, d_ff: int, *, activation: str, dtype: jnp.dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, kernels: str = "auto"):
     self.gate_DxF = nnx.Param(dense_init(rngs, (d_model, d_ff), d_model),
                               logical_axes=("embed", "mlp"))
     self.up_DxF = nnx.Param(dense_init(rngs, (d_model, d_ff), d_model),
@@ -135,11 +84,12 @@ class GatedMLP(nnx.Module):
     self.down_FxD = nnx.Param(dense_init(rngs, (d_ff, d_model), d_ff),
                               logical_axes=("mlp", "embed"))
     # Module-level functions, not lambdas: the activation is a static (hashed) argument of
-    # the custom VJP, so equal activations must compare equal across layers and traces.
+    # the cpu kernel's custom VJP, so equal activations must compare equal across traces.
     self.activation = _silu if activation == "silu" else _gelu_tanh
     self.dtype = dtype
+    self.kernels = kernels
 
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     cast = lambda p: p.value.astype(self.dtype)
-    return gated_mlp(self.activation, x_BxLxD, cast(self.gate_DxF), cast(self.up_DxF),
-                     cast(self.down_FxD))
+    return kernel_set(self.kernels).gated_mlp(self.activation, x_BxLxD, cast(self.gate_DxF),
+                                              cast(self.up_DxF), cast(self.down_FxD))

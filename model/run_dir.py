@@ -37,6 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from data.tokenizer import Tokenizer
+from model import layer_stack
 from model import workdir_lock as workdir_lock_lib
 from model.config import ModelConfig
 
@@ -129,16 +130,6 @@ def run_of(path: str) -> str:
   return os.path.dirname(str(directory))
 
 
-def params_metadata(manager: ocp.CheckpointManager, step: int, where: str) -> Any:
-  """The saved parameters' array metadata (shapes), read without restoring anything."""
-  metadata = manager.item_metadata(step).get(PARAMS_ITEM)
-  if metadata is None:
-    raise CheckpointError(f"{where} has no readable '{PARAMS_ITEM}' item; the checkpoint is "
-                          "incomplete or corrupt: delete that step folder to fall back to an "
-                          "earlier one")
-  return getattr(metadata, "tree", metadata)
-
-
 def check_shapes(saved: Any, expected: Any, what: str, where: str) -> None:
   """Compares a checkpoint's array metadata with the model's abstract arrays, path by path."""
   def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -169,17 +160,23 @@ def load_params(path: str, abstract_params: Any) -> Any:
   """Parameters only, from a workdir / checkpoints dir / step dir, sharded as given.
 
   Reads the params item alone (not through a manager of the whole step), so the step's other
-  items (optimizer, data iterator) are neither read nor need handlers here.
+  items (optimizer, data iterator) are neither read nor need handlers here. Checkpoints
+  written before the blocks were stacked ({"blocks": {"0": ..., "1": ...}}) are read in that
+  layout and stacked (model/layer_stack.py).
   """
   directory, step = resolve_checkpoint(path)
   item = directory / str(step) / PARAMS_ITEM
   handler = ocp.StandardCheckpointHandler()
   try:
     metadata = handler.metadata(item)
-    check_shapes(getattr(metadata, "tree", metadata), abstract_params, "parameters", str(item))
-    return handler.restore(item, args=ocp.args.StandardRestore(abstract_params))
+    saved = getattr(metadata, "tree", metadata)
+    per_layer = layer_stack.is_per_layer(saved)
+    target = layer_stack.per_layer_target(abstract_params) if per_layer else abstract_params
+    check_shapes(saved, target, "parameters", str(item))
+    params = handler.restore(item, args=ocp.args.StandardRestore(target))
   finally:
     handler.close()
+  return layer_stack.stack_per_layer(params, abstract_params) if per_layer else params
 
 
 def load_model_config(path: str) -> ModelConfig:

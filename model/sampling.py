@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from model.decoder import decode_step, init_cache
+from model.decoder import decode_layers, decode_step, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,9 +122,10 @@ def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array,
   kv_valid_BxS = kv_valid_BxS & (jnp.arange(total_len)[None, :] < prompt_len)
   positions_BxP = jnp.maximum(jnp.arange(prompt_len)[None, :] - pad_B[:, None], 0)
   cache = init_cache(model.cfg, batch, total_len)
+  layers = decode_layers(model)  # once, outside the loop (see decode_layers)
   # Prompts are left-padded, so every row's last prompt token is at the last position.
   logits_Bx1xV, cache = decode_step(model, prompt_BxP, positions_BxP, kv_valid_BxS, cache, 0,
-                                    last_only=True)
+                                    last_only=True, layers=layers)
 
   def cond(state: _LoopState) -> jax.Array:
     return (state.step < cfg.max_new_tokens) & ~jnp.all(state.done_B)
@@ -138,7 +139,7 @@ def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array,
     kv_valid_BxS = state.kv_valid_BxS.at[:, index].set(True)
     positions_Bx1 = (prompt_lengths_B + step)[:, None]
     logits_Bx1xV, cache = decode_step(model, token_B[:, None], positions_Bx1, kv_valid_BxS,
-                                      state.cache, index)
+                                      state.cache, index, layers=layers)
     return _LoopState(
         step=step + 1, logits_BxV=logits_Bx1xV[:, 0], cache=cache,
         done_B=state.done_B | stopped_B,

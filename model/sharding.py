@@ -37,6 +37,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kv_heads", ("tensor",)),     # key/value heads (GQA)
     ("head_dim", ()),
     ("norm", ()),                  # RMSNorm scales: tiny, replicated
+    ("layers", ()),                # the stacked blocks' leading axis (scanned over, so whole)
     # activations
     ("batch", ("data", "fsdp")),
     ("length", ()),

@@ -31,6 +31,13 @@ def _gelu_tanh(x):
   return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+def _layer(stacked, index):
+  """Layer `index` of the stacked block parameters (each leaf has a leading layers axis)."""
+  if isinstance(stacked, dict):
+    return {k: _layer(v, index) for k, v in stacked.items()}
+  return stacked[index]
+
+
 def reference_logits(params, cfg, tokens_L):
   """Logits [L, V] for one unpacked sequence."""
   p = params
@@ -40,7 +47,7 @@ def reference_logits(params, cfg, tokens_L):
   length = len(tokens_L)
   group = cfg.num_heads // cfg.num_kv_heads
   for layer in range(cfg.num_layers):
-    b = p["blocks"][layer]
+    b = _layer(p["blocks"], layer)
     h = _rms_norm(x, b["attn_norm"]["scale"], cfg.norm_eps, cfg.norm_weight_plus_one)
     q = _rope(np.einsum("ld,dnh->lnh", h, b["attn"]["q_DxNxH"]), cfg.rope_theta)
     k = _rope(np.einsum("ld,dkh->lkh", h, b["attn"]["k_DxKxH"]), cfg.rope_theta)

@@ -1,8 +1,10 @@
-"""Every hand-written backward pass against plain autodiff of the same maths: values and
-gradients, with packed segments, grouped-query heads and more than one query chunk.
+"""Every kernel of every kernel set (model/kernels/) against plain autodiff of the textbook
+maths: values and gradients, with packed segments, grouped-query heads and (for the cpu set's
+chunked attention) more than one query chunk.
 
-The custom VJPs exist for XLA:CPU's sake (model/layers.py weight_grad explains why); what they
-compute must be exactly what autodiff of the textbook formula computes.
+The cpu set's hand-written backward passes exist for XLA:CPU's sake (model/kernels/cpu.py
+says why) and the xla set is what accelerators run; both must compute exactly what autodiff
+of the formula computes.
 """
 import jax
 import jax.numpy as jnp
@@ -10,12 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from model import attention
-from model.decoder import lm_head
-from model.layers import _gelu_tanh, _silu, gated_mlp
-from training.step import token_nll
+from model import kernels
+from model.kernels import cpu
+from model.layers import _gelu_tanh, _silu
 
 RTOL, ATOL = 2e-5, 2e-5
+KERNEL_SETS = ["cpu", "xla"]
 
 
 def _normal(key, shape, scale=1.0):
@@ -23,36 +25,51 @@ def _normal(key, shape, scale=1.0):
 
 
 def _assert_same(ours, reference, args, argnums):
-  """Equal values, and equal gradients of a random projection of the output."""
-  out, ref = ours(*args), reference(*args)
+  """Equal values, and equal gradients of a random projection of the output (jitted: one
+  compilation each instead of one per op)."""
+  out, ref = jax.jit(ours)(*args), jax.jit(reference)(*args)
   np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
   cotangent = _normal(99, out.shape)
   loss = lambda f: lambda *a: jnp.sum(f(*a) * cotangent)
-  grads = jax.grad(loss(ours), argnums)(*args)
-  ref_grads = jax.grad(loss(reference), argnums)(*args)
+  grads = jax.jit(jax.grad(loss(ours), argnums))(*args)
+  ref_grads = jax.jit(jax.grad(loss(reference), argnums))(*args)
   for index, got, want in zip(argnums, grads, ref_grads):
     assert np.abs(want).max() > 0, f"argument {index} gets no gradient: the check is vacuous"
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"argument {index}")
 
 
-def test_token_nll_is_optax_cross_entropy():
+def test_auto_picks_cpu_kernels_on_cpu_and_xla_elsewhere():
+  assert kernels.resolve("auto", "cpu") == "cpu"
+  assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "tpu") == "xla"
+  assert kernels.resolve("xla", "cpu") == "xla" and kernels.resolve("cpu", "gpu") == "cpu"
+  assert kernels.kernel_set("auto") is cpu  # this suite runs on CPU
+  with pytest.raises(ValueError, match="kernels must be one of"):
+    kernels.resolve("pallas")
+
+
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS)
+def test_token_nll_is_optax_cross_entropy(kernel_set):
   logits, targets = _normal(0, (2, 7, 33), 3.0), jax.random.randint(jax.random.key(1), (2, 7),
                                                                      0, 33)
   reference = lambda l: optax.softmax_cross_entropy_with_integer_labels(l, targets)
+  token_nll = kernels.kernel_set(kernel_set).token_nll
   _assert_same(lambda l: token_nll(l, targets), reference, (logits,), (0,))
 
 
-def test_lm_head_is_a_plain_matmul():
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS)
+def test_lm_head_is_a_plain_matmul(kernel_set):
   x, head = _normal(0, (2, 5, 16)), _normal(1, (16, 40), 0.2)
   reference = lambda x, h: jnp.einsum("bld,dv->blv", x, h)
-  _assert_same(lm_head, reference, (x, head), (0, 1))
+  _assert_same(kernels.kernel_set(kernel_set).lm_head, reference, (x, head), (0, 1))
 
 
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS)
 @pytest.mark.parametrize("activation", [_silu, _gelu_tanh])
-def test_gated_mlp_is_down_of_act_gate_times_up(activation):
+def test_gated_mlp_is_down_of_act_gate_times_up(kernel_set, activation):
   x = _normal(0, (2, 6, 16))
   gate, up, down = _normal(1, (16, 24), 0.3), _normal(2, (16, 24), 0.3), _normal(3, (24, 16), 0.3)
   reference = lambda x, g, u, d: (activation(x @ g) * (x @ u)) @ d
+  gated_mlp = kernels.kernel_set(kernel_set).gated_mlp
   _assert_same(lambda *a: gated_mlp(activation, *a), reference, (x, gate, up, down),
                (0, 1, 2, 3))
 
@@ -70,8 +87,9 @@ def _reference_attention(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL):
   return jnp.einsum("bnqk,bnkh->bnqh", jax.nn.softmax(scores, axis=-1), v)
 
 
-@pytest.mark.parametrize("length", [9, attention.QUERY_CHUNK + 37])  # one and two chunks
-def test_attention_core_is_masked_softmax_attention(length):
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS)
+@pytest.mark.parametrize("length", [9, cpu.QUERY_CHUNK + 37])  # one and two cpu chunks
+def test_attention_is_masked_softmax_attention(kernel_set, length):
   batch, num_heads, num_kv_heads, head_dim = 2, 4, 2, 8
   q = _normal(0, (batch, num_heads, length, head_dim))
   k = _normal(1, (batch, num_kv_heads, length, head_dim))
@@ -82,5 +100,6 @@ def test_attention_core_is_masked_softmax_attention(length):
   segments[0, cut:2 * cut], segments[0, 2 * cut:] = 2, 3
   segments[1, length - 4:] = 0
   segments = jnp.asarray(segments)
-  _assert_same(lambda q, k, v: attention.attention_core(q, k, v, segments),
+  attention = kernels.kernel_set(kernel_set).attention
+  _assert_same(lambda q, k, v: attention(q, k, v, segments),
                lambda q, k, v: _reference_attention(q, k, v, segments), (q, k, v), (0, 1, 2))

@@ -183,9 +183,9 @@ def test_sharded_import_matches_and_is_really_sharded(hf_checkpoint, tmp_path):
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                           shapes, shardings)
   params = run_dir.load_params(str(tmp_path), abstract)
-  q = params["blocks"][0]["attn"]["q_DxNxH"]
-  # d_model over fsdp=4 and heads over tensor=2: each device holds an eighth.
-  assert q.addressable_shards[0].data.shape == (16, 2, q.shape[2])
+  q = params["blocks"]["attn"]["q_DxNxH"]  # [layers, D, N, H]
+  # d_model over fsdp=4 and heads over tensor=2: each device holds an eighth of every layer.
+  assert q.addressable_shards[0].data.shape == (cfg.num_layers, 16, 2, q.shape[3])
   assert params["embed_VxD"].addressable_shards[0].data.shape == (VOCAB // 2, 16)
   with jax.set_mesh(mesh):
     ours = np.asarray(jax.jit(forward, static_argnums=0)(graphdef, params, jnp.asarray(TOKENS)))
@@ -386,7 +386,7 @@ def test_bfloat16_checkpoints_import_exactly(hf_checkpoint, tmp_path):
   assert metadata["source_dtypes"] == ["BF16"]
   _, _, params = _load(str(tmp_path / "run"))
   up = bf16.model.layers[1].mlp.up_proj.weight.float().detach().numpy()
-  np.testing.assert_array_equal(np.asarray(params["blocks"][1]["mlp"]["up_DxF"]), up.T)
+  np.testing.assert_array_equal(np.asarray(params["blocks"]["mlp"]["up_DxF"][1]), up.T)
   q = bf16.model.layers[0].self_attn.q_proj.weight.float().detach().numpy()
-  np.testing.assert_array_equal(np.asarray(params["blocks"][0]["attn"]["q_DxNxH"]),
+  np.testing.assert_array_equal(np.asarray(params["blocks"]["attn"]["q_DxNxH"][0]),
                                 q.reshape(4, -1, 64).transpose(2, 0, 1))

@@ -28,7 +28,9 @@ def _model(cfg, seed=0):
     SMALL.replace(num_kv_heads=1, tie_embeddings=False),  # multi-query, untied head
     SMALL.replace(mlp_activation="gelu", embed_scale_by_sqrt_dim=True,
                   norm_weight_plus_one=True),             # Gemma conventions
-], ids=["gqa", "mha", "mqa_untied", "gemma_style"])
+    SMALL.replace(kernels="xla", num_layers=3),           # the accelerators' kernels
+    SMALL.replace(scan_layers=False, remat="save_dots"),  # layers in a Python loop
+], ids=["gqa", "mha", "mqa_untied", "gemma_style", "xla_kernels", "unscanned"])
 def test_logits_match_independent_numpy_reference(cfg):
   graphdef, params = _model(cfg)
   # Non-trivial norm scales, so a wrong (1 + w) convention would show.
@@ -88,9 +90,14 @@ def test_every_parameter_declares_logical_axes_of_its_rank():
   _, shapes, axes = abstract_model(SMALL.replace(tie_embeddings=False))
   flat_shapes = jax.tree.leaves(shapes)
   flat_axes = jax.tree.leaves(axes, is_leaf=lambda x: isinstance(x, tuple))
-  assert len(flat_shapes) == len(flat_axes) == 2 * 9 + 3
+  # The blocks are stacked: 9 parameters with a leading layers axis, plus embed, final norm
+  # and head.
+  assert len(flat_shapes) == len(flat_axes) == 9 + 3
   for shape, names in zip(flat_shapes, flat_axes):
     assert len(shape.shape) == len(names)
+  for shape, names in zip(jax.tree.leaves(shapes["blocks"]),
+                          jax.tree.leaves(axes["blocks"], is_leaf=lambda x: isinstance(x, tuple))):
+    assert names[0] == "layers" and shape.shape[0] == SMALL.num_layers
 
 
 def test_invalid_model_config_is_rejected_with_reasons():
@@ -98,6 +105,26 @@ def test_invalid_model_config_is_rejected_with_reasons():
     SMALL.replace(num_kv_heads=3)
   with pytest.raises(ValueError, match="Unknown model config field"):
     SMALL.replace(d_modle=3)
+  with pytest.raises(ValueError, match="remat must be one of .*no longer a bool"):
+    SMALL.replace(remat="True")
+  with pytest.raises(ValueError, match="kernels must be one of"):
+    SMALL.replace(kernels="gpu")
+  with pytest.raises(ValueError, match="attention_impl='cudnn' needs the xla kernels"):
+    SMALL.replace(kernels="cpu", attention_impl="cudnn")
+  # kernels="auto" resolves to the cpu set on this CPU: refused when the model runs.
+  graphdef, params = _model(SMALL.replace(attention_impl="cudnn"))
+  with pytest.raises(ValueError, match="needs the xla kernels, but kernels='auto' resolves"):
+    forward(graphdef, params, jnp.zeros((1, 4), jnp.int32))
+
+
+def test_remat_bools_of_older_configs_mean_none_and_full():
+  assert SMALL.replace(remat=True).remat == "full"
+  assert SMALL.replace(remat=False) == SMALL and SMALL.remat == "none"
+  old = json.loads(SMALL.to_json())
+  old["remat"] = True
+  for field in ("kernels", "attention_impl", "scan_layers"):  # fields added since
+    del old[field]
+  assert ModelConfig.from_json(json.dumps(old)) == SMALL.replace(remat="full")
 
 
 def test_model_config_json_round_trips_with_rope_scaling():

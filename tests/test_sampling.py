@@ -23,8 +23,12 @@ def _no_stop(vocab):
   return build_stop_table([""] * vocab, "[DONE]")
 
 
-def test_cached_decoding_gives_full_forward_logits():
-  graphdef, params = _model()
+# Decoding has one attention core for every kernel set, but the MLP and LM head come from the
+# configured set: both must give the full forward pass's logits.
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_cached_decoding_gives_full_forward_logits(kernels):
+  cfg = CFG.replace(kernels=kernels)
+  graphdef, params = _model(cfg)
   model = nnx.merge(graphdef, params)
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, 64, 5)), list(rng.integers(1, 64, 9))]
@@ -33,7 +37,7 @@ def test_cached_decoding_gives_full_forward_logits():
   total = 12 + 4
   kv_valid = (np.arange(total)[None] >= (12 - lengths)[:, None]) & (np.arange(total) < 12)
   positions = np.maximum(np.arange(12)[None] - (12 - lengths)[:, None], 0)
-  cache = init_cache(CFG, 2, total)
+  cache = init_cache(cfg, 2, total)
   logits, cache = decode_step(model, jnp.asarray(tokens), jnp.asarray(positions),
                               jnp.asarray(kv_valid), cache, 0)
   step_logits = []
@@ -100,9 +104,8 @@ def _next_token_model(next_token: dict[int, int]):
   cfg = CFG.replace(tie_embeddings=False)
   graphdef, params = _model(cfg)
   params = jax.tree.map(np.zeros_like, params)
-  for block in params["blocks"].values():
-    for norm in ("attn_norm", "mlp_norm"):
-      block[norm]["scale"] = np.ones_like(block[norm]["scale"])
+  for norm in ("attn_norm", "mlp_norm"):  # [layers, D]: every layer's scales
+    params["blocks"][norm]["scale"] = np.ones_like(params["blocks"][norm]["scale"])
   params["final_norm"]["scale"] = np.ones_like(params["final_norm"]["scale"])
   for dim, (token, following) in enumerate(sorted(next_token.items())):
     params["embed_VxD"][token, dim] = 1.0

@@ -32,7 +32,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from model import run_dir, workdir_lock
+from model import layer_stack, run_dir, workdir_lock
 from model.config import ModelConfig
 from training.data_checkpoint import (ShardedIterator, ShardedIteratorHandler,
                                       ShardedIteratorRestore, ShardedIteratorSave)
@@ -194,16 +194,19 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
   try:
     with _reading(step, params_dir):
       metadata = handler.metadata(params_dir)
-    run_dir.check_shapes(getattr(metadata, "tree", metadata), abstract_state["params"],
-                         "parameters", str(step_dir))
+    saved = getattr(metadata, "tree", metadata)
+    # Checkpoints written before the layers were stacked hold one subtree per layer, in the
+    # parameters and in the optimizer's moments alike: read that layout, then stack it.
+    per_layer = layer_stack.is_per_layer(saved)
+    target = layer_stack.per_layer_target(abstract_state) if per_layer else abstract_state
+    run_dir.check_shapes(saved, target["params"], "parameters", str(step_dir))
     # Items are read one by one, not through the manager: each process reads its shards with
     # no barrier inside, so a step unreadable on one host cannot hang the others.
     with _reading(step, params_dir):
-      params = handler.restore(params_dir,
-                               args=ocp.args.StandardRestore(abstract_state["params"]))
+      params = handler.restore(params_dir, args=ocp.args.StandardRestore(target["params"]))
     with _reading(step, train_dir):
       train = handler.restore(train_dir, args=ocp.args.StandardRestore(
-          {"step": abstract_state["step"], "opt_state": abstract_state["opt_state"]}))
+          {"step": target["step"], "opt_state": target["opt_state"]}))
   finally:
     handler.close()
   data_dir = step_dir / run_dir.DATA_ITER_ITEM
@@ -213,7 +216,8 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
   stored_step = int(jax.device_get(train["step"]))
   if stored_step != step:
     raise CorruptCheckpoint(step, str(train_dir), f"holds step {stored_step}")
-  return {"step": train["step"], "params": params, "opt_state": train["opt_state"]}
+  state = {"step": train["step"], "params": params, "opt_state": train["opt_state"]}
+  return layer_stack.stack_per_layer(state, abstract_state) if per_layer else state
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: dict[str, Any],

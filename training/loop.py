@@ -21,11 +21,11 @@ from data.pipeline import BATCH_KEYS
 from model import run_dir
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
-from training import checkpointing, distributed, inputs, preemption
+from training import aot, checkpointing, distributed, inputs, preemption
 from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
-from training.step import make_eval_step, make_train_step
+from training.step import make_eval_step
 
 def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   """The preset `config.model` with `config.model_overrides`; `model="init_from"` takes the
@@ -121,6 +121,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   train_iter, make_eval_iter = inputs.make_iterators(config, tokenizer)
   data_sharding = batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
+  # The step as it will run, compiled now from abstract arrays: a run whose step cannot fit
+  # in device memory is refused before any state is allocated (training/aot.py).
+  train_step = aot.jit_train_step(layout, schedule, config.grad_accum_steps, data_sharding)
+  aot.check_fits(train_step, layout, config.batch_size, config.seq_len, data_sharding,
+                  config.get("device_memory_gib", 0.0))
 
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints,
                                        config.async_checkpointing)
@@ -139,10 +144,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     run_dir.write_text(workdir, run_dir.MODEL_CONFIG_FILE, model_cfg.to_json())
 
   with jax.set_mesh(mesh):
-    train_step = jax.jit(
-        make_train_step(layout.graphdef, tx, schedule, config.grad_accum_steps),
-        in_shardings=(layout.shardings, data_sharding),
-        out_shardings=(layout.shardings, replicated), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(layout.graphdef),
                         in_shardings=(layout.param_shardings, data_sharding),
                         out_shardings=replicated)

@@ -29,8 +29,10 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, num_train_steps: int)
 def make_optimizer(opt: ml_collections.ConfigDict,
                    num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   schedule = learning_rate_schedule(opt, num_train_steps)
-  # Weight decay skips norm scales (1-D): decaying them toward 0 only fights the normalisation.
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  # Weight decay skips the RMSNorm scales (leaves named "scale"; 1-D per layer, [layers, D]
+  # when stacked): decaying them toward 0 only fights the normalisation.
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) != "scale", params)
   chain = []
   if opt.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(opt.grad_clip_norm))

@@ -1,7 +1,8 @@
 """The jitted train and eval steps: pure functions of (state, batch).
 
 The loss is the mean next-token cross-entropy over target tokens only (`loss_mask`, see
-data/pipeline.py). Gradient accumulation runs inside the step as a scan over microbatches and
+data/pipeline.py), computed by the model's kernel set (model/kernels/, like every other
+kernel of the step). Gradient accumulation runs inside the step as a scan over microbatches and
 normalises by the target tokens of the whole global batch, so any accumulation gives the same
 update as one big batch.
 """
@@ -15,49 +16,17 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from model.decoder import forward
+from model.kernels import kernel_set
 
 Batch = dict[str, jax.Array]
 TrainState = dict[str, Any]  # {"step": int32[], "params": Params, "opt_state": optax state}
 
 
-def _label_logit(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
-  return jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
-
-
-@jax.custom_vjp
-def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
-  """Per-token cross-entropy logsumexp(logits) - logits[target]: the same float ops as
-  optax.softmax_cross_entropy_with_integer_labels, with a one-pass backward.
-
-  Autodiff would transpose the label gather into a scatter into a zero [B, L, V] tensor;
-  the backward below is a single elementwise pass (softmax - onehot, from an iota compare).
-  """
-  return jax.nn.logsumexp(logits_BxLxV, axis=-1) - _label_logit(logits_BxLxV, targets_BxL)
-
-
-def _token_nll_fwd(logits_BxLxV, targets_BxL):
-  lse_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
-  return lse_BxL - _label_logit(logits_BxLxV, targets_BxL), (logits_BxLxV, targets_BxL, lse_BxL)
-
-
-def _token_nll_bwd(residuals, g_BxL):
-  logits_BxLxV, targets_BxL, lse_BxL = residuals
-  # d nll / d logits = softmax - onehot, in one elementwise pass over the [B, L, V] logits.
-  vocab_1x1xV = jax.lax.broadcasted_iota(targets_BxL.dtype, (1, 1, logits_BxLxV.shape[-1]), 2)
-  probs = jnp.exp(logits_BxLxV - lse_BxL[..., None])
-  onehot = (vocab_1x1xV == targets_BxL[..., None]).astype(logits_BxLxV.dtype)
-  return (probs - onehot) * g_BxL[..., None], None
-
-
-token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
-
-
 def loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
   """(sum of target-token NLL, number of target tokens) for one (micro)batch."""
-  logits_BxLxV = forward(graphdef, params, batch["inputs"], batch["positions"],
-                         batch["segment_ids"])
-  nll_BxL = token_nll(logits_BxLxV, batch["targets"])
+  model = nnx.merge(graphdef, params)
+  logits_BxLxV = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+  nll_BxL = kernel_set(model.cfg.kernels).token_nll(logits_BxLxV, batch["targets"])
   mask_BxL = batch["loss_mask"].astype(jnp.float32)
   return jnp.sum(nll_BxL * mask_BxL), jnp.sum(mask_BxL)
 
@@ -71,8 +40,8 @@ def _split_microbatches(batch: Batch, num_micro: int) -> Batch:
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule,
-                    grad_accum_steps: int) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    schedule: optax.Schedule, grad_accum_steps: int
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   grad_fn = jax.value_and_grad(lambda p, b: loss_sums(graphdef, p, b), has_aux=True)
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
