@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from configs import commands
 from configs.overrides import parse_flags
-from training.distributed import maybe_initialize_distributed
+from model.distributed import maybe_initialize_distributed
 from training.metrics import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",

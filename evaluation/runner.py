@@ -6,12 +6,10 @@ execution starts.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from typing import Any
 
-import jax
 import ml_collections
 from absl import logging
 
@@ -19,9 +17,9 @@ from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.results import PAPER_KS
 from evaluation.sampler import Sampler, sample_problems
-from evaluation.scorer import Scorer
+from evaluation.process_zero_scorer import ProcessZeroScorer
 from execution import SandboxConfig
-from model import run_dir
+from model import distributed, run_dir
 from model.decoder import sharded_abstract_params
 from model.sampling import SamplingConfig
 from model.sharding import make_mesh
@@ -133,17 +131,16 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
   evaluation/studies.py check every variant's examples, then evaluate them with one model).
   Holds the workdir while it works (another eval there is refused at once: WorkdirLocked).
   """
-  # Evaluation runs in one process; the lock is process 0's in any case.
-  with (run_dir.workdir_lock(workdir) if jax.process_index() == 0
-        else contextlib.nullcontext()):
+  # Process 0 takes the lock; under jax.distributed every process stops if it cannot.
+  with distributed.workdir_held(workdir):
     return _run_eval(config, workdir, sampler, examples)
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """config.json: what this eval was asked to do (sweeps compare it before reusing a run)."""
-  if jax.process_index() == 0:
-    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
-                       config.to_json_best_effort(indent=2, sort_keys=True))
+  distributed.on_process_zero(lambda: run_dir.write_text(
+      workdir, run_dir.CONFIG_FILE, config.to_json_best_effort(indent=2, sort_keys=True)),
+      "writing config.json")
 
 
 def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None,
@@ -156,15 +153,18 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
   sandbox = sandbox_config(config)
   if config.samples_path:
     _record_config(config, workdir)
-    return evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
-                                 sandbox_config=sandbox, ks=pass_at_ks(config),
-                                 samples_format=config.get("samples_format", ""))
+    return distributed.broadcast_json(distributed.on_process_zero(
+        lambda: evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
+                                      sandbox_config=sandbox, ks=pass_at_ks(config),
+                                      samples_format=config.get("samples_format", "")),
+        "scoring the samples file"))
   sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
   _record_config(config, workdir)
   truncated_before = sampler.truncated_prompts
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
-  with Scorer(workdir, sandbox, expected_programs=len(examples) * config.num_samples) as scorer:
+  with ProcessZeroScorer(workdir, sandbox,
+                         expected_programs=len(examples) * config.num_samples) as scorer:
     sample_problems(sampler, examples, config.num_samples, scorer.done_ids, scorer.score)
     records = scorer.records
   truncated = sampler.truncated_prompts - truncated_before
@@ -172,5 +172,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
     logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",
                     truncated, config.max_prompt_len)
   meta["truncated_prompts"] = truncated
-  return finish(workdir, examples, records, meta=meta, sandbox_config=sandbox,
-                ks=pass_at_ks(config))
+  # One writer (process 0); every process returns its results.
+  return distributed.broadcast_json(distributed.on_process_zero(
+      lambda: finish(workdir, examples, records, meta=meta, sandbox_config=sandbox,
+                     ks=pass_at_ks(config)), "writing the results"))

@@ -12,13 +12,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from execution.progress import progress_line
+from model import distributed
 from model.sampling import SamplingConfig, bucket_length, left_pad, make_generate_fn
 from model.sharding import batch_sharding
 from model.stop_matcher import build_stop_table
@@ -68,7 +68,8 @@ class Sampler:
         out, out_lengths = self._generate(
             self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
             jax.device_put(lengths, batch_sharding(self.mesh, 1)), rng, *self._stop)
-      out, out_lengths = np.asarray(out), np.asarray(out_lengths)
+      # Every process gets every row (the output spans all hosts under jax.distributed).
+      out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
       for row in range(len(rows)):
         ids = [int(t) for t in out[row, :out_lengths[row]] if t != self.tokenizer.eos_id]
         self.tokens_generated += int(out_lengths[row])

@@ -36,7 +36,7 @@ from model import layer_stack, run_dir, workdir_lock
 from model.config import ModelConfig
 from training.data_checkpoint import (ShardedIterator, ShardedIteratorHandler,
                                       ShardedIteratorRestore, ShardedIteratorSave)
-from training.distributed import any_process
+from model.distributed import any_process
 
 # Files orbax (and we) write as JSON inside an item folder: named when they do not parse.
 _JSON_FILES = ("_METADATA", "_sharding", "_CHECKPOINT_METADATA", "metadata")

@@ -21,7 +21,8 @@ from data.pipeline import BATCH_KEYS
 from model import run_dir
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
-from training import aot, checkpointing, distributed, inputs, preemption
+from model import distributed
+from training import aot, checkpointing, inputs, preemption
 from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
