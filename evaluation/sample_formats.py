@@ -160,13 +160,7 @@ def _jsonl_records(path: str):
       if not line.strip():
         continue
       where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise SamplesFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-      if not isinstance(record, dict):
-        raise SamplesFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
-      yield where, record
+      yield where, ours.json_object(line, where)
 
 
 def _read_evalplus(path: str, examples: Sequence[dict[str, Any]]):

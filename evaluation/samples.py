@@ -31,13 +31,19 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not an id.
 
 
-def _parse_line(line: str, where: str, task: str) -> tuple[tuple[int, ...], str]:
+def json_object(line: str, where: str) -> dict[str, Any]:
+  """One JSON-lines record, which must be an object; `where` (file:line) names it otherwise."""
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
     raise SamplesFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
   if not isinstance(record, dict):
     raise SamplesFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+  return record
+
+
+def _parse_line(line: str, where: str, task: str) -> tuple[tuple[int, ...], str]:
+  record = json_object(line, where)
   if not _is_int(record.get("task_id")):
     raise SamplesFileError(f"{where}: 'task_id' must be an integer, got "
                            f"{record.get('task_id')!r}")

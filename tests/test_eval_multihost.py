@@ -7,16 +7,13 @@ seed, so a sample drawn with other keys or rows would show.
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from configs import eval_synthesis
 from evaluation.runner import run_eval
 from model import run_dir
-from tests.conftest import REPO_ROOT
-from tests.test_multihost import _free_port
+from tests import multiprocess
 from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
 from training.loop import train
 
@@ -43,24 +40,11 @@ def _eval_two_processes(overrides: dict, workdir: str, elsewhere: str, returncod
                         timeout: int = 600) -> list[str]:
   """eval.py in 2 processes; process 1 is given `elsewhere` as its workdir (as if on another
   host), which it must never create: process 0 is the one writer. Returns their outputs."""
-  port = _free_port()
   flags = [f"--config.{key}={value}" for key, value in overrides.items()]
-  procs = []
-  for process_id in range(2):
-    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(process_id),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "eval.py", "--config=configs/eval_synthesis.py",
-           f"--workdir={elsewhere if process_id else workdir}", "--distributed", *flags]
-    procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
-  outputs = []
-  try:
-    for p in procs:
-      outputs.append(p.communicate(timeout=timeout)[0])
-  finally:
-    for p in procs:
-      p.kill()
+  procs = multiprocess.start_processes(lambda process_id: [
+      "eval.py", "--config=configs/eval_synthesis.py",
+      f"--workdir={elsewhere if process_id else workdir}", "--distributed", *flags])
+  outputs = multiprocess.wait_for(procs, timeout)
   for p, out in zip(procs, outputs):
     assert p.returncode == returncode, out[-4000:]
   assert not os.path.exists(elsewhere)

@@ -4,58 +4,22 @@ Both processes run train.py (each loading half of every batch); the losses must 
 of 1 process with 8 devices, and checkpoints must restore across process counts.
 """
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests import multiprocess
 from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
 from training.loop import train
 from training.metrics import read_metrics
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _flags(config) -> list[str]:
-  """The config as --config.KEY=VALUE flags for train.py."""
-  flat = []
-
-  def walk(prefix, node):
-    for key, value in node.items():
-      if hasattr(value, "items"):
-        walk(f"{prefix}{key}.", value)
-      elif value is not None:
-        flat.append(f"--config.{prefix}{key}={value}")
-  walk("", config.to_dict())
-  return [f for f in flat if "=" in f and not f.endswith("=")]
-
-
 def _run_two_processes(config, workdir: str, timeout: int = 600) -> None:
-  port = _free_port()
-  procs = []
-  for process_id in range(2):
-    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(process_id),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "train.py", "--config=configs/pretrain.py", f"--workdir={workdir}",
-           *_flags(config)]
-    procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
-  outputs = []
-  try:
-    for p in procs:
-      outputs.append(p.communicate(timeout=timeout)[0])
-  finally:
-    for p in procs:
-      p.kill()
-  for p, out in zip(procs, outputs):
+  processes = multiprocess.start_processes(lambda _: [
+      "train.py", "--config=configs/pretrain.py", f"--workdir={workdir}",
+      *multiprocess.config_flags(config)])
+  outputs = multiprocess.wait_for(processes, timeout)
+  for p, out in zip(processes, outputs):
     assert p.returncode == 0, out[-4000:]
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from model import run_dir, workdir_lock
 from tests.conftest import REPO_ROOT
-from tests.test_multihost import _flags, _free_port
+from tests import multiprocess
+from tests.multiprocess import config_flags as _flags
 from tests.test_train_loop import _config, _final_params, corpus  # noqa: F401  (fixture)
 from training import checkpointing, loop, preemption
 from training.loop import train
@@ -204,15 +205,9 @@ def test_two_processes_stop_at_the_same_step_when_one_gets_sigterm(corpus,
   config = _config(corpus, num_train_steps=100_000, log_every=1, eval_every=0,
                    checkpoint_every=1000, **{"data.num_shards": 2, "mesh.data": 4,
                                              "mesh.fsdp": 2, "mesh.tensor": 1})
-  port, processes = _free_port(), []
-  for process_id in range(2):
-    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(process_id),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    processes.append(subprocess.Popen(
-        [sys.executable, "train.py", "--config=configs/pretrain.py", f"--workdir={workdir}",
-         *_flags(config)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
+  processes = multiprocess.start_processes(lambda _: [
+      "train.py", "--config=configs/pretrain.py", f"--workdir={workdir}",
+      *multiprocess.config_flags(config)])
   try:
     metrics = workdir / "metrics.jsonl"
     deadline = time.monotonic() + 300
