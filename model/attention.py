@@ -104,3 +104,56 @@ class Attention(nnx.Module):
     out_BxNxTxH = out_BxKxGTxH.reshape(batch, num_heads, num_new, head_dim)
     out_BxTxD = jnp.einsum("bnth,nhd->btd", out_BxNxTxH, self.o_NxHxD.value.astype(self.dtype))
     return out_BxTxD, {"k": k_BxKxSxH, "v": v_BxKxSxH}
+
+  def decode_shared(self, x_Sx1xD: jax.Array, positions_S: jax.Array,
+                    prompt: dict[str, jax.Array], prompt_valid_PxL: jax.Array,
+                    problem_S: jax.Array, generated: dict[str, jax.Array],
+                    generated_valid_SxN: jax.Array
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One new token per slot over [its problem's prompt cache ; its own generated cache ; itself].
+
+    `prompt` {"k", "v"}: [P, K, L, H], one per problem (model/shared_decode.py's prefill);
+    `generated` {"k", "v"}: [S, K, N, H], the keys/values of the slot's own earlier tokens
+    (valid where generated_valid_SxN). One softmax spans the three parts, so the result is
+    the attention of a single cache holding prompt + generated tokens. Returns
+    (out [S, 1, D], the new token's k [S, K, H] and v [S, K, H]) for the caller to store.
+    """
+    q_SxNx1xH, k_SxKx1xH, v_SxKx1xH = self._qkv(x_Sx1xD, positions_S[:, None])
+    slots, num_heads, _, head_dim = q_SxNx1xH.shape
+    num_kv = k_SxKx1xH.shape[1]
+    # Grouped-query: the G = N / K query heads that share a kv head are rows of one matmul.
+    q_SxKxGxH = q_SxNx1xH.reshape(slots, num_kv, num_heads // num_kv, head_dim)
+    k_SxKxH, v_SxKxH = k_SxKx1xH[:, :, 0], v_SxKx1xH[:, :, 0]
+    # The slot's problem's prompt keys/values: a transient per-layer gather; the cache itself
+    # is held once per problem.
+    prompt_k_SxKxLxH = jnp.take(prompt["k"], problem_S, axis=0)
+    prompt_v_SxKxLxH = jnp.take(prompt["v"], problem_S, axis=0)
+    scale = head_dim ** -0.5
+    f32 = jnp.float32
+    prompt_scores = jnp.einsum("skgh,sklh->skgl", q_SxKxGxH,
+                               prompt_k_SxKxLxH.astype(q_SxKxGxH.dtype),
+                               preferred_element_type=f32) * scale
+    own_scores = jnp.einsum("skgh,sknh->skgn", q_SxKxGxH,
+                            generated["k"].astype(q_SxKxGxH.dtype),
+                            preferred_element_type=f32) * scale
+    self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
+                             preferred_element_type=f32)[..., None] * scale
+    valid_SxLN1 = jnp.concatenate([jnp.take(prompt_valid_PxL, problem_S, axis=0),
+                                   generated_valid_SxN,
+                                   jnp.ones((slots, 1), jnp.bool_)], axis=-1)
+    scores_SxKxGxLN1 = jnp.concatenate([prompt_scores, own_scores, self_scores], axis=-1)
+    scores_SxKxGxLN1 = jnp.where(valid_SxLN1[:, None, None, :], scores_SxKxGxLN1,
+                                 jnp.finfo(f32).min)
+    probs_SxKxGxLN1 = jax.nn.softmax(scores_SxKxGxLN1, axis=-1).astype(v_SxKxH.dtype)
+    prompt_len = prompt_scores.shape[-1]
+    num_new = own_scores.shape[-1]
+    out_SxKxGxH = (
+        jnp.einsum("skgl,sklh->skgh", probs_SxKxGxLN1[..., :prompt_len],
+                   prompt_v_SxKxLxH.astype(v_SxKxH.dtype)) +
+        jnp.einsum("skgn,sknh->skgh", probs_SxKxGxLN1[..., prompt_len:prompt_len + num_new],
+                   generated["v"].astype(v_SxKxH.dtype)) +
+        probs_SxKxGxLN1[..., -1:] * v_SxKxH[:, :, None, :])
+    out_SxNxH = out_SxKxGxH.reshape(slots, num_heads, head_dim)
+    out_Sx1xD = jnp.einsum("snh,nhd->sd", out_SxNxH,
+                           self.o_NxHxD.value.astype(self.dtype))[:, None]
+    return out_Sx1xD, k_SxKxH, v_SxKxH
