@@ -124,15 +124,16 @@ class Attention(nnx.Module):
     # Grouped-query: the G = N / K query heads that share a kv head are rows of one matmul.
     q_SxKxGxH = q_SxNx1xH.reshape(slots, num_kv, num_heads // num_kv, head_dim)
     k_SxKxH, v_SxKxH = k_SxKx1xH[:, :, 0], v_SxKx1xH[:, :, 0]
-    # The slot's problem's prompt keys/values: a transient per-layer gather; the cache itself
-    # is held once per problem.
-    prompt_k_SxKxLxH = jnp.take(prompt["k"], problem_S, axis=0)
-    prompt_v_SxKxLxH = jnp.take(prompt["v"], problem_S, axis=0)
+    # Every slot's queries against every problem's prompt keys, then each slot keeps its own
+    # problem's row: P times the (small) prompt-attention FLOPs, but the prompt cache is read
+    # in place, never gathered per slot (a per-slot copy would cost the memory traffic the
+    # shared cache saves).
+    pick_SxP = jax.nn.one_hot(problem_S, prompt["k"].shape[0], dtype=q_SxKxGxH.dtype)
     scale = head_dim ** -0.5
     f32 = jnp.float32
-    prompt_scores = jnp.einsum("skgh,sklh->skgl", q_SxKxGxH,
-                               prompt_k_SxKxLxH.astype(q_SxKxGxH.dtype),
-                               preferred_element_type=f32) * scale
+    all_scores = jnp.einsum("skgh,pklh->skgpl", q_SxKxGxH, prompt["k"].astype(q_SxKxGxH.dtype),
+                            preferred_element_type=f32)
+    prompt_scores = jnp.einsum("skgpl,sp->skgl", all_scores, pick_SxP.astype(f32)) * scale
     own_scores = jnp.einsum("skgh,sknh->skgn", q_SxKxGxH,
                             generated["k"].astype(q_SxKxGxH.dtype),
                             preferred_element_type=f32) * scale
@@ -148,8 +149,10 @@ class Attention(nnx.Module):
     prompt_len = prompt_scores.shape[-1]
     num_new = own_scores.shape[-1]
     out_SxKxGxH = (
-        jnp.einsum("skgl,sklh->skgh", probs_SxKxGxLN1[..., :prompt_len],
-                   prompt_v_SxKxLxH.astype(v_SxKxH.dtype)) +
+        jnp.einsum("skgpl,pklh->skgh",
+                   jnp.einsum("skgl,sp->skgpl", probs_SxKxGxLN1[..., :prompt_len],
+                              pick_SxP.astype(v_SxKxH.dtype)),
+                   prompt["v"].astype(v_SxKxH.dtype)) +
         jnp.einsum("skgn,sknh->skgh", probs_SxKxGxLN1[..., prompt_len:prompt_len + num_new],
                    generated["v"].astype(v_SxKxH.dtype)) +
         probs_SxKxGxLN1[..., -1:] * v_SxKxH[:, :, None, :])
