@@ -139,23 +139,28 @@ class Attention(nnx.Module):
                             preferred_element_type=f32) * scale
     self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
                              preferred_element_type=f32)[..., None] * scale
-    valid_SxLN1 = jnp.concatenate([jnp.take(prompt_valid_PxL, problem_S, axis=0),
-                                   generated_valid_SxN,
-                                   jnp.ones((slots, 1), jnp.bool_)], axis=-1)
-    scores_SxKxGxLN1 = jnp.concatenate([prompt_scores, own_scores, self_scores], axis=-1)
-    scores_SxKxGxLN1 = jnp.where(valid_SxLN1[:, None, None, :], scores_SxKxGxLN1,
-                                 jnp.finfo(f32).min)
-    probs_SxKxGxLN1 = jax.nn.softmax(scores_SxKxGxLN1, axis=-1).astype(v_SxKxH.dtype)
-    prompt_len = prompt_scores.shape[-1]
-    num_new = own_scores.shape[-1]
+    # One softmax over the three parts, by a shared max and sum: concatenating the scores
+    # made the step ~2x slower on XLA:CPU (measured with N = 512 generated positions).
+    low = jnp.finfo(f32).min
+    prompt_scores = jnp.where(jnp.take(prompt_valid_PxL, problem_S, axis=0)[:, None, None, :],
+                              prompt_scores, low)
+    own_scores = jnp.where(generated_valid_SxN[:, None, None, :], own_scores, low)
+    max_SxKxGx1 = jnp.maximum(
+        jnp.maximum(jnp.max(prompt_scores, -1, keepdims=True),
+                    jnp.max(own_scores, -1, keepdims=True)), self_scores)
+    prompt_exp = jnp.exp(prompt_scores - max_SxKxGx1)
+    own_exp = jnp.exp(own_scores - max_SxKxGx1)
+    self_exp = jnp.exp(self_scores - max_SxKxGx1)
+    total = (jnp.sum(prompt_exp, -1, keepdims=True) + jnp.sum(own_exp, -1, keepdims=True) +
+             self_exp)
+    cast = lambda x: (x / total).astype(v_SxKxH.dtype)
     out_SxKxGxH = (
         jnp.einsum("skgpl,pklh->skgh",
-                   jnp.einsum("skgl,sp->skgpl", probs_SxKxGxLN1[..., :prompt_len],
+                   jnp.einsum("skgl,sp->skgpl", cast(prompt_exp),
                               pick_SxP.astype(v_SxKxH.dtype)),
                    prompt["v"].astype(v_SxKxH.dtype)) +
-        jnp.einsum("skgn,sknh->skgh", probs_SxKxGxLN1[..., prompt_len:prompt_len + num_new],
-                   generated["v"].astype(v_SxKxH.dtype)) +
-        probs_SxKxGxLN1[..., -1:] * v_SxKxH[:, :, None, :])
+        jnp.einsum("skgn,sknh->skgh", cast(own_exp), generated["v"].astype(v_SxKxH.dtype)) +
+        cast(self_exp) * v_SxKxH[:, :, None, :])
     out_SxNxH = out_SxKxGxH.reshape(slots, num_heads, head_dim)
     out_Sx1xD = jnp.einsum("snh,nhd->sd", out_SxNxH,
                            self.o_NxHxD.value.astype(self.dtype))[:, None]
