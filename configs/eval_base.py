@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_problems = 0              # 0 = all; >0 for quick looks
   config.num_samples = 80              # per problem (the paper: 80)
   config.pass_at_k = (1, 10, 80)       # reported where every problem has >= k samples
-  config.batch_size = 16               # rows (problem x sample) per generate call
+  config.batch_size = 0                # sampling slots per call; 0 = model/decode_budget.py
   config.max_prompt_len = 1024         # longer prompts keep their end
   config.seed = 0
   config.sampling = ml_collections.ConfigDict()

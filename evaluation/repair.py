@@ -215,7 +215,7 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
   """Rounds 1..`rounds` of repair after the scored round 0; writes and returns repair.json.
 
   Args:
-    sampler: an evaluation.sampler.Sampler (anything with its `complete` and `seed`).
+    sampler: an evaluation.sampler.Sampler (anything with its `sample`, `slots` and `seed`).
     examples: the eval's examples, with round 0's prompts.
     round0_records: round 0's scored records by example id.
     workdir: the study directory (round_N subdirectories go there).

@@ -1,31 +1,46 @@
 """Turns prompts into completions with a checkpointed model: tokenise, bucket, sample, detokenise.
 
-Rows are (problem, sample index) pairs. Problems are cut into fixed chunks from the full,
-ordered problem list, and each chunk's random key depends only on its index, so a resumed
-evaluation draws exactly the samples an uninterrupted one would have.
+A call samples whole problems: each problem's prompt is prefilled once and its n samples run
+through a fixed number of slots refilled on device (model/slot_sampling.py). A sample's random
+draws are keyed by (seed, the problem's id, its sample index), so a resumed evaluation draws
+exactly the samples an uninterrupted one would have, whatever went into each call.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from execution.progress import progress_line
-from model import distributed
-from model.sampling import SamplingConfig, bucket_length, left_pad, make_generate_fn
+from model import decode_budget, distributed
+from model.sampling import SamplingConfig, bucket_length, left_pad
 from model.sharding import batch_sharding
+from model.slot_sampling import make_sample_fn
 from model.stop_matcher import build_stop_table
+
+
+def problem_key(problem_id: Any) -> int:
+  """The key a problem's samples are drawn under: from its id, so not from its place."""
+  return zlib.crc32(str(problem_id).encode()) & 0x7FFFFFFF
+
 
 @dataclasses.dataclass
 class Sampler:
-  """Completions for prompts, `batch_size` rows at a time, on a mesh."""
+  """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
+
+  batch_size: slots per call; 0 = model/decode_budget.py's rule (model size, device memory).
+  """
   graphdef: Any
   params: Any
   tokenizer: Tokenizer
@@ -41,9 +56,29 @@ class Sampler:
     replicated = NamedSharding(self.mesh, PartitionSpec())
     self._stop = (jax.device_put(stop_next, replicated),
                   jax.device_put(stop_completes, replicated))
-    self._generate = make_generate_fn(self.graphdef, self.sampling, self.tokenizer.eos_id)
+    self._sample_fns: dict[tuple[int, int], Any] = {}
     self.truncated_prompts = 0
     self.tokens_generated = 0
+
+  @property
+  def batch_shards(self) -> int:
+    spec = batch_sharding(self.mesh, 1).spec[0]
+    names = (spec,) if isinstance(spec, str) else tuple(spec or ())
+    return math.prod(self.mesh.shape[name] for name in names)
+
+  def slots(self, num_samples: int) -> int:
+    """Rows decoded together: batch_size if set, else the memory rule (same on every host)."""
+    shards = self.batch_shards
+    if self.batch_size:
+      return max(shards, -(-self.batch_size // shards) * shards)
+    params_bytes = sum(
+        x.addressable_shards[0].data.nbytes if hasattr(x, "addressable_shards") else x.nbytes
+        for x in jax.tree.leaves(self.params))
+    return decode_budget.slots_per_call(
+        nnx.merge(self.graphdef, self.params).cfg, max_new_tokens=self.sampling.max_new_tokens,
+        prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
+        batch_shards=shards, param_bytes_per_device=params_bytes,
+        memory_bytes=decode_budget.device_memory_bytes())
 
   def encode_prompt(self, prompt: str) -> list[int]:
     tokens = self.tokenizer.encode_prompt(prompt)  # BOS first for models that expect it
@@ -53,27 +88,42 @@ class Sampler:
       tokens = tokens[-self.max_prompt_len:]
     return tokens
 
-  def complete(self, prompts: Sequence[str], key_index: int) -> list[str]:
-    """One completion per prompt (cut at [DONE]); rows beyond batch_size go in more batches."""
+  def sample(self, prompts: Sequence[str], problem_keys: Sequence[int],
+             num_samples: int) -> list[list[str]]:
+    """num_samples completions (cut at [DONE]) of each prompt, in one call."""
     encoded = [self.encode_prompt(p) for p in prompts]
-    completions: list[str] = []
-    for start in range(0, len(encoded), self.batch_size):
-      rows = encoded[start:start + self.batch_size]
-      padded_rows = rows + [[]] * (self.batch_size - len(rows))
-      length = min(bucket_length(max(len(r) for r in rows)),
-                   bucket_length(self.max_prompt_len))
-      tokens, lengths = left_pad(padded_rows, length)
-      rng = jax.random.fold_in(jax.random.key(self.seed), key_index * 100_003 + start)
-      with jax.set_mesh(self.mesh):
-        out, out_lengths = self._generate(
-            self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
-            jax.device_put(lengths, batch_sharding(self.mesh, 1)), rng, *self._stop)
-      # Every process gets every row (the output spans all hosts under jax.distributed).
-      out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
-      for row in range(len(rows)):
-        ids = [int(t) for t in out[row, :out_lengths[row]] if t != self.tokenizer.eos_id]
-        self.tokens_generated += int(out_lengths[row])
-        completions.append(cut_at_done(self.tokenizer.decode(ids)))
+    shards = self.batch_shards
+    # Problems padded to a multiple of the batch shards (the prefill splits them); the
+    # padding problems are not sampled.
+    padded = -(-len(encoded) // shards) * shards
+    length = min(bucket_length(max(len(r) for r in encoded)),
+                 bucket_length(self.max_prompt_len))
+    tokens, lengths = left_pad(encoded + [[]] * (padded - len(encoded)), length)
+    keys = np.zeros((padded,), np.int32)
+    keys[:len(encoded)] = problem_keys
+    slots = min(self.slots(num_samples), -(-len(encoded) * num_samples // shards) * shards)
+    fn = self._sample_fns.get((num_samples, slots))
+    if fn is None:
+      fn = self._sample_fns[(num_samples, slots)] = make_sample_fn(
+          self.graphdef, self.sampling, self.tokenizer.eos_id, num_samples, slots)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    with jax.set_mesh(self.mesh):
+      out, out_lengths = fn(
+          self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
+          jax.device_put(lengths, batch_sharding(self.mesh, 1)),
+          jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
+          jax.random.key(self.seed), *self._stop)
+    # Every process gets every sample (the output spans all hosts under jax.distributed).
+    out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
+    completions = []
+    for problem in range(len(encoded)):
+      texts = []
+      for index in range(num_samples):
+        n = int(out_lengths[problem, index])
+        ids = [int(t) for t in out[problem, index, :n] if t != self.tokenizer.eos_id]
+        self.tokens_generated += n
+        texts.append(cut_at_done(self.tokenizer.decode(ids)))
+      completions.append(texts)
     return completions
 
 
@@ -87,20 +137,22 @@ def chunks_of_problems(examples: Sequence[dict[str, Any]], num_samples: int,
 
 def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
                     done_ids: set[str], on_chunk) -> None:
-  """Samples every problem not in done_ids and hands each finished chunk to on_chunk."""
+  """Samples every problem not in done_ids and hands each finished chunk to on_chunk.
+
+  A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
+  problems; only its unfinished problems are sampled (a sample does not depend on the others
+  in its call).
+  """
   todo_total = sum(e["id"] not in done_ids for e in examples)
   started, finished = time.perf_counter(), 0
-  for index, chunk in chunks_of_problems(examples, num_samples, 4 * sampler.batch_size):
+  rows = decode_budget.SAMPLES_PER_SLOT * sampler.slots(num_samples)
+  for _, chunk in chunks_of_problems(examples, num_samples, rows):
     todo = [e for e in chunk if e["id"] not in done_ids]
     if not todo:
       continue
-    # The whole chunk is sampled (same rows, same keys as an uninterrupted run); only the
-    # unfinished problems are kept.
-    prompts = [e["prompt"] for e in chunk for _ in range(num_samples)]
-    completions = sampler.complete(prompts, index)
-    by_id = {e["id"]: completions[i * num_samples:(i + 1) * num_samples]
-             for i, e in enumerate(chunk)}
-    on_chunk(todo, {e["id"]: by_id[e["id"]] for e in todo})
+    completions = sampler.sample([e["prompt"] for e in todo],
+                                 [problem_key(e["id"]) for e in todo], num_samples)
+    on_chunk(todo, {e["id"]: c for e, c in zip(todo, completions)})
     finished += len(todo)
     elapsed = max(time.perf_counter() - started, 1e-9)
     logging.info(progress_line("sampled", finished, todo_total, "problems", finished / elapsed,

@@ -40,6 +40,22 @@ def choose_tokens(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) ->
   """Next token per row under temperature / top-k / top-p (nucleus) sampling."""
   if cfg.temperature == 0:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)
+  return _inverse_cdf_sample(filtered_logits(logits_BxV, cfg), u_Bx1)
+
+
+def choose_tokens_per_row(logits_BxV: jax.Array, keys_B: jax.Array,
+                          cfg: SamplingConfig) -> jax.Array:
+  """choose_tokens with each row's draw from its own key (model/slot_sampling.py keys a draw
+  by its sample and position, so it does not depend on the row it happens to run in)."""
+  if cfg.temperature == 0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  u_B = jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(keys_B)
+  return _inverse_cdf_sample(filtered_logits(logits_BxV, cfg), 1.0 - u_B[:, None])
+
+
+def filtered_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
+  """Logits / temperature, with what top-k and top-p cut set to -inf."""
   logits_BxV = logits_BxV.astype(jnp.float32) / cfg.temperature
   if cfg.top_k:
     kth_B1 = jax.lax.top_k(logits_BxV, cfg.top_k)[0][:, -1:]
@@ -51,10 +67,10 @@ def choose_tokens(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) ->
     cutoff_index_B = jnp.sum(cumulative_BxV < cfg.top_p, axis=-1)
     cutoff_B1 = jnp.take_along_axis(sorted_BxV, cutoff_index_B[:, None], axis=-1)
     logits_BxV = jnp.where(logits_BxV < cutoff_B1, -jnp.inf, logits_BxV)
-  return _inverse_cdf_sample(logits_BxV, rng)
+  return logits_BxV
 
 
-def _inverse_cdf_sample(logits_BxV: jax.Array, rng: jax.Array) -> jax.Array:
+def _inverse_cdf_sample(logits_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
   """A draw from softmax(logits) per row, by one uniform against the cumulative mass.
 
   Exact like jax.random.categorical's Gumbel max, but one random number per row instead of
@@ -64,7 +80,6 @@ def _inverse_cdf_sample(logits_BxV: jax.Array, rng: jax.Array) -> jax.Array:
   """
   mass_BxV = jnp.exp(logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True))
   cumulative_BxV = jnp.cumsum(mass_BxV, axis=-1)
-  u_Bx1 = 1.0 - jax.random.uniform(rng, (logits_BxV.shape[0], 1), jnp.float32)
   threshold_Bx1 = u_Bx1 * cumulative_BxV[:, -1:]
   token_B = jnp.sum(cumulative_BxV < threshold_Bx1, axis=-1)
   # Rounding can leave the threshold a hair above the last partial sum: stay in range.

@@ -19,6 +19,11 @@ class ScriptedSampler:
   tokens_generated: int = 0
   calls: list = dataclasses.field(default_factory=list)
 
-  def complete(self, prompts, key_index):
-    self.calls.append((key_index, self.seed, self.sampling.temperature, len(prompts)))
-    return [self.answer(p, self) for p in prompts]
+  def slots(self, num_samples):
+    del num_samples
+    return self.batch_size
+
+  def sample(self, prompts, problem_keys, num_samples):
+    self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,
+                       len(prompts) * num_samples))
+    return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]

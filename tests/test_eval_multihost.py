@@ -93,9 +93,10 @@ def test_two_process_eval_equals_one_process_and_resumes(tiny_run, mbpp_dirs, tm
   _eval_two_processes(overrides, two, elsewhere)
   assert _samples(two) == expected
   resumed, uninterrupted = _results(two), _results(one)
-  # Counted over the prompts this run sampled (the resumed run sampled one chunk of two).
-  assert resumed["meta"].pop("truncated_prompts") == 8
-  uninterrupted["meta"].pop("truncated_prompts")
+  # Counted over the problems whose prompt this run encoded (once per problem, whatever the
+  # number of samples): the resumed run sampled one problem of three.
+  assert resumed["meta"].pop("truncated_prompts") == 1
+  assert uninterrupted["meta"].pop("truncated_prompts") == 3
   assert resumed == uninterrupted
 
   # A failure on process 0 (its workdir holds a damaged file) stops process 1 too, at once,

@@ -1,0 +1,155 @@
+"""Shared-prompt decoding and continuous batching (model/shared_decode.py,
+model/slot_sampling.py): parity with the full forward pass and with the plain algorithm."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from model.config import ModelConfig
+from model.decoder import Decoder, forward
+from model.sampling import SamplingConfig, choose_tokens_per_row, left_pad
+from model.shared_decode import decode_slots, init_generated_cache, prefill_prompts
+from model.slot_sampling import make_sample_fn, sample_keys
+from model.stop_matcher import build_stop_table
+
+CFG = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                  head_dim=8, d_ff=64)
+
+
+def _model(cfg=CFG, seed=0):
+  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(seed)))
+  return graphdef, nnx.to_pure_dict(state)
+
+
+# The MLP and LM head come from the configured kernel set: both must match the forward pass.
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_shared_prompt_decoding_gives_full_forward_logits(kernels):
+  cfg = CFG.replace(kernels=kernels)
+  graphdef, params = _model(cfg)
+  model = nnx.merge(graphdef, params)
+  rng = np.random.default_rng(0)
+  prompts = [list(rng.integers(1, 64, 5)), list(rng.integers(1, 64, 9))]
+  tokens, lengths = left_pad(prompts, 12)
+  first_PxV, prompt, valid = jax.jit(functools.partial(prefill_prompts, model))(
+      jnp.asarray(tokens), jnp.asarray(lengths))
+  step = jax.jit(functools.partial(decode_slots, model))
+  assert prompt["k"].shape == (2, 2, 2, 12, 8)  # [layers, problems, K, L, H]: once per problem
+  problem_S = np.array([0, 1, 1, 0])  # four samples: two of each problem
+  steps = 4
+  continuation_SxN = rng.integers(1, 64, (4, steps)).astype(np.int32)
+  generated = init_generated_cache(model, 4, steps)
+  step_logits = []
+  for t in range(steps):
+    logits, generated = step(
+        jnp.asarray(continuation_SxN[:, t]), jnp.asarray(lengths[problem_S] + t), prompt,
+        valid, jnp.asarray(problem_S), generated, jnp.full((4,), t))
+    step_logits.append(np.asarray(logits))
+  full_forward = jax.jit(functools.partial(forward, graphdef))
+  for slot, problem in enumerate(problem_S):
+    prompt_tokens = prompts[problem]
+    full = np.asarray(full_forward(params, jnp.asarray(
+        [list(prompt_tokens) + list(continuation_SxN[slot])])))[0]
+    np.testing.assert_allclose(np.asarray(first_PxV[problem]), full[len(prompt_tokens) - 1],
+                               atol=1e-5)
+    for t in range(steps):
+      np.testing.assert_allclose(step_logits[t][slot], full[len(prompt_tokens) + t], atol=1e-5)
+
+
+def _stop_tables(vocab, stop_tokens):
+  texts = [""] * vocab
+  for token in stop_tokens:
+    texts[token] = "[DONE]"
+  return build_stop_table(texts, "[DONE]")
+
+
+def _plain_samples(graphdef, params, prompts, problem_keys, num_samples, cfg, eos_id, stop,
+                   key):
+  """The plain algorithm, without any cache: each sample alone, every token from the full
+  forward pass of prompt + its generated tokens, drawn with the sample's own key."""
+  stop_next, stop_completes = stop
+  # Right padding to one length (one compile): causal logits before it do not change.
+  logits_at = jax.jit(lambda p, tokens, n: forward(graphdef, p, tokens)[:, n - 1])
+  length = max(map(len, prompts)) + cfg.max_new_tokens
+  samples = []
+  for prompt, problem_key in zip(prompts, problem_keys):
+    for index in range(num_samples):
+      generated, state = [], 0
+      for t in range(cfg.max_new_tokens):
+        row = prompt + generated
+        logits = logits_at(params, jnp.asarray([row + [0] * (length - len(row))]), len(row))
+        keys = sample_keys(key, jnp.asarray([problem_key]), jnp.asarray([index]),
+                           jnp.asarray([t]))
+        token = int(choose_tokens_per_row(logits, keys, cfg)[0])
+        generated.append(token)
+        if token == eos_id or stop_completes[state, token]:
+          break
+        state = stop_next[state, token]
+      samples.append(generated)
+  return samples
+
+
+_sample_fn = functools.lru_cache(make_sample_fn)  # one compile per shape across the tests
+
+
+def _run(graphdef, params, prompts, problem_keys, num_samples, cfg, eos_id, stop, key,
+         num_slots, pad_problems=0):
+  tokens, lengths = left_pad(prompts + [[]] * pad_problems, 16)
+  keys = np.asarray(list(problem_keys) + [0] * pad_problems, np.int32)
+  sample = _sample_fn(graphdef, cfg, eos_id, num_samples, num_slots)
+  out, out_lengths = sample(params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(keys),
+                            jnp.int32(len(prompts)), key, *map(jnp.asarray, stop))
+  out, out_lengths = np.asarray(out), np.asarray(out_lengths)
+  assert (out_lengths[len(prompts):] == 0).all()  # padding problems are not sampled
+  return [list(out[p, i, :out_lengths[p, i]]) for p in range(len(prompts))
+          for i in range(num_samples)]
+
+
+def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
+  graphdef, params = _model()
+  rng = np.random.default_rng(1)
+  prompts = [list(rng.integers(2, 64, n)) for n in (3, 7, 5)]
+  problem_keys = [11, 4, 7]
+  cfg = SamplingConfig(max_new_tokens=6, temperature=1.0)
+  # A third of the vocabulary ends a sample (EOS 1, or a piece that completes the stop
+  # string), so samples stop at different lengths and slots are refilled mid-loop.
+  stop = _stop_tables(64, range(40, 60))
+  key = jax.random.key(3)
+  plain = _plain_samples(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key)
+  lengths = sorted({len(s) for s in plain})
+  assert len(lengths) >= 3 and lengths[0] < cfg.max_new_tokens, lengths
+  # 12 samples through 3 slots (refilled 9 times) and through 5 slots with a padding
+  # problem: the same samples as the plain algorithm both times.
+  for num_slots, pad in ((3, 0), (5, 1)):
+    assert _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, num_slots,
+                pad) == plain, num_slots
+
+
+def test_greedy_samples_equal_on_one_and_eight_devices():
+  from model.sharding import make_mesh  # pylint: disable=g-import-not-at-top
+  graphdef, params = _model()
+  rng = np.random.default_rng(3)
+  prompts = [list(rng.integers(2, 64, n)) for n in (3, 8, 5)]
+  cfg = SamplingConfig(max_new_tokens=10, temperature=0.0)
+  stop = _stop_tables(64, [50])
+  args = (graphdef, params, prompts, [0, 1, 2], 4, cfg, 1, stop, jax.random.key(0), 8, 1)
+  single = _run(*args)
+  with jax.set_mesh(make_mesh(4, 1, 2)):
+    sharded = _run(*args)
+  assert sharded == single
+
+
+def test_samples_depend_on_seed_problem_key_and_index():
+  graphdef, params = _model()
+  prompts = [[3, 4, 5], [3, 4, 5]]
+  cfg = SamplingConfig(max_new_tokens=8, temperature=1.0)
+  stop = _stop_tables(64, [])
+  run = lambda keys, seed: _run(graphdef, params, prompts, keys, 2, cfg, -1, stop,
+                                jax.random.key(seed), 4)
+  a = run([5, 6], 0)
+  assert a == run([5, 6], 0)
+  assert a[0] != a[1] and a[0] != a[2]   # another sample index, another problem key
+  assert a[2:] == run([6, 5], 0)[:2]     # the same prompt under key 6: the same samples
+  assert a != run([5, 6], 1)
