@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,12 +89,19 @@ def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path
   tokenizer = run_dir.load_tokenizer(run_dir.tokenizer_path(tiny_run))
   records = [json.loads(line) for line in open(tmp_path / "ev" / "samples.jsonl")]
   examples = {e["id"]: e for e in load_examples(config)}
+  # One fixed, right-padded length: causal attention makes position i's logits independent of
+  # what follows it, and one shape compiles once (a growing length compiled 32 times).
+  length = config.max_prompt_len + config.sampling.max_new_tokens
+  full_forward = jax.jit(lambda p, tokens_1xL: forward(graphdef, p, tokens_1xL))
   checked = 0
   for record in records:
     tokens = tokenizer.encode_prompt(examples[record["id"]]["prompt"])[-config.max_prompt_len:]
     generated, tied = [], False
     for _ in range(config.sampling.max_new_tokens):
-      logits = np.asarray(forward(graphdef, params, jnp.asarray([tokens + generated])))[0, -1]
+      context = tokens + generated
+      padded = np.zeros((1, length), np.int32)
+      padded[0, :len(context)] = context
+      logits = np.asarray(full_forward(params, jnp.asarray(padded)))[0, len(context) - 1]
       top_two = np.sort(logits)[-2:]
       if top_two[1] - top_two[0] < 1e-3:
         tied = True
