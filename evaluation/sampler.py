@@ -25,7 +25,7 @@ from data.tokenizer import Tokenizer
 from execution.progress import progress_line
 from model import decode_budget, distributed
 from model.sampling import SamplingConfig, bucket_length, left_pad
-from model.sharding import batch_sharding
+from model.sharding import batch_sharding, device_memory_bytes
 from model.slot_sampling import make_sample_fn
 from model.stop_matcher import build_stop_table
 
@@ -78,7 +78,7 @@ class Sampler:
         nnx.merge(self.graphdef, self.params).cfg, max_new_tokens=self.sampling.max_new_tokens,
         prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
         batch_shards=shards, param_bytes_per_device=params_bytes,
-        memory_bytes=decode_budget.device_memory_bytes())
+        memory_bytes=device_memory_bytes())
 
   def encode_prompt(self, prompt: str) -> list[int]:
     tokens = self.tokenizer.encode_prompt(prompt)  # BOS first for models that expect it

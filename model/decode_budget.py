@@ -35,17 +35,6 @@ MAX_SLOTS = 1024
 SAMPLES_PER_SLOT = 4
 
 
-def device_memory_bytes() -> int | None:
-  """The smallest memory limit among the local devices (None where one reports none)."""
-  limits = []
-  for device in jax.local_devices():
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if not stats or "bytes_limit" not in stats:
-      return None
-    limits.append(int(stats["bytes_limit"]))
-  return min(limits) if limits else None
-
-
 def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
   itemsize = jax.numpy.dtype(cfg.dtype).itemsize
   cache = 2 * cfg.num_layers * cfg.num_kv_heads * max_new_tokens * cfg.head_dim * itemsize

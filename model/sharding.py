@@ -128,3 +128,15 @@ def param_shardings(logical_axes: Any, shapes: Any, mesh: Mesh) -> Any:
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   """Sharding of [batch, length, ...] input arrays: batch over data and fsdp."""
   return NamedSharding(mesh, logical_to_spec(("batch",) + ("length",) * (ndim - 1), None, mesh))
+
+
+def device_memory_bytes() -> int | None:
+  """The smallest memory limit among the local devices, in bytes (None where one reports
+  none, e.g. a CPU): the budget of the train step's plan and of the sampler's slots."""
+  limits = []
+  for device in jax.local_devices():
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if not stats or "bytes_limit" not in stats:
+      return None
+    limits.append(int(stats["bytes_limit"]))
+  return min(limits) if limits else None

@@ -17,6 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from data import packing
 from data.pipeline import BATCH_KEYS
+from model import sharding
 from training.state import StateLayout
 from training.step import make_train_step
 
@@ -72,13 +73,7 @@ def device_memory_bytes(configured_gib: float) -> int | None:
   (None where it reports nothing, e.g. on CPU)."""
   if configured_gib:
     return int(configured_gib * GIB)
-  limits = []
-  for device in jax.local_devices():
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if not stats or "bytes_limit" not in stats:
-      return None
-    limits.append(int(stats["bytes_limit"]))
-  return min(limits) if limits else None
+  return sharding.device_memory_bytes()
 
 
 class DoesNotFit(ValueError):
