@@ -48,6 +48,11 @@ class ProcessZeroScorer:
                                 "scoring samples")
 
   @property
+  def programs_executed(self) -> int:
+    """Programs run in the sandbox by this run (process 0's count; 0 elsewhere)."""
+    return self._scorer.programs_executed if self._scorer is not None else 0
+
+  @property
   def records(self) -> dict[str, list[dict[str, Any]]]:
     """The scored records (process 0's; empty elsewhere)."""
     return self._scorer.records if self._scorer is not None else {}

@@ -6,7 +6,10 @@ Schema (keys other tools rely on are marked *):
           sandbox: SandboxConfig fields, ...anything the caller adds}
     model: size/preset name ("tiny", "1b", ...) or the external system's name;
     objective: "few-shot", "finetuned-synthesis", "finetuned-execution", ...;
-    samples_source: "sampled" or the path of the samples file that was scored.
+    samples_source: "sampled" or the path of the samples file that was scored;
+    throughput (sampled runs): {wall_s, sampling_s, tokens_generated, tokens_per_s,
+      execution_s, programs_executed (distinct programs: repeats run once), programs_per_s}
+      of this run's own part (evaluation/runner.py).
   pass_at_k*: {"1": float, "10": float, "80": float}: mean over problems of the unbiased
     estimator; only k <= the fewest samples any problem has (no problem is left out of a k).
   pass_at_k_curve: the same on a denser grid of k, for plots.

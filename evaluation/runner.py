@@ -16,7 +16,7 @@ from absl import logging
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.results import PAPER_KS
-from evaluation.sampler import Sampler, sample_problems
+from evaluation.sampler import PhaseTimes, Sampler, sample_problems
 from evaluation.process_zero_scorer import ProcessZeroScorer
 from execution import SandboxConfig
 from model import distributed, run_dir
@@ -122,6 +122,17 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
   return dataclasses.replace(sampler, **changes)
 
 
+def throughput(times: PhaseTimes, tokens: int, programs: int) -> dict[str, float]:
+  """This run's speed by phase, for results.json (a resumed run counts its own part only;
+  the phases overlap, see evaluation/sampler.py PhaseTimes)."""
+  rate = lambda count, seconds: round(count / seconds, 1) if seconds > 0 else 0.0
+  return {"wall_s": round(times.wall_s, 1),
+          "sampling_s": round(times.sampling_s, 1), "tokens_generated": tokens,
+          "tokens_per_s": rate(tokens, times.sampling_s),
+          "execution_s": round(times.execution_s, 1), "programs_executed": programs,
+          "programs_per_s": rate(programs, times.execution_s)}
+
+
 def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None = None,
              examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
   """Samples (or reads), scores and reports one eval config in `workdir`; resumes there.
@@ -160,13 +171,16 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
         "scoring the samples file"))
   sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
   _record_config(config, workdir)
-  truncated_before = sampler.truncated_prompts
+  truncated_before, tokens_before = sampler.truncated_prompts, sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
   with ProcessZeroScorer(workdir, sandbox,
                          expected_programs=len(examples) * config.num_samples) as scorer:
-    sample_problems(sampler, examples, config.num_samples, scorer.done_ids, scorer.score)
+    times = sample_problems(sampler, examples, config.num_samples, scorer.done_ids,
+                            scorer.score)
     records = scorer.records
+    meta["throughput"] = throughput(times, sampler.tokens_generated - tokens_before,
+                                    scorer.programs_executed)
   truncated = sampler.truncated_prompts - truncated_before
   if truncated:
     logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,12 @@ class Sampler:
   def sample(self, prompts: Sequence[str], problem_keys: Sequence[int],
              num_samples: int) -> list[list[str]]:
     """num_samples completions (cut at [DONE]) of each prompt, in one call."""
+    return self.collect(self.dispatch(prompts, problem_keys, num_samples))
+
+  def dispatch(self, prompts: Sequence[str], problem_keys: Sequence[int],
+               num_samples: int) -> tuple[Any, ...]:
+    """Starts one sampling call and returns at once (JAX dispatches asynchronously); the
+    host is free until `collect`, e.g. to execute the previous call's programs."""
     encoded = [self.encode_prompt(p) for p in prompts]
     shards = self.batch_shards
     # Problems padded to a multiple of the batch shards (the prefill splits them); the
@@ -113,10 +120,19 @@ class Sampler:
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
           jax.random.key(self.seed), *self._stop)
+    return len(encoded), num_samples, out, out_lengths
+
+  def wait(self, call: tuple[Any, ...]) -> None:
+    """Blocks until a dispatched call's samples are on the device."""
+    jax.block_until_ready(call[2:])
+
+  def collect(self, call: tuple[Any, ...]) -> list[list[str]]:
+    """The completions of a dispatched call (waits for it)."""
+    num_problems, num_samples, out, out_lengths = call
     # Every process gets every sample (the output spans all hosts under jax.distributed).
     out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
     completions = []
-    for problem in range(len(encoded)):
+    for problem in range(num_problems):
       texts = []
       for index in range(num_samples):
         n = int(out_lengths[problem, index])
@@ -135,26 +151,68 @@ def chunks_of_problems(examples: Sequence[dict[str, Any]], num_samples: int,
     yield index, list(examples[start:start + per_chunk])
 
 
+@dataclasses.dataclass
+class PhaseTimes:
+  """Where an evaluation's time went. The phases overlap (the next call samples while the
+  last one's programs run), so sampling_s + execution_s may exceed wall_s."""
+  sampling_s: float = 0.0    # the device busy sampling (dispatch or previous call -> ready)
+  execution_s: float = 0.0   # in on_chunk (the sandbox, and the writes)
+  wall_s: float = 0.0
+
+
+class _Dispatched:
+  """A sampling call in flight, and when it became ready (a thread waits for it)."""
+
+  def __init__(self, sampler: Sampler, todo: list[dict[str, Any]], num_samples: int):
+    self._sampler = sampler
+    self.dispatched_at = time.perf_counter()
+    self.call = sampler.dispatch([e["prompt"] for e in todo],
+                                 [problem_key(e["id"]) for e in todo], num_samples)
+    self.ready_at = self.dispatched_at
+    self._waiter = threading.Thread(target=self._wait, daemon=True)
+    self._waiter.start()
+
+  def _wait(self) -> None:
+    self._sampler.wait(self.call)
+    self.ready_at = time.perf_counter()
+
+  def busy_s(self, previous_ready_at: float) -> float:
+    """Device time of this call: calls run one after another on the device."""
+    self._waiter.join()
+    return self.ready_at - max(self.dispatched_at, previous_ready_at)
+
+
 def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
-                    done_ids: set[str], on_chunk) -> None:
+                    done_ids: set[str], on_chunk) -> PhaseTimes:
   """Samples every problem not in done_ids and hands each finished chunk to on_chunk.
 
   A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
   problems; only its unfinished problems are sampled (a sample does not depend on the others
-  in its call).
+  in its call). The next chunk's call is dispatched before on_chunk runs on the last one, so
+  the device samples while the host executes programs.
   """
   todo_total = sum(e["id"] not in done_ids for e in examples)
   started, finished = time.perf_counter(), 0
+  times = PhaseTimes()
   rows = decode_budget.SAMPLES_PER_SLOT * sampler.slots(num_samples)
-  for _, chunk in chunks_of_problems(examples, num_samples, rows):
-    todo = [e for e in chunk if e["id"] not in done_ids]
-    if not todo:
-      continue
-    completions = sampler.sample([e["prompt"] for e in todo],
-                                 [problem_key(e["id"]) for e in todo], num_samples)
+  chunks = [todo for _, chunk in chunks_of_problems(examples, num_samples, rows)
+            if (todo := [e for e in chunk if e["id"] not in done_ids])]
+  pending = _Dispatched(sampler, chunks[0], num_samples) if chunks else None
+  previous_ready_at = started
+  for index, todo in enumerate(chunks):
+    current = pending
+    completions = sampler.collect(current.call)
+    times.sampling_s += current.busy_s(previous_ready_at)
+    previous_ready_at = current.ready_at
+    if index + 1 < len(chunks):
+      pending = _Dispatched(sampler, chunks[index + 1], num_samples)
+    executing_since = time.perf_counter()
     on_chunk(todo, {e["id"]: c for e, c in zip(todo, completions)})
+    times.execution_s += time.perf_counter() - executing_since
     finished += len(todo)
     elapsed = max(time.perf_counter() - started, 1e-9)
     logging.info(progress_line("sampled", finished, todo_total, "problems", finished / elapsed,
                                [f"{num_samples} samples each",
                                 f"{sampler.tokens_generated / elapsed:.0f} tokens/s"]))
+  times.wall_s = time.perf_counter() - started
+  return times

@@ -62,6 +62,24 @@ class Attention(nnx.Module):
     v_BxKxLxH = shard_activation(v_BxKxLxH, ("batch", "act_kv_heads", "length", None))
     return q_BxNxLxH, k_BxKxLxH, v_BxKxLxH
 
+  def _qkv_one_token(self, x_Sx1xD: jax.Array, positions_S: jax.Array
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """_qkv for one token per row, as 2-D matmuls against [D, heads * H] weights: in a
+    sampling loop XLA:CPU copied the 3-D weights into a matmul layout in every step."""
+    slots, _, d_model = x_Sx1xD.shape
+    x_SxD = x_Sx1xD.reshape(slots, d_model)
+
+    def project(param, axes):
+      w_DxM = param.value.astype(self.dtype).reshape(d_model, -1)
+      heads = param.value.shape[1]
+      out_SxNx1xH = (x_SxD @ w_DxM).reshape(slots, heads, 1, -1)
+      return shard_activation(out_SxNx1xH, ("batch", axes, "length", None))
+
+    positions_Sx1x1 = positions_S[:, None, None]
+    q_SxNx1xH = self._rope(project(self.q_DxNxH, "act_heads"), positions_Sx1x1)
+    k_SxKx1xH = self._rope(project(self.k_DxKxH, "act_kv_heads"), positions_Sx1x1)
+    return q_SxNx1xH, k_SxKx1xH, project(self.v_DxKxH, "act_kv_heads")
+
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
                segment_ids_BxL: jax.Array) -> jax.Array:
     if self.attention_impl != "xla" and resolve(self.kernels) != "xla":
@@ -106,62 +124,93 @@ class Attention(nnx.Module):
     return out_BxTxD, {"k": k_BxKxSxH, "v": v_BxKxSxH}
 
   def decode_shared(self, x_Sx1xD: jax.Array, positions_S: jax.Array,
-                    prompt: dict[str, jax.Array], prompt_valid_PxL: jax.Array,
-                    problem_S: jax.Array, generated: dict[str, jax.Array],
-                    generated_valid_SxN: jax.Array
-                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                    prompt: dict[str, jax.Array], prompt_valid_SxL: jax.Array,
+                    window_offset_S: jax.Array, generated: dict[str, jax.Array],
+                    generated_valid_SxN: jax.Array, store=None
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
     """One new token per slot over [its problem's prompt cache ; its own generated cache ; itself].
 
-    `prompt` {"k", "v"}: [P, K, L, H], one per problem (model/shared_decode.py's prefill);
-    `generated` {"k", "v"}: [S, K, N, H], the keys/values of the slot's own earlier tokens
-    (valid where generated_valid_SxN). One softmax spans the three parts, so the result is
-    the attention of a single cache holding prompt + generated tokens. Returns
-    (out [S, 1, D], the new token's k [S, K, H] and v [S, K, H]) for the caller to store.
+    The S slots form J lanes of S / J (model/slot_sampling.py). `prompt` {"k": [J, W, K, H, L],
+    "v": [J, W, K, L, H]} holds each lane's window of W problems' prompt caches
+    (model/shared_decode.py); slot s's problem is entry window_offset_S[s] of its lane's
+    window, its real keys where prompt_valid_SxL[s]. `generated` {"k", "v"}: [S, K, N, H]
+    holds the keys/values of the slot's own earlier tokens (valid where generated_valid_SxN).
+    One softmax spans the three parts, so the result is the attention of a single cache
+    holding prompt + generated tokens.
+
+    `store(generated, k_SxKxH, v_SxKxH) -> generated`, when given, writes the new token into
+    the generated cache first, and the valid positions must include it; the token is then
+    attended there. Written after the read instead, an in-place cache update makes XLA copy
+    the whole cache in every step (the read and the write of one buffer in one step). Without
+    `store` the token attends to itself separately and the caller stores it. Returns
+    (out [S, 1, D], the new token's k [S, K, H] and v [S, K, H], the generated cache).
     """
-    q_SxNx1xH, k_SxKx1xH, v_SxKx1xH = self._qkv(x_Sx1xD, positions_S[:, None])
+    q_SxNx1xH, k_SxKx1xH, v_SxKx1xH = self._qkv_one_token(x_Sx1xD, positions_S)
     slots, num_heads, _, head_dim = q_SxNx1xH.shape
     num_kv = k_SxKx1xH.shape[1]
+    lanes, window = prompt["k"].shape[:2]
     # Grouped-query: the G = N / K query heads that share a kv head are rows of one matmul.
     q_SxKxGxH = q_SxNx1xH.reshape(slots, num_kv, num_heads // num_kv, head_dim)
     k_SxKxH, v_SxKxH = k_SxKx1xH[:, :, 0], v_SxKx1xH[:, :, 0]
-    # Every slot's queries against every problem's prompt keys, then each slot keeps its own
-    # problem's row: P times the (small) prompt-attention FLOPs, but the prompt cache is read
-    # in place, never gathered per slot (a per-slot copy would cost the memory traffic the
-    # shared cache saves).
-    pick_SxP = jax.nn.one_hot(problem_S, prompt["k"].shape[0], dtype=q_SxKxGxH.dtype)
+    if store is not None:
+      generated = store(generated, k_SxKxH, v_SxKxH)
     scale = head_dim ** -0.5
     f32 = jnp.float32
-    all_scores = jnp.einsum("skgh,pklh->skgpl", q_SxKxGxH, prompt["k"].astype(q_SxKxGxH.dtype),
-                            preferred_element_type=f32)
-    prompt_scores = jnp.einsum("skgpl,sp->skgl", all_scores, pick_SxP.astype(f32)) * scale
+    low = jnp.finfo(f32).min
+    # The prompt part is lane-major, [J, K, Q = slots of the lane x query group, ...]: a
+    # lane's queries against its window's keys are one matmul per (lane, kv head), the
+    # operands in the layouts they have. With W > 1 each slot keeps the scores of its own
+    # problem (W times the prompt FLOPs).
+    per_lane, group = slots // lanes, num_heads // num_kv
+    to_lane_major = lambda x_SxKxGxT: x_SxKxGxT.reshape(
+        lanes, per_lane, num_kv, group, -1).transpose(0, 2, 1, 3, 4).reshape(
+            lanes, num_kv, per_lane * group, -1)
+    to_slot_major = lambda x_JxKxQxT: x_JxKxQxT.reshape(
+        lanes, num_kv, per_lane, group, -1).transpose(0, 2, 1, 3, 4).reshape(
+            slots, num_kv, group, -1)
+    q_JxKxQxH = to_lane_major(q_SxKxGxH)
+    own_problem_JxQ = jnp.repeat(window_offset_S.reshape(lanes, per_lane), group, axis=1)
+    window_scores = jnp.einsum("jkqh,jwkhl->jkqwl", q_JxKxQxH,
+                               prompt["k"].astype(q_SxKxGxH.dtype), preferred_element_type=f32)
+    prompt_scores = window_scores[:, :, :, 0]
+    for w in range(1, window):
+      prompt_scores = jnp.where((own_problem_JxQ == w)[:, None, :, None],
+                                window_scores[:, :, :, w], prompt_scores)
+    prompt_valid_JxQxL = jnp.repeat(prompt_valid_SxL.reshape(lanes, per_lane, -1), group, 1)
+    prompt_scores = jnp.where(prompt_valid_JxQxL[:, None], prompt_scores * scale, low)
     own_scores = jnp.einsum("skgh,sknh->skgn", q_SxKxGxH,
                             generated["k"].astype(q_SxKxGxH.dtype),
                             preferred_element_type=f32) * scale
-    self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
-                             preferred_element_type=f32)[..., None] * scale
-    # One softmax over the three parts, by a shared max and sum: concatenating the scores
-    # made the step ~2x slower on XLA:CPU (measured with N = 512 generated positions).
-    low = jnp.finfo(f32).min
-    prompt_scores = jnp.where(jnp.take(prompt_valid_PxL, problem_S, axis=0)[:, None, None, :],
-                              prompt_scores, low)
     own_scores = jnp.where(generated_valid_SxN[:, None, None, :], own_scores, low)
-    max_SxKxGx1 = jnp.maximum(
-        jnp.maximum(jnp.max(prompt_scores, -1, keepdims=True),
-                    jnp.max(own_scores, -1, keepdims=True)), self_scores)
-    prompt_exp = jnp.exp(prompt_scores - max_SxKxGx1)
+    # One softmax over the parts, by a shared max and sum (concatenating the scores made the
+    # step ~2x slower on XLA:CPU); only the [.., 1] statistics change layout.
+    max_SxKxGx1 = jnp.maximum(to_slot_major(jnp.max(prompt_scores, -1, keepdims=True)),
+                              jnp.max(own_scores, -1, keepdims=True))
+    if store is None:
+      self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
+                               preferred_element_type=f32)[..., None] * scale
+      max_SxKxGx1 = jnp.maximum(max_SxKxGx1, self_scores)
+    prompt_exp = jnp.exp(prompt_scores - to_lane_major(max_SxKxGx1))
     own_exp = jnp.exp(own_scores - max_SxKxGx1)
-    self_exp = jnp.exp(self_scores - max_SxKxGx1)
-    total = (jnp.sum(prompt_exp, -1, keepdims=True) + jnp.sum(own_exp, -1, keepdims=True) +
-             self_exp)
+    total = (to_slot_major(jnp.sum(prompt_exp, -1, keepdims=True)) +
+             jnp.sum(own_exp, -1, keepdims=True))
+    if store is None:
+      self_exp = jnp.exp(self_scores - max_SxKxGx1)
+      total = total + self_exp
+    prompt_probs = (prompt_exp / to_lane_major(total)).astype(v_SxKxH.dtype)
+    prompt_out = 0
+    for w in range(window):
+      probs_w = prompt_probs if window == 1 else jnp.where(
+          (own_problem_JxQ == w)[:, None, :, None], prompt_probs, 0)
+      prompt_out = prompt_out + jnp.einsum("jkql,jklh->jkqh", probs_w,
+                                           prompt["v"][:, w].astype(v_SxKxH.dtype))
     cast = lambda x: (x / total).astype(v_SxKxH.dtype)
     out_SxKxGxH = (
-        jnp.einsum("skgpl,pklh->skgh",
-                   jnp.einsum("skgl,sp->skgpl", cast(prompt_exp),
-                              pick_SxP.astype(v_SxKxH.dtype)),
-                   prompt["v"].astype(v_SxKxH.dtype)) +
-        jnp.einsum("skgn,sknh->skgh", cast(own_exp), generated["v"].astype(v_SxKxH.dtype)) +
-        cast(self_exp) * v_SxKxH[:, :, None, :])
-    out_SxNxH = out_SxKxGxH.reshape(slots, num_heads, head_dim)
-    out_Sx1xD = jnp.einsum("snh,nhd->sd", out_SxNxH,
-                           self.o_NxHxD.value.astype(self.dtype))[:, None]
-    return out_Sx1xD, k_SxKxH, v_SxKxH
+        to_slot_major(prompt_out) +
+        jnp.einsum("skgn,sknh->skgh", cast(own_exp), generated["v"].astype(v_SxKxH.dtype)))
+    if store is None:
+      out_SxKxGxH = out_SxKxGxH + cast(self_exp) * v_SxKxH[:, :, None, :]
+    out_SxM = out_SxKxGxH.reshape(slots, num_heads * head_dim)
+    out_Sx1xD = (out_SxM @ self.o_NxHxD.value.astype(self.dtype).reshape(
+        num_heads * head_dim, -1))[:, None]
+    return out_Sx1xD, k_SxKxH, v_SxKxH, generated

@@ -56,14 +56,15 @@ class Block(nnx.Module):
                                          cache, index)
     return self._residuals(x_BxTxD, attn_BxTxD), cache
 
-  def decode_shared(self, x_Sx1xD, positions_S, prompt, prompt_valid_PxL, problem_S, generated,
-                    generated_valid_SxN):
+  def decode_shared(self, x_Sx1xD, positions_S, prompt, prompt_valid_SxL, window_offset_S,
+                    generated, generated_valid_SxN, store=None):
     """One token per slot over its problem's prompt cache and its own generated cache
-    (model/shared_decode.py); returns (x, the token's k, v) for the caller to store."""
-    attn_Sx1xD, k_SxKxH, v_SxKxH = self.attn.decode_shared(
-        self.attn_norm(x_Sx1xD), positions_S, prompt, prompt_valid_PxL, problem_S, generated,
-        generated_valid_SxN)
-    return self._residuals(x_Sx1xD, attn_Sx1xD), k_SxKxH, v_SxKxH
+    (model/shared_decode.py); returns (x, the token's k, v, the generated cache), see
+    Attention.decode_shared for `store`."""
+    attn_Sx1xD, k_SxKxH, v_SxKxH, generated = self.attn.decode_shared(
+        self.attn_norm(x_Sx1xD), positions_S, prompt, prompt_valid_SxL, window_offset_S,
+        generated, generated_valid_SxN, store)
+    return self._residuals(x_Sx1xD, attn_Sx1xD), k_SxKxH, v_SxKxH, generated
 
   def _residuals(self, x_BxLxD, attn_BxLxD):
     """x + attention, then + mlp(norm(.)): the block's one residual path, for both modes."""

@@ -70,6 +70,9 @@ def filtered_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
   return logits_BxV
 
 
+_BLOCK = 128  # vocabulary entries per block of the two-level inverse CDF
+
+
 def _inverse_cdf_sample(logits_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
   """A draw from softmax(logits) per row, by one uniform against the cumulative mass.
 
@@ -77,13 +80,28 @@ def _inverse_cdf_sample(logits_BxV: jax.Array, u_Bx1: jax.Array) -> jax.Array:
   one per vocabulary entry: on CPU the threefry bits for B x V Gumbels cost a decode step
   more than its attention. u is in (0, 1], so a token of zero mass (cut by top-k/top-p) is
   never the first whose cumulative mass reaches u * total.
+
+  Two levels, so no scan runs over the whole vocabulary (XLA:CPU's cumsum over 32k entries
+  cost as much as a d_model-512 layer): the block whose running total first reaches the
+  threshold, then the entry within that block.
   """
+  batch, vocab = logits_BxV.shape
   mass_BxV = jnp.exp(logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True))
-  cumulative_BxV = jnp.cumsum(mass_BxV, axis=-1)
-  threshold_Bx1 = u_Bx1 * cumulative_BxV[:, -1:]
-  token_B = jnp.sum(cumulative_BxV < threshold_Bx1, axis=-1)
-  # Rounding can leave the threshold a hair above the last partial sum: stay in range.
-  return jnp.minimum(token_B, logits_BxV.shape[-1] - 1).astype(jnp.int32)
+  mass_BxCxK = jnp.pad(mass_BxV, ((0, 0), (0, -vocab % _BLOCK))).reshape(batch, -1, _BLOCK)
+  block_sums_BxC = jnp.sum(mass_BxCxK, axis=-1)
+  block_cumulative_BxC = jnp.cumsum(block_sums_BxC, axis=-1)
+  threshold_Bx1 = u_Bx1 * block_cumulative_BxC[:, -1:]
+  # The first block whose running total reaches the threshold (it holds positive mass).
+  block_B = jnp.minimum(jnp.sum(block_cumulative_BxC < threshold_Bx1, axis=-1),
+                        block_sums_BxC.shape[1] - 1)
+  before_Bx1 = jnp.take_along_axis(block_cumulative_BxC - block_sums_BxC, block_B[:, None], 1)
+  in_block_BxK = jnp.take_along_axis(mass_BxCxK, block_B[:, None, None], 1)[:, 0]
+  entry_B = jnp.sum(jnp.cumsum(in_block_BxK, axis=-1) < threshold_Bx1 - before_Bx1, axis=-1)
+  # Rounding can leave the threshold a hair above the block's last partial sum: stay on the
+  # block's last entry of positive mass.
+  last_positive_B = _BLOCK - 1 - jnp.argmax((in_block_BxK > 0)[:, ::-1], axis=-1)
+  token_B = block_B * _BLOCK + jnp.minimum(entry_B, last_positive_B)
+  return token_B.astype(jnp.int32)
 
 
 def left_pad(prompts: list[list[int]], length: int, pad_id: int = 0) -> tuple[np.ndarray,

@@ -1,13 +1,28 @@
 """Decoding with one prompt KV cache per problem, shared by that problem's samples.
 
-`prefill_prompts` runs each problem's prompt once and keeps its keys/values, stacked over the
-layers: {"k", "v"}: [layers, P, K, L, H]. `decode_slots` advances S slots by one token each;
-a slot holds one sample of one problem and only the keys/values of the tokens that sample
-generated ({"k", "v"}: [layers, S, K, N, H]); its attention spans [the problem's prompt
-cache ; its own generated cache] under one softmax (model/attention.py decode_shared).
+`prefill_prompts` runs each problem's prompt once and keeps its keys/values. `decode_slots`
+advances S slots by one token each; a slot holds one sample of one problem and only the
+keys/values of the tokens that sample generated ([S, K, N, H] per layer); its attention spans
+[its problem's prompt cache ; its own generated cache] under one softmax
+(model/attention.py decode_shared).
 
-Both run the stacked blocks as one `lax.scan` over the layers axis (model/layer_stack.py),
-so the blocks' parameters are held once while sampling (no per-layer copies).
+Slots are grouped in J lanes (model/slot_sampling.py): lane j's slots only hold samples of
+lane j's problems, and at any step only of a window of `window` consecutive ones. The prompt
+caches are laid out per lane (`to_lanes`: problem p = lane * rounds + round; keys
+[J, rounds, K, H, L], values [J, rounds, K, L, H]), each lane's window is sliced out once per
+layer and step, and a lane's queries are scored against its own window only: prompt attention
+costs `window` times its essential FLOPs (1x when a lane holds one problem), not P times.
+
+How the layers run depends on the kernel set (model/kernels/):
+  * xla (accelerators): one `lax.scan` over the stacked blocks and stacked caches
+    ({"k", "v"}: [layers, ...]); the blocks' parameters are held once while sampling.
+  * cpu: the layers unrolled, each with its own cache arrays (a tuple of per-layer
+    {"k", "v"}): XLA:CPU copied every layer's weights and caches out of the stacked arrays
+    in every step of the scan (a third of a decode step at d_model 512); unrolled, the
+    weights are sliced once per call, before the sampling loop (`layers_for_decoding`;
+    parameters held twice while sampling, which CPU-sized models afford), the caches are
+    never sliced, and each layer stores its new token before attending to it, so the cache
+    is updated in place (read-then-write made XLA copy the whole cache every step).
 """
 from __future__ import annotations
 
@@ -17,15 +32,40 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from model.decoder import Decoder
+from model.decoder import Decoder, decode_layers
+from model.kernels import resolve
 from model.sharding import shard_activation
 
-Cache = dict[str, jax.Array]  # {"k", "v"}, stacked over the layers axis
+# {"k", "v"} stacked over the layers axis (scan), or a tuple of per-layer {"k", "v"} (unrolled).
+Cache = Any
 
 
-def _scan_blocks(model: Decoder, layer_fn, x: jax.Array, per_layer: Any):
-  """lax.scan of layer_fn(block, x, per_layer[i]) -> (x, ys) over the stacked blocks."""
-  graphdef, state = nnx.split(model.blocks)
+def unrolled_layers(model: Decoder) -> bool:
+  """Whether decoding runs the layers unrolled with per-layer caches (the cpu kernel set)."""
+  return resolve(model.cfg.kernels) == "cpu"
+
+
+def layers_for_decoding(model: Decoder) -> Any:
+  """What the layer loop runs: the stacked blocks (scan), or one block per layer sliced
+  here (unrolled; slice them once per sampling call, outside its loop: XLA:CPU does not
+  hoist the slices out of the loop by itself, see model/decoder.py decode_layers)."""
+  return tuple(decode_layers(model)) if unrolled_layers(model) else model.blocks
+
+
+def _run_layers(layers: Any, layer_fn, x: jax.Array, per_layer: Any):
+  """layer_fn(block, x, layer's inputs) -> (x, layer's outputs) over layers_for_decoding's
+  `layers`.
+
+  `per_layer` and the returned outputs are stacked over the layers (scan) or tuples of one
+  entry per layer (unrolled); None stands for no per-layer inputs.
+  """
+  if isinstance(layers, tuple):
+    outputs = []
+    for index, block in enumerate(layers):
+      x, out = layer_fn(block, x, None if per_layer is None else per_layer[index])
+      outputs.append(out)
+    return x, tuple(outputs)
+  graphdef, state = nnx.split(layers)
 
   def body(x, layer):
     block_state, layer_inputs = layer
@@ -34,9 +74,17 @@ def _scan_blocks(model: Decoder, layer_fn, x: jax.Array, per_layer: Any):
   return jax.lax.scan(body, x, (state, per_layer))
 
 
-def prefill_prompts(model: Decoder, prompt_PxL: jax.Array, prompt_lengths_P: jax.Array
-                    ) -> tuple[jax.Array, Cache, jax.Array]:
-  """(next-token logits [P, V], prompt cache, valid [P, L]) for left-padded prompts.
+def _map_layers(model: Decoder, fn, cache: Cache) -> Cache:
+  """fn(one layer's {"k", "v"}) -> {"k", "v"}, applied to every layer's cache."""
+  if unrolled_layers(model):
+    return tuple(fn(layer) for layer in cache)
+  return jax.vmap(fn)(cache)
+
+
+def prefill_prompts(model: Decoder, prompt_PxL: jax.Array, prompt_lengths_P: jax.Array,
+                    layers: Any = None) -> tuple[jax.Array, Cache, jax.Array]:
+  """(next-token logits [P, V], prompt cache ([P, K, L, H] per layer), valid [P, L]) for
+  left-padded prompts.
 
   Padding keys are invalid and positions start at 0 at each prompt's first real token, so a
   problem's cache and logits do not depend on its padding.
@@ -54,45 +102,90 @@ def prefill_prompts(model: Decoder, prompt_PxL: jax.Array, prompt_lengths_P: jax
                                   {"k": empty, "v": empty}, 0)
     return x_PxLxD, cache
 
-  x_PxLxD, cache = _scan_blocks(model, layer, model.embed(prompt_PxL), None)
+  if layers is None:
+    layers = layers_for_decoding(model)
+  x_PxLxD, cache = _run_layers(layers, layer, model.embed(prompt_PxL), None)
   # Prompts are left-padded: every prompt's last token is at the last position.
   return model.logits(x_PxLxD[:, -1:])[:, 0], cache, valid_PxL
 
 
+def to_lanes(model: Decoder, prompt: Cache, num_lanes: int) -> Cache:
+  """The prompt cache as decode_slots reads it: problems split [lanes, rounds]
+  (p = lane * rounds + r), keys [.., K, H, L] (the score matmul's layout, transposed once
+  here rather than by XLA in every step) and values [.., K, L, H]."""
+  split = lambda x: x.reshape(num_lanes, -1, *x.shape[1:])
+  return _map_layers(model, lambda kv: {"k": jnp.swapaxes(split(kv["k"]), -1, -2),
+                                        "v": split(kv["v"])}, prompt)
+
+
 def init_generated_cache(model: Decoder, slots: int, max_new_tokens: int) -> Cache:
   cfg = model.cfg
-  shape = (cfg.num_layers, slots, cfg.num_kv_heads, max_new_tokens, cfg.head_dim)
-  zeros = lambda: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
-                                   ("layers", "batch", "act_kv_heads", "length", None))
-  return {"k": zeros(), "v": zeros()}
+  shape = (slots, cfg.num_kv_heads, max_new_tokens, cfg.head_dim)
+  axes = ("batch", "act_kv_heads", "length", None)
+  zeros = lambda shape, axes: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)), axes)
+  if unrolled_layers(model):
+    return tuple({"k": zeros(shape, axes), "v": zeros(shape, axes)}
+                 for _ in range(cfg.num_layers))
+  shape, axes = (cfg.num_layers,) + shape, ("layers",) + axes
+  return {"k": zeros(shape, axes), "v": zeros(shape, axes)}
+
+
+def _lane_windows(prompt_l: dict[str, jax.Array], window_start_J: jax.Array, window: int
+                  ) -> dict[str, jax.Array]:
+  """One layer's to_lanes prompt cache [J, rounds, ...] -> each lane's window [J, window, ...]."""
+  rounds = prompt_l["k"].shape[1]
+  if window == rounds:
+    return prompt_l
+  take = lambda x_R, start: jax.lax.dynamic_slice_in_dim(x_R, start, window, axis=0)
+  if prompt_l["k"].shape[0] == 1:  # one lane: a contiguous slice, no gather
+    return jax.tree.map(lambda x: take(x[0], window_start_J[0])[None], prompt_l)
+  return jax.tree.map(lambda x: jax.vmap(take)(x, window_start_J), prompt_l)
 
 
 def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, prompt: Cache,
-                 prompt_valid_PxL: jax.Array, problem_S: jax.Array, generated: Cache,
-                 generated_len_S: jax.Array) -> tuple[jax.Array, Cache]:
+                 window_start_J: jax.Array, window: int, prompt_valid_SxL: jax.Array,
+                 window_offset_S: jax.Array, generated: Cache, generated_len_S: jax.Array,
+                 layers: Any = None) -> tuple[jax.Array, Cache]:
   """(next-token logits [S, V], the generated cache with each slot's token stored).
 
-  Slot s feeds token_S[s] at model position positions_S[s]; it has generated_len_S[s] earlier
-  tokens in its generated cache, and the new token's keys/values go to index
-  generated_len_S[s] there (the caller keeps that below the cache length).
+  Slot s (in lane s // (S / J)) feeds token_S[s] at model position positions_S[s]. Its
+  problem is round window_start_J[lane] + window_offset_S[s] of its lane in `prompt`
+  (to_lanes layout); prompt_valid_SxL[s] marks that problem's real prompt keys. It has
+  generated_len_S[s] earlier tokens in its generated cache, and the new token's keys/values
+  go to index generated_len_S[s] there (the caller keeps that below the cache length).
+  `layers`: layers_for_decoding(model), when the caller loops (else sliced here).
   """
   num_slots = token_S.shape[0]
-  max_new = generated["k"].shape[3]
-  valid_SxN = jnp.arange(max_new)[None, :] < generated_len_S[:, None]
+  max_new = jax.tree.leaves(generated)[0].shape[-2]
+  unrolled = unrolled_layers(model)
+  slots_S = jnp.arange(num_slots)
+  # Index arrays split by a slice put their broadcast dimension first: updates are [S, K, H].
+  store_one = lambda cache_SxKxNxH, new_SxKxH: cache_SxKxNxH.at[
+      slots_S, :, generated_len_S, :].set(new_SxKxH.astype(cache_SxKxNxH.dtype))
+  # Unrolled, each layer's own cache takes the new token before the attention reads it
+  # (in place; see Attention.decode_shared), so the token's own position is valid too.
+  store = (lambda cache, k_SxKxH, v_SxKxH: {"k": store_one(cache["k"], k_SxKxH),
+                                            "v": store_one(cache["v"], v_SxKxH)}
+           ) if unrolled else None
+  valid_SxN = jnp.arange(max_new)[None, :] < (generated_len_S + unrolled)[:, None]
 
   def layer(block, x_Sx1xD, layer_cache):
     prompt_l, generated_l = layer_cache
-    x_Sx1xD, k_SxKxH, v_SxKxH = block.decode_shared(
-        x_Sx1xD, positions_S, prompt_l, prompt_valid_PxL, problem_S, generated_l, valid_SxN)
-    return x_Sx1xD, (k_SxKxH, v_SxKxH)
+    x_Sx1xD, k_SxKxH, v_SxKxH, generated_l = block.decode_shared(
+        x_Sx1xD, positions_S, _lane_windows(prompt_l, window_start_J, window),
+        prompt_valid_SxL, window_offset_S, generated_l, valid_SxN, store)
+    return x_Sx1xD, generated_l if unrolled else (k_SxKxH, v_SxKxH)
 
-  x_Sx1xD, (k_LxSxKxH, v_LxSxKxH) = _scan_blocks(model, layer, model.embed(token_S[:, None]),
-                                                 (prompt, generated))
-  # The new keys/values leave the layer scan as small outputs and are scattered into the
-  # cache once here, in place: carrying the cache through the scan would copy all of it.
-  # Index arrays split by a slice put their broadcast dimension first: updates are [S, L, K, H].
-  slots_S = jnp.arange(num_slots)
-  store = lambda cache, new_LxSxKxH: cache.at[:, slots_S, :, generated_len_S, :].set(
-      jnp.swapaxes(new_LxSxKxH, 0, 1).astype(cache.dtype))
-  generated = {"k": store(generated["k"], k_LxSxKxH), "v": store(generated["v"], v_LxSxKxH)}
+  per_layer = tuple(zip(prompt, generated)) if unrolled else (prompt, generated)
+  if layers is None:
+    layers = layers_for_decoding(model)
+  x_Sx1xD, outputs = _run_layers(layers, layer, model.embed(token_S[:, None]), per_layer)
+  if unrolled:
+    generated = outputs
+  else:
+    # The new keys/values leave the layer scan as small outputs and are scattered into the
+    # stacked cache once here, in place: carrying the cache through the scan would copy it.
+    k_LxSxKxH, v_LxSxKxH = outputs
+    generated = {"k": jax.vmap(store_one)(generated["k"], k_LxSxKxH),
+                 "v": jax.vmap(store_one)(generated["v"], v_LxSxKxH)}
   return model.logits(x_Sx1xD)[:, 0], generated

@@ -1,19 +1,25 @@
 """Sampling n completions per problem with a shared prompt cache and continuous batching.
 
 One call takes P problems (prompts left-padded to one bucketed length) and draws n samples of
-each, R = P * n rows, through S fixed slots on device:
+each through S fixed slots on device:
 
   * the prompts are prefilled once, their keys/values kept once per problem
     (model/shared_decode.py); a slot holds one sample and only its generated tokens' cache;
+  * the slots form J lanes of S / J (`lanes_for`: about one lane per n slots), and lane j
+    owns problems j * rounds ... (j + 1) * rounds - 1 (P padded to J * rounds): its slots
+    draw that lane's samples in order, so a lane's slots attend to a window of W consecutive
+    problems of its own (W = 1 when a lane holds one problem, else ~2), not to all P: the
+    prompt attention costs W times its essential FLOPs;
   * a slot whose sample stops (EOS, the stop string, or max_new_tokens) is refilled in the
-    same step with the next pending sample (its first logits are its problem's prefill
-    logits), so no slot idles while samples are pending; the loop (a `lax.while_loop`, no
-    host round trip) ends when every sample is done;
+    same step with its lane's next pending sample (its first logits are its problem's
+    prefill logits), unless that sample's problem is past the lane's window (it waits for the
+    window's oldest problem to finish; W leaves room for about one problem of overlap); the
+    loop (a `lax.while_loop`, no host round trip) ends when every sample is done;
   * sample r's token at position t is drawn with the key fold_in(seed key, problem key,
     sample index, t): a sample depends on (seed, problem, sample index) only, not on which
-    slot or batch it ran in, so any chunking or resume draws the same samples.
+    slot, lane or call it ran in, so any chunking or resume draws the same samples.
 
-Shapes depend on (P, S, prompt length, max_new_tokens): an evaluation compiles a few times.
+Shapes depend on (P, S, J, prompt length, max_new_tokens): an evaluation compiles a few times.
 """
 from __future__ import annotations
 
@@ -25,17 +31,33 @@ import jax.numpy as jnp
 from flax import nnx
 
 from model.sampling import SamplingConfig, choose_tokens_per_row
-from model.shared_decode import decode_slots, init_generated_cache, prefill_prompts
+from model.shared_decode import (decode_slots, init_generated_cache, layers_for_decoding,
+                                 prefill_prompts, to_lanes)
+
+
+def lanes_for(num_slots: int, num_samples: int, num_problems: int) -> int:
+  """Lanes for S slots: about S / n (a lane's slots then span ~2 problems), at most P, and
+  a divisor of S (every lane has S / J slots)."""
+  lanes = max(1, min(num_problems, -(-num_slots // num_samples)))
+  while num_slots % lanes:
+    lanes -= 1
+  return lanes
+
+
+def window_for(slots_per_lane: int, num_samples: int, rounds: int) -> int:
+  """Problems a lane's slots may span at once: those its slots fill, plus one of overlap."""
+  return min(rounds, -(-slots_per_lane // num_samples) + 1)
 
 
 class _Slots(NamedTuple):
-  """The loop's carry. Samples are numbered r = problem * n + sample index; r == R is none."""
-  sample_S: jax.Array        # the sample each slot holds (R: idle)
+  """The loop's carry. Lane j's samples are numbered u = round * n + sample index (the lane's
+  own order; its row in the output is j * rounds * n + u); u == rounds * n is none."""
+  sample_S: jax.Array        # the lane sample each slot holds (rounds * n: idle)
   pos_S: jax.Array           # tokens that sample has generated so far
   logits_SxV: jax.Array      # its next-token logits
   stop_state_S: jax.Array    # its stop-string automaton state (model/stop_matcher.py)
   generated: Any             # generated-token cache, model/shared_decode.py
-  next_sample: jax.Array     # the first sample not yet given a slot
+  next_J: jax.Array          # per lane, the first sample not yet given a slot
   out_RxN: jax.Array         # tokens per sample, 0 after its stop (one spare row for idle slots)
   lengths_R: jax.Array       # tokens kept per sample, up to and including its stop
 
@@ -47,76 +69,112 @@ def sample_keys(key: jax.Array, problem_key_S: jax.Array, sample_index_S: jax.Ar
   return jax.vmap(fold, in_axes=(None, 0, 0, 0))(key, problem_key_S, sample_index_S, position_S)
 
 
+def _pad_problems(multiple: int, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+  """Arrays with their leading (problems) axis zero-padded to a multiple of `multiple`."""
+  extra = -arrays[0].shape[0] % multiple
+  return tuple(jnp.pad(x, [(0, extra)] + [(0, 0)] * (x.ndim - 1)) for x in arrays)
+
+
 def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
                      prompt_lengths_P: jax.Array, problem_keys_P: jax.Array,
                      num_problems: jax.Array, key: jax.Array, stop_next_SxV: jax.Array,
                      stop_completes_SxV: jax.Array, *, cfg: SamplingConfig, eos_id: int,
-                     num_samples: int, num_slots: int) -> tuple[jax.Array, jax.Array]:
+                     num_samples: int, num_slots: int,
+                     num_lanes: int | None = None) -> tuple[jax.Array, jax.Array]:
   """(tokens [P, n, max_new_tokens], 0 after each stop; lengths [P, n]).
 
   Only the first `num_problems` problems are sampled (the rest pad P to a shardable size and
   come back empty). A length counts tokens up to and including EOS or the token that
-  completed the stop string. Pure function: jit it (make_sample_fn).
+  completed the stop string. num_lanes: default lanes_for(...); must divide num_slots.
+  Pure function: jit it (make_sample_fn).
   """
   model = nnx.merge(graphdef, params)
-  num_rows = prompt_PxL.shape[0] * num_samples
-  real_rows = num_problems * num_samples
-  max_new = cfg.max_new_tokens
+  num_out_problems = prompt_PxL.shape[0]
+  n, max_new = num_samples, cfg.max_new_tokens
+  lanes = num_lanes or lanes_for(num_slots, n, num_out_problems)
+  if num_slots % lanes:
+    raise ValueError(f"{lanes} lanes do not divide {num_slots} slots")
+  per_lane = num_slots // lanes
+  prompt_PxL, prompt_lengths_P, problem_keys_P = _pad_problems(
+      lanes, prompt_PxL, prompt_lengths_P, problem_keys_P)
+  rounds = prompt_PxL.shape[0] // lanes
+  window = window_for(per_lane, n, rounds)
+  lane_samples = rounds * n            # U: samples per lane, and the idle marker
+  num_rows = lanes * lane_samples      # R: the spare output row for idle slots
+  layers = layers_for_decoding(model)  # once, outside the loop
   first_logits_PxV, prompt, prompt_valid_PxL = prefill_prompts(model, prompt_PxL,
-                                                               prompt_lengths_P)
-  problem_of = lambda sample_S: jnp.minimum(sample_S // num_samples, prompt_PxL.shape[0] - 1)
+                                                               prompt_lengths_P, layers)
+  prompt = to_lanes(model, prompt, lanes)
+  lane_S = jnp.arange(num_slots) // per_lane
+  # Real samples per lane: its problems below num_problems, n each.
+  real_J = jnp.clip(num_problems - jnp.arange(lanes) * rounds, 0, rounds) * n
+  round_of = lambda sample_S: jnp.minimum(sample_S // n, rounds - 1)
+  problem_of = lambda sample_S: lane_S * rounds + round_of(sample_S)
+  by_lane = lambda x_S: x_S.reshape(lanes, per_lane)
+
+  def refill(sample_S, continues_S, next_J):
+    """Every free slot takes its lane's next pending sample, in order, within the window."""
+    busy_JxS = by_lane(continues_S)
+    oldest_J = jnp.minimum(jnp.min(jnp.where(busy_JxS, by_lane(sample_S) // n, rounds), 1),
+                           next_J // n)
+    limit_J = jnp.minimum(real_J, (oldest_J + window) * n)
+    candidate_JxS = next_J[:, None] + jnp.cumsum(~busy_JxS, axis=1) - 1
+    takes_JxS = ~busy_JxS & (candidate_JxS < limit_J[:, None])
+    refilled_S = jnp.where(continues_S, sample_S,
+                           jnp.where(takes_JxS, candidate_JxS, lane_samples).reshape(-1))
+    return refilled_S, next_J + jnp.sum(takes_JxS, axis=1)
 
   def cond(state: _Slots) -> jax.Array:
-    return jnp.any(state.sample_S < num_rows)
+    return jnp.any(state.sample_S < lane_samples)
 
   def body(state: _Slots) -> _Slots:
-    active_S = state.sample_S < num_rows
+    active_S = state.sample_S < lane_samples
     problem_S = problem_of(state.sample_S)
-    keys_S = sample_keys(key, problem_keys_P[problem_S], state.sample_S % num_samples,
-                         state.pos_S)
+    keys_S = sample_keys(key, problem_keys_P[problem_S], state.sample_S % n, state.pos_S)
     token_S = choose_tokens_per_row(state.logits_SxV, keys_S, cfg)
     stopped_S = active_S & ((token_S == eos_id) |
                             stop_completes_SxV[state.stop_state_S, token_S] |
                             (state.pos_S + 1 >= max_new))
     # Idle slots write to the spare row num_rows, dropped at the end.
-    out_RxN = state.out_RxN.at[state.sample_S, state.pos_S].set(token_S)
-    lengths_R = state.lengths_R.at[state.sample_S].set(state.pos_S + 1)
-    positions_S = prompt_lengths_P[problem_S] + state.pos_S
-    logits_SxV, generated = decode_slots(model, token_S, positions_S, prompt, prompt_valid_PxL,
-                                         problem_S, state.generated,
-                                         jnp.minimum(state.pos_S, max_new - 1))
-    # Refill every free slot (stopped now, or idle) with the next pending samples, in order.
+    row_S = jnp.where(active_S, lane_S * lane_samples + state.sample_S, num_rows)
+    out_RxN = state.out_RxN.at[row_S, state.pos_S].set(token_S)
+    lengths_R = state.lengths_R.at[row_S].set(state.pos_S + 1)
+    # Each lane's window starts at its oldest problem in flight (the refills keep every slot
+    # of the lane within `window` problems of it).
+    round_S = jnp.where(active_S, state.sample_S // n, rounds)
+    start_J = jnp.minimum(jnp.min(by_lane(round_S), axis=1), rounds - window)
+    logits_SxV, generated = decode_slots(
+        model, token_S, prompt_lengths_P[problem_S] + state.pos_S, prompt, start_J, window,
+        prompt_valid_PxL[problem_S], jnp.clip(round_S - start_J[lane_S], 0, window - 1),
+        state.generated, jnp.minimum(state.pos_S, max_new - 1), layers)
     continues_S = active_S & ~stopped_S
-    free_S = ~continues_S
-    candidate_S = state.next_sample + jnp.cumsum(free_S) - 1
-    takes_S = free_S & (candidate_S < real_rows)
-    sample_S = jnp.where(continues_S, state.sample_S, jnp.where(takes_S, candidate_S, num_rows))
+    sample_S, next_J = refill(state.sample_S, continues_S, state.next_J)
     first_SxV = first_logits_PxV[problem_of(sample_S)]
     return _Slots(
         sample_S=sample_S, pos_S=jnp.where(continues_S, state.pos_S + 1, 0),
         logits_SxV=jnp.where(continues_S[:, None], logits_SxV, first_SxV),
         stop_state_S=jnp.where(continues_S, stop_next_SxV[state.stop_state_S, token_S], 0),
-        generated=generated, next_sample=state.next_sample + jnp.sum(takes_S),
-        out_RxN=out_RxN, lengths_R=lengths_R)
+        generated=generated, next_J=next_J, out_RxN=out_RxN, lengths_R=lengths_R)
 
-  slots = jnp.arange(num_slots)
-  sample_S = jnp.where(slots < real_rows, slots, num_rows)
+  none_S = jnp.zeros((num_slots,), jnp.bool_)
+  sample_S, next_J = refill(jnp.full((num_slots,), lane_samples), none_S,
+                            jnp.zeros((lanes,), jnp.int32))
   state = _Slots(
       sample_S=sample_S, pos_S=jnp.zeros((num_slots,), jnp.int32),
       logits_SxV=first_logits_PxV[problem_of(sample_S)],
       stop_state_S=jnp.zeros((num_slots,), jnp.int32),
-      generated=init_generated_cache(model, num_slots, max_new),
-      next_sample=jnp.minimum(num_slots, real_rows).astype(jnp.int32),
+      generated=init_generated_cache(model, num_slots, max_new), next_J=next_J,
       out_RxN=jnp.zeros((num_rows + 1, max_new), jnp.int32),
       lengths_R=jnp.zeros((num_rows + 1,), jnp.int32))
   state = jax.lax.while_loop(cond, body, state)
-  shape = (prompt_PxL.shape[0], num_samples)
-  return (state.out_RxN[:num_rows].reshape(shape + (max_new,)),
-          state.lengths_R[:num_rows].reshape(shape))
+  rows = num_out_problems * n
+  return (state.out_RxN[:rows].reshape(num_out_problems, n, max_new),
+          state.lengths_R[:rows].reshape(num_out_problems, n))
 
 
 def make_sample_fn(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_id: int, num_samples: int,
-                   num_slots: int):
+                   num_slots: int, num_lanes: int | None = None):
   """The jitted `generate_samples` (recompiles only for new shapes)."""
   return jax.jit(functools.partial(generate_samples, graphdef, cfg=cfg, eos_id=eos_id,
-                                   num_samples=num_samples, num_slots=num_slots))
+                                   num_samples=num_samples, num_slots=num_slots,
+                                   num_lanes=num_lanes))

@@ -27,3 +27,12 @@ class ScriptedSampler:
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,
                        len(prompts) * num_samples))
     return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]
+
+  # The dispatch / wait / collect protocol of evaluation.sampler.Sampler (no device here).
+  dispatch = sample
+
+  def wait(self, call):
+    del call
+
+  def collect(self, call):
+    return call

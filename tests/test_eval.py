@@ -60,6 +60,14 @@ def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
   with open(os.path.join(workdir, "samples.jsonl")) as f:
     first = f.read()
   assert len(first.splitlines()) == 6
+  # The run's speed by phase: every generated token and distinct program counted.
+  records = [json.loads(line) for line in first.splitlines()]
+  throughput = results["meta"]["throughput"]
+  assert 6 <= throughput["tokens_generated"] <= 6 * 12 and throughput["tokens_per_s"] > 0
+  # Distinct programs, each against its tests and, where a problem has them, its challenge
+  # tests (a second job).
+  distinct = len({r["program"] for r in records})
+  assert distinct <= throughput["programs_executed"] <= 2 * distinct
   # Resume: a second run with more problems keeps the finished ones and samples the rest;
   # the samples of the first three problems are exactly those of an uninterrupted run.
   config.max_problems = 5

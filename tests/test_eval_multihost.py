@@ -60,8 +60,13 @@ def _samples(workdir: str) -> list[dict]:
 
 
 def _results(workdir: str) -> dict:
+  """results.json without the run's timings (its token and program counts stay)."""
   with open(os.path.join(workdir, run_dir.RESULTS_FILE), encoding="utf-8") as f:
-    return json.load(f)
+    results = json.load(f)
+  throughput = results["meta"]["throughput"]
+  for key in [k for k in throughput if k.endswith("_s")]:
+    assert throughput.pop(key) >= 0, key
+  return results
 
 
 @pytest.mark.slow
@@ -97,6 +102,11 @@ def test_two_process_eval_equals_one_process_and_resumes(tiny_run, mbpp_dirs, tm
   # number of samples): the resumed run sampled one problem of three.
   assert resumed["meta"].pop("truncated_prompts") == 1
   assert uninterrupted["meta"].pop("truncated_prompts") == 3
+  # It generated and executed only the torn problem's samples.
+  resumed_counts = resumed["meta"].pop("throughput")
+  all_counts = uninterrupted["meta"].pop("throughput")
+  assert 0 < resumed_counts["tokens_generated"] < all_counts["tokens_generated"]
+  assert 0 < resumed_counts["programs_executed"] < all_counts["programs_executed"]
   assert resumed == uninterrupted
 
   # A failure on process 0 (its workdir holds a damaged file) stops process 1 too, at once,

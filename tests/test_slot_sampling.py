@@ -11,7 +11,7 @@ from flax import nnx
 from model.config import ModelConfig
 from model.decoder import Decoder, forward
 from model.sampling import SamplingConfig, choose_tokens_per_row, left_pad
-from model.shared_decode import decode_slots, init_generated_cache, prefill_prompts
+from model.shared_decode import decode_slots, init_generated_cache, prefill_prompts, to_lanes
 from model.slot_sampling import make_sample_fn, sample_keys
 from model.stop_matcher import build_stop_table
 
@@ -24,9 +24,12 @@ def _model(cfg=CFG, seed=0):
   return graphdef, nnx.to_pure_dict(state)
 
 
-# The MLP and LM head come from the configured kernel set: both must match the forward pass.
+# The MLP and LM head come from the configured kernel set, and the kernel set picks how the
+# layers run (cpu: unrolled, per-layer caches; xla: one scan): both must match the forward
+# pass, with one lane over two problems (a window of 2) and with a lane per problem.
 @pytest.mark.parametrize("kernels", ["cpu", "xla"])
-def test_shared_prompt_decoding_gives_full_forward_logits(kernels):
+@pytest.mark.parametrize("lanes,problem_S", [(1, [0, 1, 1, 0]), (2, [0, 0, 1, 1])])
+def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, problem_S):
   cfg = CFG.replace(kernels=kernels)
   graphdef, params = _model(cfg)
   model = nnx.merge(graphdef, params)
@@ -35,9 +38,13 @@ def test_shared_prompt_decoding_gives_full_forward_logits(kernels):
   tokens, lengths = left_pad(prompts, 12)
   first_PxV, prompt, valid = jax.jit(functools.partial(prefill_prompts, model))(
       jnp.asarray(tokens), jnp.asarray(lengths))
-  step = jax.jit(functools.partial(decode_slots, model))
-  assert prompt["k"].shape == (2, 2, 2, 12, 8)  # [layers, problems, K, L, H]: once per problem
-  problem_S = np.array([0, 1, 1, 0])  # four samples: two of each problem
+  # Once per problem: [problems, K, L, H] per layer.
+  assert {x.shape[-4:] for x in jax.tree.leaves(prompt)} == {(2, 2, 12, 8)}
+  prompt = to_lanes(model, prompt, lanes)
+  window = 2 // lanes
+  problem_S = np.array(problem_S)
+  offset_S = problem_S % window
+  step = jax.jit(functools.partial(decode_slots, model, window=window))
   steps = 4
   continuation_SxN = rng.integers(1, 64, (4, steps)).astype(np.int32)
   generated = init_generated_cache(model, 4, steps)
@@ -45,7 +52,9 @@ def test_shared_prompt_decoding_gives_full_forward_logits(kernels):
   for t in range(steps):
     logits, generated = step(
         jnp.asarray(continuation_SxN[:, t]), jnp.asarray(lengths[problem_S] + t), prompt,
-        valid, jnp.asarray(problem_S), generated, jnp.full((4,), t))
+        window_start_J=jnp.zeros((lanes,), jnp.int32), prompt_valid_SxL=valid[problem_S],
+        window_offset_S=jnp.asarray(offset_S), generated=generated,
+        generated_len_S=jnp.full((4,), t))
     step_logits.append(np.asarray(logits))
   full_forward = jax.jit(functools.partial(forward, graphdef))
   for slot, problem in enumerate(problem_S):
@@ -125,6 +134,23 @@ def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
   for num_slots, pad in ((3, 0), (5, 1)):
     assert _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, num_slots,
                 pad) == plain, num_slots
+
+
+def test_lanes_draw_the_samples_of_the_plain_algorithm():
+  graphdef, params = _model()
+  rng = np.random.default_rng(2)
+  prompts = [list(rng.integers(2, 64, n)) for n in (4, 2, 6, 3, 5)]
+  problem_keys = [3, 1, 4, 1, 5]
+  cfg = SamplingConfig(max_new_tokens=5, temperature=1.0)
+  stop = _stop_tables(64, range(40, 60))
+  key = jax.random.key(5)
+  plain = _plain_samples(graphdef, params, prompts, problem_keys, 2, cfg, 1, stop, key)
+  assert len({len(s) for s in plain}) >= 2
+  # 4 slots: 2 lanes of 2 slots over 3 problems each (the last one padding), each lane's
+  # window 2 of its 3 problems (a gather per lane); 6 slots: 3 lanes over 2 problems each.
+  for num_slots in (4, 6):
+    assert _run(graphdef, params, prompts, problem_keys, 2, cfg, 1, stop, key,
+                num_slots) == plain, num_slots
 
 
 def test_greedy_samples_equal_on_one_and_eight_devices():
