@@ -4,6 +4,11 @@ A call samples whole problems: each problem's prompt is prefilled once and its n
 through a fixed number of slots refilled on device (model/slot_sampling.py). A sample's random
 draws are keyed by (seed, the problem's id, its sample index), so a resumed evaluation draws
 exactly the samples an uninterrupted one would have, whatever went into each call.
+
+`sample_problems` keeps the device busy: a call is dispatched (JAX returns at once), then the
+previous call's programs run in the sandbox on the host, then the call's samples are
+collected; a thread notes when each call became ready, so the phases' times (PhaseTimes)
+are the device's and the sandbox's own.
 """
 from __future__ import annotations
 

@@ -184,3 +184,21 @@ def test_sampled_frequencies_follow_the_tempered_distribution():
     stderr = np.sqrt(tempered * (1 - tempered) / len(picked))
     assert np.all(np.abs(share - tempered) <= 4 * stderr + 1e-12), (temperature, share)
     assert share[4] == 0  # a token of zero probability is never drawn
+
+
+def test_two_level_draw_equals_the_flat_inverse_cdf():
+  # The draw scans blocks of the vocabulary, then one block: the token must be the one a
+  # single cumulative sum over the whole vocabulary picks, also where a third of the
+  # entries are cut (-inf) and where the vocabulary is not a multiple of the block.
+  from model.sampling import _inverse_cdf_sample  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for vocab in (5, 130, 8192):
+    logits = rng.normal(size=(300, vocab)).astype(np.float32) * 3
+    logits[:, ::3] = -np.inf
+    u = 1 - rng.uniform(size=(300, 1)).astype(np.float32)
+    mass = np.exp(logits - logits.max(-1, keepdims=True)).astype(np.float64)
+    cumulative = np.cumsum(mass, -1)
+    flat = np.sum(cumulative < u * cumulative[:, -1:], -1)
+    drawn = np.asarray(jax.jit(_inverse_cdf_sample)(jnp.asarray(logits), jnp.asarray(u)))
+    assert np.isfinite(logits[np.arange(300), drawn]).all()
+    np.testing.assert_array_equal(drawn, flat, err_msg=str(vocab))
