@@ -79,21 +79,18 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
                      prompt_lengths_P: jax.Array, problem_keys_P: jax.Array,
                      num_problems: jax.Array, key: jax.Array, stop_next_SxV: jax.Array,
                      stop_completes_SxV: jax.Array, *, cfg: SamplingConfig, eos_id: int,
-                     num_samples: int, num_slots: int,
-                     num_lanes: int | None = None) -> tuple[jax.Array, jax.Array]:
+                     num_samples: int, num_slots: int) -> tuple[jax.Array, jax.Array]:
   """(tokens [P, n, max_new_tokens], 0 after each stop; lengths [P, n]).
 
   Only the first `num_problems` problems are sampled (the rest pad P to a shardable size and
   come back empty). A length counts tokens up to and including EOS or the token that
-  completed the stop string. num_lanes: default lanes_for(...); must divide num_slots.
-  Pure function: jit it (make_sample_fn).
+  completed the stop string. The slots form lanes_for(...) lanes. Pure function: jit it
+  (make_sample_fn).
   """
   model = nnx.merge(graphdef, params)
   num_out_problems = prompt_PxL.shape[0]
   n, max_new = num_samples, cfg.max_new_tokens
-  lanes = num_lanes or lanes_for(num_slots, n, num_out_problems)
-  if num_slots % lanes:
-    raise ValueError(f"{lanes} lanes do not divide {num_slots} slots")
+  lanes = lanes_for(num_slots, n, num_out_problems)
   per_lane = num_slots // lanes
   prompt_PxL, prompt_lengths_P, problem_keys_P = _pad_problems(
       lanes, prompt_PxL, prompt_lengths_P, problem_keys_P)
@@ -173,8 +170,7 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
 
 
 def make_sample_fn(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_id: int, num_samples: int,
-                   num_slots: int, num_lanes: int | None = None):
+                   num_slots: int):
   """The jitted `generate_samples` (recompiles only for new shapes)."""
   return jax.jit(functools.partial(generate_samples, graphdef, cfg=cfg, eos_id=eos_id,
-                                   num_samples=num_samples, num_slots=num_slots,
-                                   num_lanes=num_lanes))
+                                   num_samples=num_samples, num_slots=num_slots))
