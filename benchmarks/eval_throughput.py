@@ -6,7 +6,10 @@ The protocol by default: the small Llama shape (d_model 512, 8 layers, 8 heads, 
 vocab 32000, float32, random weights so that no sample stops early), 4 problems x 20 samples,
 512-token prompts, 128 new tokens, temperature 0.5. Generated tokens/s = problems * samples *
 new_tokens / median wall time of a whole call (the prefill included), after one compile and
-warm-up call.
+warm-up call. `--shared-prefix N`: every prompt starts with the same N tokens (as a few-shot
+template's examples do: 700 of MBPP's ~810-token 3-shot prompts), held once as the sampler's
+shared prefix (evaluation/sampler.py finds it the same way). The peer draws its own random
+prompts: generate() shares nothing across problems, so its speed does not depend on them.
 
 `essential_gflop` counts the work no sampler can skip: one prefill per problem (weights and
 causal attention) and, per generated token, the weights, LM head and attention over its
@@ -48,6 +51,8 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--samples", type=int, default=20, help="samples per problem")
   p.add_argument("--slots", type=int, default=0, help="slots per call; 0 = problems * samples")
   p.add_argument("--prompt-len", type=int, default=512)
+  p.add_argument("--shared-prefix", type=int, default=0,
+                 help="leading prompt tokens every problem shares (held once)")
   p.add_argument("--new-tokens", type=int, default=128)
   p.add_argument("--temperature", type=float, default=0.5)
   p.add_argument("--runs", type=int, default=2)
@@ -58,18 +63,29 @@ def parse_args() -> argparse.Namespace:
 
 
 def essential_flops(cfg: ModelConfig, problems: int, samples: int, prompt_len: int,
-                    new_tokens: int) -> float:
-  """One prefill per problem + every generated token, each with its attention context."""
+                    new_tokens: int, shared_prefix: int = 0) -> float:
+  """One prefill per problem (the shared prefix once) + every generated token, each with its
+  attention context."""
   width = cfg.num_heads * cfg.head_dim
   kv_width = cfg.num_kv_heads * cfg.head_dim
   per_layer = 2 * cfg.d_model * (2 * width + 2 * kv_width) + 2 * 3 * cfg.d_model * cfg.d_ff
   head = 2 * cfg.d_model * cfg.vocab_size
   attention = lambda context: cfg.num_layers * 4 * width * context  # scores + values
-  prefill = problems * (prompt_len * cfg.num_layers * per_layer + head +
-                        sum(attention(t + 1) for t in range(prompt_len)))
+  prefill_tokens = lambda start, end: ((end - start) * cfg.num_layers * per_layer +
+                                       sum(attention(t + 1) for t in range(start, end)))
+  prefill = (prefill_tokens(0, shared_prefix) +
+             problems * (prefill_tokens(shared_prefix, prompt_len) + head))
   decode = problems * samples * sum(cfg.num_layers * per_layer + head +
                                     attention(prompt_len + t) for t in range(new_tokens))
   return float(prefill + decode)
+
+
+def prompts(args: argparse.Namespace) -> np.ndarray:
+  """[problems, prompt_len] random tokens, the first shared_prefix the same in every row."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(2, args.vocab, (args.batch, args.prompt_len)).astype(np.int32)
+  tokens[:, :args.shared_prefix] = tokens[0, :args.shared_prefix]
+  return tokens
 
 
 def measure_ours(args: argparse.Namespace, cfg: ModelConfig) -> dict:
@@ -80,12 +96,13 @@ def measure_ours(args: argparse.Namespace, cfg: ModelConfig) -> dict:
                                                    temperature=args.temperature),
                           eos_id=-1, num_samples=args.samples, num_slots=slots)
   stop = tuple(map(jnp.asarray, build_stop_table([""] * args.vocab, "[DONE]")))
-  rng = np.random.default_rng(0)
-  prompt = jnp.asarray(rng.integers(2, args.vocab, (args.batch, args.prompt_len)), jnp.int32)
-  lengths = jnp.full((args.batch,), args.prompt_len, jnp.int32)
+  prompt = prompts(args)
+  prefix = jnp.asarray(prompt[0, :args.shared_prefix]) if args.shared_prefix else None
+  suffix = jnp.asarray(prompt[:, args.shared_prefix:])
+  lengths = jnp.full((args.batch,), suffix.shape[1], jnp.int32)
   keys = jnp.arange(args.batch, dtype=jnp.int32)
-  call = lambda seed: sample(params, prompt, lengths, keys, jnp.int32(args.batch),
-                             jax.random.key(seed), *stop)
+  call = lambda seed: sample(params, suffix, lengths, keys, jnp.int32(args.batch),
+                             jax.random.key(seed), *stop, prefix)
   started = time.perf_counter()
   jax.block_until_ready(call(0))
   compile_s = time.perf_counter() - started
@@ -105,11 +122,15 @@ def measure_ours(args: argparse.Namespace, cfg: ModelConfig) -> dict:
 def main() -> None:
   args = parse_args()
   cfg = llama_config(args)
-  flops = essential_flops(cfg, args.batch, args.samples, args.prompt_len, args.new_tokens)
+  if not 0 <= args.shared_prefix < args.prompt_len:
+    raise SystemExit(f"--shared-prefix {args.shared_prefix} must be in [0, --prompt-len)")
+  flops = essential_flops(cfg, args.batch, args.samples, args.prompt_len, args.new_tokens,
+                          args.shared_prefix)
   tokens = args.batch * args.samples * args.new_tokens
   bound = tokens / (flops / (args.peak_gflops * 1e9))
   result = {"benchmark": "eval_throughput", "problems": args.batch, "samples": args.samples,
-            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "prompt_len": args.prompt_len, "shared_prefix": args.shared_prefix,
+            "new_tokens": args.new_tokens,
             "temperature": args.temperature, "d_model": args.d_model, "layers": args.layers,
             "vocab": args.vocab, "dtype": args.dtype, **measure_ours(args, cfg),
             "essential_gflop": round(flops / 1e9, 1), "peak_gflops": args.peak_gflops,

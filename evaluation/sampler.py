@@ -30,7 +30,7 @@ from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from execution.progress import progress_line
 from model import decode_budget, distributed
-from model.sampling import SamplingConfig, bucket_length, left_pad
+from model.sampling import SamplingConfig, bucket_length, left_pad, shared_prefix_length
 from model.sharding import batch_sharding, device_memory_bytes
 from model.slot_sampling import make_sample_fn
 from model.stop_matcher import build_stop_table
@@ -105,11 +105,15 @@ class Sampler:
     host is free until `collect`, e.g. to execute the previous call's programs."""
     encoded = [self.encode_prompt(p) for p in prompts]
     shards = self.batch_shards
+    # The prompts' common start (a few-shot template's examples) is prefilled and held once;
+    # the problems' rows hold the rest.
+    prefix_len = shared_prefix_length(encoded)
+    prefix = np.asarray(encoded[0][:prefix_len], np.int32)
+    encoded = [r[prefix_len:] for r in encoded]
     # Problems padded to a multiple of the batch shards (the prefill splits them); the
     # padding problems are not sampled.
     padded = -(-len(encoded) // shards) * shards
-    length = min(bucket_length(max(len(r) for r in encoded)),
-                 bucket_length(self.max_prompt_len))
+    length = bucket_length(max(len(r) for r in encoded), half_octaves=True)
     tokens, lengths = left_pad(encoded + [[]] * (padded - len(encoded)), length)
     keys = np.zeros((padded,), np.int32)
     keys[:len(encoded)] = problem_keys
@@ -124,7 +128,8 @@ class Sampler:
           self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
-          jax.random.key(self.seed), *self._stop)
+          jax.random.key(self.seed), *self._stop,
+          jax.device_put(prefix, replicated) if prefix_len else None)
     return len(encoded), num_samples, out, out_lengths
 
   def wait(self, call: tuple[Any, ...]) -> None:

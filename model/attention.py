@@ -126,16 +126,20 @@ class Attention(nnx.Module):
   def decode_shared(self, x_Sx1xD: jax.Array, positions_S: jax.Array,
                     prompt: dict[str, jax.Array], prompt_valid_SxL: jax.Array,
                     window_offset_S: jax.Array, generated: dict[str, jax.Array],
-                    generated_valid_SxN: jax.Array, store=None
+                    generated_valid_SxN: jax.Array, store=None,
+                    prefix: dict[str, jax.Array] | None = None
                     ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
-    """One new token per slot over [its problem's prompt cache ; its own generated cache ; itself].
+    """One new token per slot over [the shared prefix ; its problem's prompt cache ; its own
+    generated cache ; itself].
 
     The S slots form J lanes of S / J (model/slot_sampling.py). `prompt` {"k": [J, W, K, H, L],
     "v": [J, W, K, L, H]} holds each lane's window of W problems' prompt caches
     (model/shared_decode.py); slot s's problem is entry window_offset_S[s] of its lane's
     window, its real keys where prompt_valid_SxL[s]. `generated` {"k", "v"}: [S, K, N, H]
     holds the keys/values of the slot's own earlier tokens (valid where generated_valid_SxN).
-    One softmax spans the three parts, so the result is the attention of a single cache
+    `prefix` {"k": [K, H, C], "v": [K, C, H]}, when given, holds the C tokens every problem's
+    prompt starts with (then `prompt` holds only what follows them); every slot attends to all
+    of it. One softmax spans the parts, so the result is the attention of a single cache
     holding prompt + generated tokens.
 
     `store(generated, k_SxKxH, v_SxKxH) -> generated`, when given, writes the new token into
@@ -154,7 +158,8 @@ class Attention(nnx.Module):
     k_SxKxH, v_SxKxH = k_SxKx1xH[:, :, 0], v_SxKx1xH[:, :, 0]
     if store is not None:
       generated = store(generated, k_SxKxH, v_SxKxH)
-    scale = head_dim ** -0.5
+    # The 1/sqrt(H) scale goes on the queries (S x N x H values), not on every score.
+    q_SxKxGxH = q_SxKxGxH * jnp.asarray(head_dim ** -0.5, q_SxKxGxH.dtype)
     f32 = jnp.float32
     low = jnp.finfo(f32).min
     # The prompt part is lane-major, [J, K, Q = slots of the lane x query group, ...]: a
@@ -177,40 +182,59 @@ class Attention(nnx.Module):
       prompt_scores = jnp.where((own_problem_JxQ == w)[:, None, :, None],
                                 window_scores[:, :, :, w], prompt_scores)
     prompt_valid_JxQxL = jnp.repeat(prompt_valid_SxL.reshape(lanes, per_lane, -1), group, 1)
-    prompt_scores = jnp.where(prompt_valid_JxQxL[:, None], prompt_scores * scale, low)
+    prompt_scores = jnp.where(prompt_valid_JxQxL[:, None], prompt_scores, low)
+    lane_max_JxKxQx1 = jnp.max(prompt_scores, -1, keepdims=True)
+    if prefix is not None:
+      # Every key of the prefix is real and every slot sees all of it: no window, no mask.
+      prefix_scores = jnp.einsum("jkqh,khc->jkqc", q_JxKxQxH,
+                                 prefix["k"].astype(q_SxKxGxH.dtype),
+                                 preferred_element_type=f32)
+      lane_max_JxKxQx1 = jnp.maximum(lane_max_JxKxQx1,
+                                     jnp.max(prefix_scores, -1, keepdims=True))
     own_scores = jnp.einsum("skgh,sknh->skgn", q_SxKxGxH,
                             generated["k"].astype(q_SxKxGxH.dtype),
-                            preferred_element_type=f32) * scale
+                            preferred_element_type=f32)
     own_scores = jnp.where(generated_valid_SxN[:, None, None, :], own_scores, low)
     # One softmax over the parts, by a shared max and sum (concatenating the scores made the
     # step ~2x slower on XLA:CPU); only the [.., 1] statistics change layout.
-    max_SxKxGx1 = jnp.maximum(to_slot_major(jnp.max(prompt_scores, -1, keepdims=True)),
+    max_SxKxGx1 = jnp.maximum(to_slot_major(lane_max_JxKxQx1),
                               jnp.max(own_scores, -1, keepdims=True))
     if store is None:
       self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
-                               preferred_element_type=f32)[..., None] * scale
+                               preferred_element_type=f32)[..., None]
       max_SxKxGx1 = jnp.maximum(max_SxKxGx1, self_scores)
-    prompt_exp = jnp.exp(prompt_scores - to_lane_major(max_SxKxGx1))
+    lane_max_JxKxQx1 = to_lane_major(max_SxKxGx1)
+    prompt_exp = jnp.exp(prompt_scores - lane_max_JxKxQx1)
+    lane_sum_JxKxQx1 = jnp.sum(prompt_exp, -1, keepdims=True)
+    if prefix is not None:
+      prefix_exp = jnp.exp(prefix_scores - lane_max_JxKxQx1)
+      lane_sum_JxKxQx1 = lane_sum_JxKxQx1 + jnp.sum(prefix_exp, -1, keepdims=True)
     own_exp = jnp.exp(own_scores - max_SxKxGx1)
-    total = (to_slot_major(jnp.sum(prompt_exp, -1, keepdims=True)) +
-             jnp.sum(own_exp, -1, keepdims=True))
+    total = to_slot_major(lane_sum_JxKxQx1) + jnp.sum(own_exp, -1, keepdims=True)
     if store is None:
       self_exp = jnp.exp(self_scores - max_SxKxGx1)
       total = total + self_exp
-    prompt_probs = (prompt_exp / to_lane_major(total)).astype(v_SxKxH.dtype)
+    # The values are weighted by the unnormalised exponentials (each <= 1) and the sum is
+    # divided by the total once, on the [S, K, G, H] output rather than on every weight.
+    dtype = v_SxKxH.dtype
+    prompt_exp = prompt_exp.astype(dtype)
     prompt_out = 0
+    if prefix is not None:
+      prompt_out = jnp.einsum("jkqc,kch->jkqh", prefix_exp.astype(dtype),
+                              prefix["v"].astype(dtype), preferred_element_type=f32)
     for w in range(window):
-      probs_w = prompt_probs if window == 1 else jnp.where(
-          (own_problem_JxQ == w)[:, None, :, None], prompt_probs, 0)
-      prompt_out = prompt_out + jnp.einsum("jkql,jklh->jkqh", probs_w,
-                                           prompt["v"][:, w].astype(v_SxKxH.dtype))
-    cast = lambda x: (x / total).astype(v_SxKxH.dtype)
+      exp_w = prompt_exp if window == 1 else jnp.where(
+          (own_problem_JxQ == w)[:, None, :, None], prompt_exp, 0)
+      prompt_out = prompt_out + jnp.einsum("jkql,jklh->jkqh", exp_w,
+                                           prompt["v"][:, w].astype(dtype),
+                                           preferred_element_type=f32)
     out_SxKxGxH = (
         to_slot_major(prompt_out) +
-        jnp.einsum("skgn,sknh->skgh", cast(own_exp), generated["v"].astype(v_SxKxH.dtype)))
+        jnp.einsum("skgn,sknh->skgh", own_exp.astype(dtype), generated["v"].astype(dtype),
+                   preferred_element_type=f32))
     if store is None:
-      out_SxKxGxH = out_SxKxGxH + cast(self_exp) * v_SxKxH[:, :, None, :]
-    out_SxM = out_SxKxGxH.reshape(slots, num_heads * head_dim)
+      out_SxKxGxH = out_SxKxGxH + self_exp * v_SxKxH[:, :, None, :]
+    out_SxM = (out_SxKxGxH / total).astype(dtype).reshape(slots, num_heads * head_dim)
     out_Sx1xD = (out_SxM @ self.o_NxHxD.value.astype(self.dtype).reshape(
         num_heads * head_dim, -1))[:, None]
     return out_Sx1xD, k_SxKxH, v_SxKxH, generated

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -118,12 +118,30 @@ def left_pad(prompts: list[list[int]], length: int, pad_id: int = 0) -> tuple[np
   return tokens, lengths
 
 
-def bucket_length(n: int, minimum: int = 64) -> int:
-  """Prompt lengths round up to a power of two (>= minimum): few distinct shapes to compile."""
+def bucket_length(n: int, minimum: int = 64, half_octaves: bool = False) -> int:
+  """Prompt lengths round up to a power of two (>= minimum): few distinct shapes to compile.
+  With half_octaves, also to 1.5 x a power of two (64, 96, 128, 192, ...): at most a third
+  of the bucket is padding instead of half, for twice the shapes."""
   length = minimum
   while length < n:
+    if half_octaves and length * 3 // 2 >= n:
+      return length * 3 // 2
     length *= 2
   return length
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]], multiple: int = 64) -> int:
+  """Tokens every prompt starts with (the few-shot examples of a task's template), rounded
+  down to a multiple of `multiple` so calls share a few shapes, and leaving every prompt at
+  least one token of its own (its last token's logits start its samples)."""
+  if not prompts:
+    return 0
+  shortest = min(len(p) for p in prompts)
+  first = prompts[0]
+  length = 0
+  while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+    length += 1
+  return length // multiple * multiple
 
 
 class _LoopState(NamedTuple):

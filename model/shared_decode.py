@@ -13,6 +13,13 @@ caches are laid out per lane (`to_lanes`: problem p = lane * rounds + round; key
 layer and step, and a lane's queries are scored against its own window only: prompt attention
 costs `window` times its essential FLOPs (1x when a lane holds one problem), not P times.
 
+A shared prefix: the tokens every prompt of a call starts with (a few-shot template's
+examples: 700 of MBPP's ~810-token 3-shot prompts) are prefilled once (`prefill_prefix`) and
+held once for all problems and slots; the problems' caches then hold only their own suffixes
+(`prefill_prompts(prefix=...)`), and every slot's queries meet the prefix keys in one matmul
+per kv head (no window, no mask): prompt attention per token is prefix + window x suffix
+instead of window x the whole prompt.
+
 How the layers run depends on the kernel set (model/kernels/):
   * xla (accelerators): one `lax.scan` over the stacked blocks and stacked caches
     ({"k", "v"}: [layers, ...]); the blocks' parameters are held once while sampling.
@@ -81,32 +88,68 @@ def _map_layers(model: Decoder, fn, cache: Cache) -> Cache:
   return jax.vmap(fn)(cache)
 
 
+def _empty_cache(model: Decoder, batch: int, length: int) -> jax.Array:
+  cfg = model.cfg
+  return jnp.zeros((batch, cfg.num_kv_heads, length, cfg.head_dim), jnp.dtype(cfg.dtype))
+
+
+def prefill_prefix(model: Decoder, prefix_C: jax.Array, layers: Any = None) -> Cache:
+  """The keys/values of the prefix every prompt of the call starts with, computed once
+  ({"k", "v"}: [1, K, C, H] per layer; positions 0 ... C - 1)."""
+  length = prefix_C.shape[0]
+  empty = _empty_cache(model, 1, length)
+
+  def layer(block, x_1xCxD, _):
+    return block.decode(x_1xCxD, jnp.arange(length)[None], jnp.ones((1, length), bool),
+                        {"k": empty, "v": empty}, 0)
+
+  if layers is None:
+    layers = layers_for_decoding(model)
+  return _run_layers(layers, layer, model.embed(prefix_C[None]), None)[1]
+
+
 def prefill_prompts(model: Decoder, prompt_PxL: jax.Array, prompt_lengths_P: jax.Array,
-                    layers: Any = None) -> tuple[jax.Array, Cache, jax.Array]:
+                    layers: Any = None, prefix: Cache = None
+                    ) -> tuple[jax.Array, Cache, jax.Array]:
   """(next-token logits [P, V], prompt cache ([P, K, L, H] per layer), valid [P, L]) for
   left-padded prompts.
 
   Padding keys are invalid and positions start at 0 at each prompt's first real token, so a
-  problem's cache and logits do not depend on its padding.
+  problem's cache and logits do not depend on its padding. With `prefix` (prefill_prefix's
+  cache of C tokens), the prompts are the suffixes that follow it: they attend to it, their
+  positions start at C, and the returned cache holds the suffixes only.
   """
-  cfg = model.cfg
   num_problems, prompt_len = prompt_PxL.shape
+  prefix_len = 0 if prefix is None else jax.tree.leaves(prefix)[0].shape[-2]
   pad_P = prompt_len - prompt_lengths_P
   valid_PxL = jnp.arange(prompt_len)[None, :] >= pad_P[:, None]
-  positions_PxL = jnp.maximum(jnp.arange(prompt_len)[None, :] - pad_P[:, None], 0)
-  empty = jnp.zeros((num_problems, cfg.num_kv_heads, prompt_len, cfg.head_dim),
-                    jnp.dtype(cfg.dtype))
+  positions_PxL = prefix_len + jnp.maximum(jnp.arange(prompt_len)[None, :] - pad_P[:, None], 0)
+  empty = _empty_cache(model, num_problems, prompt_len)
+  keys_valid_PxT = jnp.concatenate(
+      [jnp.ones((num_problems, prefix_len), bool), valid_PxL], axis=1)
 
-  def layer(block, x_PxLxD, _):
-    x_PxLxD, cache = block.decode(x_PxLxD, positions_PxL, valid_PxL,
-                                  {"k": empty, "v": empty}, 0)
-    return x_PxLxD, cache
+  def layer(block, x_PxLxD, prefix_l):
+    if prefix_l is None:
+      return block.decode(x_PxLxD, positions_PxL, valid_PxL, {"k": empty, "v": empty}, 0)
+    # [prefix ; suffix] per problem for the prefill only; the prefix part is dropped after.
+    cache = jax.tree.map(lambda x_1xKxCxH: jnp.concatenate(
+        [jnp.broadcast_to(x_1xKxCxH, (num_problems,) + x_1xKxCxH.shape[1:]), empty], axis=2),
+                         prefix_l)
+    x_PxLxD, cache = block.decode(x_PxLxD, positions_PxL, keys_valid_PxT, cache, prefix_len)
+    return x_PxLxD, jax.tree.map(lambda x: x[:, :, prefix_len:], cache)
 
   if layers is None:
     layers = layers_for_decoding(model)
-  x_PxLxD, cache = _run_layers(layers, layer, model.embed(prompt_PxL), None)
+  x_PxLxD, cache = _run_layers(layers, layer, model.embed(prompt_PxL), prefix)
   # Prompts are left-padded: every prompt's last token is at the last position.
   return model.logits(x_PxLxD[:, -1:])[:, 0], cache, valid_PxL
+
+
+def prefix_for_decoding(model: Decoder, prefix: Cache) -> Cache:
+  """prefill_prefix's cache as decode_slots reads it: keys [K, H, C] (the score matmul's
+  layout, transposed once here), values [K, C, H]."""
+  return _map_layers(model, lambda kv: {"k": jnp.swapaxes(kv["k"][0], -1, -2),
+                                        "v": kv["v"][0]}, prefix)
 
 
 def to_lanes(model: Decoder, prompt: Cache, num_lanes: int) -> Cache:
@@ -145,7 +188,7 @@ def _lane_windows(prompt_l: dict[str, jax.Array], window_start_J: jax.Array, win
 def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, prompt: Cache,
                  window_start_J: jax.Array, window: int, prompt_valid_SxL: jax.Array,
                  window_offset_S: jax.Array, generated: Cache, generated_len_S: jax.Array,
-                 layers: Any = None) -> tuple[jax.Array, Cache]:
+                 layers: Any = None, prefix: Cache = None) -> tuple[jax.Array, Cache]:
   """(next-token logits [S, V], the generated cache with each slot's token stored).
 
   Slot s (in lane s // (S / J)) feeds token_S[s] at model position positions_S[s]. Its
@@ -154,6 +197,8 @@ def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, pro
   generated_len_S[s] earlier tokens in its generated cache, and the new token's keys/values
   go to index generated_len_S[s] there (the caller keeps that below the cache length).
   `layers`: layers_for_decoding(model), when the caller loops (else sliced here).
+  `prefix`: prefix_for_decoding's cache of the prefix all prompts share (positions_S then
+  count it), or None.
   """
   num_slots = token_S.shape[0]
   max_new = jax.tree.leaves(generated)[0].shape[-2]
@@ -170,13 +215,17 @@ def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, pro
   valid_SxN = jnp.arange(max_new)[None, :] < (generated_len_S + unrolled)[:, None]
 
   def layer(block, x_Sx1xD, layer_cache):
-    prompt_l, generated_l = layer_cache
+    prefix_l, prompt_l, generated_l = layer_cache
     x_Sx1xD, k_SxKxH, v_SxKxH, generated_l = block.decode_shared(
         x_Sx1xD, positions_S, _lane_windows(prompt_l, window_start_J, window),
-        prompt_valid_SxL, window_offset_S, generated_l, valid_SxN, store)
+        prompt_valid_SxL, window_offset_S, generated_l, valid_SxN, store, prefix_l)
     return x_Sx1xD, generated_l if unrolled else (k_SxKxH, v_SxKxH)
 
-  per_layer = tuple(zip(prompt, generated)) if unrolled else (prompt, generated)
+  if unrolled:
+    prefixes = (None,) * len(prompt) if prefix is None else prefix
+    per_layer = tuple(zip(prefixes, prompt, generated))
+  else:
+    per_layer = (prefix, prompt, generated)
   if layers is None:
     layers = layers_for_decoding(model)
   x_Sx1xD, outputs = _run_layers(layers, layer, model.embed(token_S[:, None]), per_layer)

@@ -5,15 +5,17 @@ each through S fixed slots on device:
 
   * the prompts are prefilled once, their keys/values kept once per problem
     (model/shared_decode.py); a slot holds one sample and only its generated tokens' cache;
+    the tokens every prompt starts with (`prefix_C`, a few-shot template's examples) are
+    prefilled and kept once for the whole call, and the problems' prompts are what follows;
   * the slots form J lanes of S / J (`lanes_for`: about one lane per n slots), and lane j
     owns problems j * rounds ... (j + 1) * rounds - 1 (P padded to J * rounds): its slots
     draw that lane's samples in order, so a lane's slots attend to a window of W consecutive
-    problems of its own (W = 1 when a lane holds one problem, else ~2), not to all P: the
-    prompt attention costs W times its essential FLOPs;
+    problems of its own (W = 1 when a lane holds one problem, else those its slots fill
+    plus WINDOW_OVERLAP), not to all P: the prompt attention costs W times its essential FLOPs;
   * a slot whose sample stops (EOS, the stop string, or max_new_tokens) is refilled in the
     same step with its lane's next pending sample (its first logits are its problem's
     prefill logits), unless that sample's problem is past the lane's window (it waits for the
-    window's oldest problem to finish; W leaves room for about one problem of overlap); the
+    window's oldest problem to finish; the overlap lets freed slots run ahead of it); the
     loop (a `lax.while_loop`, no host round trip) ends when every sample is done;
   * sample r's token at position t is drawn with the key fold_in(seed key, problem key,
     sample index, t): a sample depends on (seed, problem, sample index) only, not on which
@@ -32,7 +34,7 @@ from flax import nnx
 
 from model.sampling import SamplingConfig, choose_tokens_per_row
 from model.shared_decode import (decode_slots, init_generated_cache, layers_for_decoding,
-                                 prefill_prompts, to_lanes)
+                                 prefill_prefix, prefill_prompts, prefix_for_decoding, to_lanes)
 
 
 def lanes_for(num_slots: int, num_samples: int, num_problems: int) -> int:
@@ -44,9 +46,18 @@ def lanes_for(num_slots: int, num_samples: int, num_problems: int) -> int:
   return lanes
 
 
+# Problems a lane's window holds beyond those its slots fill at once. A problem's longest
+# samples end last and hold the window's start while the freed slots run ahead; with room for
+# 3 more problems, the tiny model's MBPP samples (median 55, a tenth at the 256-token limit)
+# kept 90% of the slot-steps busy at 12 problems per call, against 72% with room for 1
+# (replaying their lengths through this refill rule). A problem in the window costs its
+# prompt's keys (after the shared prefix) in every slot's attention.
+WINDOW_OVERLAP = 2
+
+
 def window_for(slots_per_lane: int, num_samples: int, rounds: int) -> int:
-  """Problems a lane's slots may span at once: those its slots fill, plus one of overlap."""
-  return min(rounds, -(-slots_per_lane // num_samples) + 1)
+  """Problems a lane's slots may span at once: those its slots fill, plus WINDOW_OVERLAP."""
+  return min(rounds, -(-slots_per_lane // num_samples) + WINDOW_OVERLAP)
 
 
 class _Slots(NamedTuple):
@@ -78,14 +89,16 @@ def _pad_problems(multiple: int, *arrays: jax.Array) -> tuple[jax.Array, ...]:
 def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
                      prompt_lengths_P: jax.Array, problem_keys_P: jax.Array,
                      num_problems: jax.Array, key: jax.Array, stop_next_SxV: jax.Array,
-                     stop_completes_SxV: jax.Array, *, cfg: SamplingConfig, eos_id: int,
-                     num_samples: int, num_slots: int) -> tuple[jax.Array, jax.Array]:
+                     stop_completes_SxV: jax.Array, prefix_C: jax.Array | None = None, *,
+                     cfg: SamplingConfig, eos_id: int, num_samples: int, num_slots: int
+                     ) -> tuple[jax.Array, jax.Array]:
   """(tokens [P, n, max_new_tokens], 0 after each stop; lengths [P, n]).
 
   Only the first `num_problems` problems are sampled (the rest pad P to a shardable size and
   come back empty). A length counts tokens up to and including EOS or the token that
-  completed the stop string. The slots form lanes_for(...) lanes. Pure function: jit it
-  (make_sample_fn).
+  completed the stop string. The slots form lanes_for(...) lanes. `prefix_C`: tokens that
+  come before every prompt (model.sampling.shared_prefix_length); prompt_PxL then holds the
+  rest of each prompt. Pure function: jit it (make_sample_fn).
   """
   model = nnx.merge(graphdef, params)
   num_out_problems = prompt_PxL.shape[0]
@@ -99,9 +112,13 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
   lane_samples = rounds * n            # U: samples per lane, and the idle marker
   num_rows = lanes * lane_samples      # R: the spare output row for idle slots
   layers = layers_for_decoding(model)  # once, outside the loop
+  prefix_len = 0 if prefix_C is None else prefix_C.shape[0]
+  prefix = prefill_prefix(model, prefix_C, layers) if prefix_len else None
   first_logits_PxV, prompt, prompt_valid_PxL = prefill_prompts(model, prompt_PxL,
-                                                               prompt_lengths_P, layers)
+                                                               prompt_lengths_P, layers, prefix)
   prompt = to_lanes(model, prompt, lanes)
+  if prefix is not None:
+    prefix = prefix_for_decoding(model, prefix)
   lane_S = jnp.arange(num_slots) // per_lane
   # Real samples per lane: its problems below num_problems, n each.
   real_J = jnp.clip(num_problems - jnp.arange(lanes) * rounds, 0, rounds) * n
@@ -141,9 +158,10 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     round_S = jnp.where(active_S, state.sample_S // n, rounds)
     start_J = jnp.minimum(jnp.min(by_lane(round_S), axis=1), rounds - window)
     logits_SxV, generated = decode_slots(
-        model, token_S, prompt_lengths_P[problem_S] + state.pos_S, prompt, start_J, window,
-        prompt_valid_PxL[problem_S], jnp.clip(round_S - start_J[lane_S], 0, window - 1),
-        state.generated, jnp.minimum(state.pos_S, max_new - 1), layers)
+        model, token_S, prefix_len + prompt_lengths_P[problem_S] + state.pos_S, prompt,
+        start_J, window, prompt_valid_PxL[problem_S],
+        jnp.clip(round_S - start_J[lane_S], 0, window - 1), state.generated,
+        jnp.minimum(state.pos_S, max_new - 1), layers, prefix)
     continues_S = active_S & ~stopped_S
     sample_S, next_J = refill(state.sample_S, continues_S, state.next_J)
     first_SxV = first_logits_PxV[problem_of(sample_S)]

@@ -11,13 +11,13 @@ def test_slots_follow_the_memory_rule():
   assert decode_budget.bytes_per_slot(CFG, 16) == 6144
   # A problem: cache 2*2*2*64*8*4 = 16384 B + prefill 4*64*(4*32 + 2*64) = 65536 B.
   assert decode_budget.bytes_per_problem(CFG, 64) == 81920
-  # 8 samples per problem, 4 samples per slot: a slot carries half a problem (40960 B), so
-  # 47104 B per slot; (0.6 * 10 MiB - 1 MiB) / 47104 = 111.3 -> 111 per shard, 2 shards.
+  # 8 samples per problem, 16 samples per slot: a slot carries two problems (163840 B), so
+  # 169984 B per slot; (0.6 * 10 MiB - 1 MiB) / 169984 = 30.8 -> 30 per shard, 2 shards.
   rule = lambda memory, shards=2: decode_budget.slots_per_call(
       CFG, max_new_tokens=16, prompt_len=64, num_samples=8, batch_shards=shards,
       param_bytes_per_device=1 << 20, memory_bytes=memory)
-  assert rule(10 << 20) == 222
-  assert rule(10 << 20, shards=3) == 333
+  assert rule(10 << 20) == 60
+  assert rule(10 << 20, shards=3) == 90
   assert rule(1 << 20) == 2                      # no room: one slot per shard still
   assert rule(1 << 40) == decode_budget.MAX_SLOTS
   assert rule(None, shards=8) == decode_budget.CPU_SLOTS  # the CPU reports no memory limit

@@ -10,8 +10,10 @@ from flax import nnx
 
 from model.config import ModelConfig
 from model.decoder import Decoder, forward
-from model.sampling import SamplingConfig, choose_tokens_per_row, left_pad
-from model.shared_decode import decode_slots, init_generated_cache, prefill_prompts, to_lanes
+from model.sampling import (SamplingConfig, choose_tokens_per_row, left_pad,
+                            shared_prefix_length)
+from model.shared_decode import (decode_slots, init_generated_cache, prefill_prefix,
+                                 prefill_prompts, prefix_for_decoding, to_lanes)
 from model.slot_sampling import make_sample_fn, sample_keys
 from model.stop_matcher import build_stop_table
 
@@ -26,21 +28,32 @@ def _model(cfg=CFG, seed=0):
 
 # The MLP and LM head come from the configured kernel set, and the kernel set picks how the
 # layers run (cpu: unrolled, per-layer caches; xla: one scan): both must match the forward
-# pass, with one lane over two problems (a window of 2) and with a lane per problem.
+# pass, with one lane over two problems (a window of 2) and with a lane per problem, and with
+# the prompts' shared start held once (a prefix of 6 tokens) or not.
 @pytest.mark.parametrize("kernels", ["cpu", "xla"])
-@pytest.mark.parametrize("lanes,problem_S", [(1, [0, 1, 1, 0]), (2, [0, 0, 1, 1])])
-def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, problem_S):
+@pytest.mark.parametrize("lanes,problem_S,shared", [(1, [0, 1, 1, 0], 0), (2, [0, 0, 1, 1], 0),
+                                                    (1, [0, 1, 1, 0], 6), (2, [0, 0, 1, 1], 6)])
+def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, problem_S, shared):
   cfg = CFG.replace(kernels=kernels)
   graphdef, params = _model(cfg)
   model = nnx.merge(graphdef, params)
   rng = np.random.default_rng(0)
-  prompts = [list(rng.integers(1, 64, 5)), list(rng.integers(1, 64, 9))]
-  tokens, lengths = left_pad(prompts, 12)
+  start = list(rng.integers(1, 64, shared))
+  suffixes = [list(rng.integers(1, 64, 5)), list(rng.integers(1, 64, 9))]
+  prompts = [start + s for s in suffixes]
+  tokens, lengths = left_pad(suffixes, 12)
+  prefix = None
+  if shared:
+    prefix = jax.jit(functools.partial(prefill_prefix, model))(jnp.asarray(start, jnp.int32))
+    assert {x.shape[-4:] for x in jax.tree.leaves(prefix)} == {(1, 2, shared, 8)}  # once
   first_PxV, prompt, valid = jax.jit(functools.partial(prefill_prompts, model))(
-      jnp.asarray(tokens), jnp.asarray(lengths))
-  # Once per problem: [problems, K, L, H] per layer.
+      jnp.asarray(tokens), jnp.asarray(lengths), prefix=prefix)
+  # Once per problem, the shared start left out: [problems, K, L, H] per layer.
   assert {x.shape[-4:] for x in jax.tree.leaves(prompt)} == {(2, 2, 12, 8)}
   prompt = to_lanes(model, prompt, lanes)
+  if shared:
+    prefix = prefix_for_decoding(model, prefix)
+  lengths = lengths + shared
   window = 2 // lanes
   problem_S = np.array(problem_S)
   offset_S = problem_S % window
@@ -54,7 +67,7 @@ def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, proble
         jnp.asarray(continuation_SxN[:, t]), jnp.asarray(lengths[problem_S] + t), prompt,
         window_start_J=jnp.zeros((lanes,), jnp.int32), prompt_valid_SxL=valid[problem_S],
         window_offset_S=jnp.asarray(offset_S), generated=generated,
-        generated_len_S=jnp.full((4,), t))
+        generated_len_S=jnp.full((4,), t), prefix=prefix)
     step_logits.append(np.asarray(logits))
   full_forward = jax.jit(functools.partial(forward, graphdef))
   for slot, problem in enumerate(problem_S):
@@ -104,12 +117,16 @@ _sample_fn = functools.lru_cache(make_sample_fn)  # one compile per shape across
 
 
 def _run(graphdef, params, prompts, problem_keys, num_samples, cfg, eos_id, stop, key,
-         num_slots, pad_problems=0):
-  tokens, lengths = left_pad(prompts + [[]] * pad_problems, 16)
+         num_slots, pad_problems=0, prefix_multiple=0):
+  """The slot sampler's samples; with prefix_multiple, the prompts' shared start (to a
+  multiple of it) goes in as the shared prefix, as evaluation/sampler.py passes it."""
+  prefix_len = shared_prefix_length(prompts, prefix_multiple) if prefix_multiple else 0
+  prefix = jnp.asarray(prompts[0][:prefix_len], jnp.int32) if prefix_len else None
+  tokens, lengths = left_pad([p[prefix_len:] for p in prompts] + [[]] * pad_problems, 16)
   keys = np.asarray(list(problem_keys) + [0] * pad_problems, np.int32)
   sample = _sample_fn(graphdef, cfg, eos_id, num_samples, num_slots)
   out, out_lengths = sample(params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(keys),
-                            jnp.int32(len(prompts)), key, *map(jnp.asarray, stop))
+                            jnp.int32(len(prompts)), key, *map(jnp.asarray, stop), prefix)
   out, out_lengths = np.asarray(out), np.asarray(out_lengths)
   assert (out_lengths[len(prompts):] == 0).all()  # padding problems are not sampled
   return [list(out[p, i, :out_lengths[p, i]]) for p in range(len(prompts))
@@ -151,6 +168,24 @@ def test_lanes_draw_the_samples_of_the_plain_algorithm():
   for num_slots in (4, 6):
     assert _run(graphdef, params, prompts, problem_keys, 2, cfg, 1, stop, key,
                 num_slots) == plain, num_slots
+
+
+def test_a_shared_prefix_draws_the_samples_of_the_plain_algorithm():
+  graphdef, params = _model()
+  rng = np.random.default_rng(4)
+  start = list(rng.integers(2, 64, 9))  # a few-shot template's common start
+  prompts = [start + list(rng.integers(2, 64, n)) for n in (2, 5, 1, 4)]
+  assert shared_prefix_length(prompts, 4) == 8 and shared_prefix_length(prompts, 1) == 9
+  problem_keys = [2, 7, 1, 8]
+  cfg = SamplingConfig(max_new_tokens=5, temperature=1.0)
+  stop = _stop_tables(64, range(40, 60))
+  key = jax.random.key(6)
+  plain = _plain_samples(graphdef, params, prompts, problem_keys, 2, cfg, 1, stop, key)
+  assert len({len(s) for s in plain}) >= 2
+  # The first 8 or all 9 shared tokens held once; one lane (3 slots) and two lanes (4).
+  for num_slots, multiple in ((3, 4), (4, 1)):
+    assert _run(graphdef, params, prompts, problem_keys, 2, cfg, 1, stop, key, num_slots,
+                prefix_multiple=multiple) == plain, num_slots
 
 
 def test_greedy_samples_equal_on_one_and_eight_devices():
