@@ -1,9 +1,13 @@
 """Turns prompts into completions with a checkpointed model: tokenise, bucket, sample, detokenise.
 
 A call samples whole problems: each problem's prompt is prefilled once and its n samples run
-through a fixed number of slots refilled on device (model/slot_sampling.py). A sample's random
-draws are keyed by (seed, the problem's id, its sample index), so a resumed evaluation draws
-exactly the samples an uninterrupted one would have, whatever went into each call.
+through a fixed number of slots refilled on device (model/slot_sampling.py). The tokens all of
+a call's prompts start with (a few-shot template's examples; model.sampling.
+shared_prefix_length, to a multiple of 64) are prefilled and held once for the call. A
+sample's random draws are keyed by (seed, the problem's id, its sample index), so a resumed
+evaluation draws the samples an uninterrupted one would have, whatever went into each call
+(the logits themselves can differ in their last bits where a call's padding or shared prefix
+differs, which can flip a draw that sits on a tie).
 
 `sample_problems` keeps the device busy: a call is dispatched (JAX returns at once), then the
 previous call's programs run in the sandbox on the host, then the call's samples are

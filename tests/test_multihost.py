@@ -29,14 +29,14 @@ def _losses(workdir):
           if "loss" in r]
 
 
-def _config_of(corpus, steps):
+def _config_of(corpus_dir, steps):
   # 2 logical data shards in every run, so every global batch is the same.
-  return _config(corpus, num_train_steps=steps, eval_every=0, checkpoint_every=2,
+  return _config(corpus_dir, num_train_steps=steps, eval_every=0, checkpoint_every=2,
                  **{"data.num_shards": 2, "mesh.data": 4, "mesh.fsdp": 2, "mesh.tensor": 1})
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_checkpoints_cross_over(corpus, tmp_path):
+def test_two_processes_match_one_process_and_checkpoints_cross_over(corpus, tmp_path):  # noqa: F811
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   train(_config_of(corpus, 4), one)
   # Written by 1 process, continued by 2 (restoring a checkpoint across process counts,
