@@ -192,14 +192,17 @@ def test_greedy_samples_equal_on_one_and_eight_devices():
   from model.sharding import make_mesh  # pylint: disable=g-import-not-at-top
   graphdef, params = _model()
   rng = np.random.default_rng(3)
-  prompts = [list(rng.integers(2, 64, n)) for n in (3, 8, 5)]
+  start = list(rng.integers(2, 64, 4))
+  prompts = [start + list(rng.integers(2, 64, n)) for n in (3, 8, 5)]
   cfg = SamplingConfig(max_new_tokens=10, temperature=0.0)
   stop = _stop_tables(64, [50])
   args = (graphdef, params, prompts, [0, 1, 2], 4, cfg, 1, stop, jax.random.key(0), 8, 1)
-  single = _run(*args)
-  with jax.set_mesh(make_mesh(4, 1, 2)):
-    sharded = _run(*args)
-  assert sharded == single
+  # Each prompt whole, and the shared start held once (replicated over the mesh).
+  for prefix_multiple in (0, 4):
+    single = _run(*args, prefix_multiple=prefix_multiple)
+    with jax.set_mesh(make_mesh(4, 1, 2)):
+      sharded = _run(*args, prefix_multiple=prefix_multiple)
+    assert sharded == single, prefix_multiple
 
 
 def test_samples_depend_on_seed_problem_key_and_index():
