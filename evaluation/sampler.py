@@ -34,7 +34,7 @@ from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from execution.progress import progress_line
 from model import decode_budget, distributed
-from model.sampling import SamplingConfig, bucket_length, left_pad, shared_prefix_length
+from model.sampling import SamplingConfig, bucket_length, left_pad, split_shared_prefix
 from model.sharding import batch_sharding, device_memory_bytes
 from model.slot_sampling import make_sample_fn
 from model.stop_matcher import build_stop_table
@@ -111,9 +111,7 @@ class Sampler:
     shards = self.batch_shards
     # The prompts' common start (a few-shot template's examples) is prefilled and held once;
     # the problems' rows hold the rest.
-    prefix_len = shared_prefix_length(encoded)
-    prefix = np.asarray(encoded[0][:prefix_len], np.int32)
-    encoded = [r[prefix_len:] for r in encoded]
+    prefix, encoded = split_shared_prefix(encoded)
     # Problems padded to a multiple of the batch shards (the prefill splits them); the
     # padding problems are not sampled.
     padded = -(-len(encoded) // shards) * shards
@@ -133,7 +131,7 @@ class Sampler:
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
           jax.random.key(self.seed), *self._stop,
-          jax.device_put(prefix, replicated) if prefix_len else None)
+          None if prefix is None else jax.device_put(prefix, replicated))
     return len(encoded), num_samples, out, out_lengths
 
   def wait(self, call: tuple[Any, ...]) -> None:

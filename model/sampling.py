@@ -144,6 +144,15 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]], multiple: int = 64) -
   return length // multiple * multiple
 
 
+def split_shared_prefix(prompts: Sequence[Sequence[int]], multiple: int = 64
+                        ) -> tuple[np.ndarray | None, list[list[int]]]:
+  """(the shared prefix as int32 tokens, or None when shorter than `multiple`; each prompt's
+  rest): what the slot sampler takes (model/slot_sampling.py generate_samples)."""
+  length = shared_prefix_length(prompts, multiple)
+  prefix = np.asarray(prompts[0][:length], np.int32) if length else None
+  return prefix, [list(p[length:]) for p in prompts]
+
+
 class _LoopState(NamedTuple):
   """The decode loop's carry: where each row stands after `step` generated tokens."""
   step: jax.Array            # tokens generated so far (same for every row)

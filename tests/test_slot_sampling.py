@@ -11,7 +11,7 @@ from flax import nnx
 from model.config import ModelConfig
 from model.decoder import Decoder, forward
 from model.sampling import (SamplingConfig, choose_tokens_per_row, left_pad,
-                            shared_prefix_length)
+                            shared_prefix_length, split_shared_prefix)
 from model.shared_decode import (decode_slots, init_generated_cache, prefill_prefix,
                                  prefill_prompts, prefix_for_decoding, to_lanes)
 from model.slot_sampling import make_sample_fn, sample_keys
@@ -120,9 +120,9 @@ def _run(graphdef, params, prompts, problem_keys, num_samples, cfg, eos_id, stop
          num_slots, pad_problems=0, prefix_multiple=0):
   """The slot sampler's samples; with prefix_multiple, the prompts' shared start (to a
   multiple of it) goes in as the shared prefix, as evaluation/sampler.py passes it."""
-  prefix_len = shared_prefix_length(prompts, prefix_multiple) if prefix_multiple else 0
-  prefix = jnp.asarray(prompts[0][:prefix_len], jnp.int32) if prefix_len else None
-  tokens, lengths = left_pad([p[prefix_len:] for p in prompts] + [[]] * pad_problems, 16)
+  prefix, rests = (split_shared_prefix(prompts, prefix_multiple) if prefix_multiple
+                   else (None, prompts))
+  tokens, lengths = left_pad(rests + [[]] * pad_problems, 16)
   keys = np.asarray(list(problem_keys) + [0] * pad_problems, np.int32)
   sample = _sample_fn(graphdef, cfg, eos_id, num_samples, num_slots)
   out, out_lengths = sample(params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(keys),
