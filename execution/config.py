@@ -27,6 +27,8 @@ class SandboxConfig:
   isolation: str = NAMESPACES
   # Root mode: worker i runs programs as uid/gid sandbox_uid_base + i, an id no account uses,
   # so RLIMIT_NPROC is per worker and no program can signal or ptrace another worker's child.
+  # Host-wide: a uid another pool's worker holds is skipped for the next free one
+  # (uid_lease.py), so concurrent evals on one machine never share a uid.
   sandbox_uid_base: int = 2_000_000_000
   python_hash_seed: int = 0        # Fixed so set/dict iteration order cannot vary run to run.
   # setsid() per program even with namespaces. Off by default: PID 1 of its own pid namespace

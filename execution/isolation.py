@@ -42,8 +42,8 @@ Once per worker (the slow parts, inherited by every program):
 Once per program, in P before any untrusted byte runs: its own process group (a session with
 SandboxConfig.own_session; see there why not by default); rlimits on address space, CPU time
 and processes; privileges dropped (as root: setgroups([]) and setresgid/setresuid to a
-per-worker uid no account uses, which clears all capabilities; as a user: capset() to
-nothing); the parent-death signal. Everything else is inherited, because here each page of the
+per-worker uid no account uses and no other worker on the host holds (uid_lease.py), which
+clears all capabilities; as a user: capset() to nothing); the parent-death signal. Everything else is inherited, because here each page of the
 worker a program touches costs a copy-on-write fault, and that is most of what a program costs.
 
 The explicit weaker mode `rlimits` (for machines without namespaces) keeps the process,
@@ -64,6 +64,7 @@ from execution import accounts
 from execution import linux
 from execution import memory_cgroup
 from execution import seccomp
+from execution import uid_lease
 from execution.config import NAMESPACES, SandboxConfig
 
 _MIB = 1024 * 1024
@@ -118,8 +119,10 @@ class WorkerIsolation:
     self.config = config
     self.index = index
     self.namespaces = config.isolation == NAMESPACES
+    # As root: a uid no account uses, leased host-wide in prepare() (uid_lease.py).
     self.uid = config.sandbox_uid_base + index if is_root() else os.getuid()
     self.gid = config.sandbox_uid_base + index if is_root() else os.getgid()
+    self._uid_lease_fd = -1  # Held for the worker's life; the kernel drops it when W dies.
     self.fresh_proc = False
     self.loopback = False
     self.shared_memory: str | None = None  # Private tmpfs on SHARED_MEMORY_DIR, if mounted.
@@ -142,6 +145,12 @@ class WorkerIsolation:
     if not seccomp.is_supported():
       raise IsolationUnavailable(f"no seccomp filter for architecture {linux.machine()}")
     self._filter = seccomp.Filter()
+    if is_root():  # First: the scratch directory, passwd entry and cleanup use the uid.
+      try:
+        uid, self._uid_lease_fd = uid_lease.lease(self.config.sandbox_uid_base, self.index)
+      except OSError as e:
+        raise IsolationUnavailable(f"cannot lease a sandbox uid: {e}") from e
+      self.uid = self.gid = uid
     if is_root() and self.config.worker_memory_mb:
       # Before the mount view: /sys becomes read-only there.
       self.cgroup = memory_cgroup.join(self.config.worker_memory_mb * _MIB)
@@ -425,7 +434,8 @@ class WorkerIsolation:
       if not is_root():
         layers.append("user namespace mapping only the caller's uid; capabilities dropped")
     if is_root():
-      layers.append(f"unprivileged uid/gid {self.uid}, no supplementary groups")
+      layers.append(f"unprivileged uid/gid {self.uid} (leased: no other worker on this host "
+                    "uses it), no supplementary groups")
     if self.cgroup:
       layers.append(f"memory cgroup: {self.config.worker_memory_mb} MiB for all of a "
                     "worker's processes")

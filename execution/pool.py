@@ -123,6 +123,8 @@ class WorkerPool:
           f"sandbox isolation {self.config.isolation!r} unavailable: {refusals[0]}")
     self.layers: list[str] = hellos[0]["layers"]
     self.mode: str = hellos[0]["mode"]
+    # The uid each worker's programs run as (as root, leased host-wide: uid_lease.py).
+    self.uids: list[int] = [h["uid"] for h in hellos]
 
   def run(self, jobs: Sequence[Job], progress: ProgressCallback | None = None,
           on_result: Callable[[int, Result], None] | None = None) -> list[Result]:

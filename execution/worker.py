@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
   gc.freeze()  # Forked children then never touch (and copy) the worker's objects during GC.
   write_frame(result_fd, json.dumps({
       "ready": True, "layers": isolation_state.describe_layers(),
-      "mode": "root" if isolation.is_root() else "user",
+      "mode": "root" if isolation.is_root() else "user", "uid": isolation_state.uid,
       "cgroup": isolation_state.cgroup}).encode())
   while True:
     frame = read_frame(job_fd)

@@ -22,9 +22,8 @@ F = "def f(x):\n  return x + 1\n"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="hostile suite runs as root (CI)")
 
 
-def _sandbox_processes() -> list[int]:
-  """Pids of every process running as one of the pool's sandbox uids."""
-  uids = set(range(CONFIG.sandbox_uid_base, CONFIG.sandbox_uid_base + CONFIG.worker_count))
+def _sandbox_processes(uids) -> list[int]:
+  """Pids of every process running as one of `uids` (a pool's sandbox uids)."""
   found = []
   for p in psutil.process_iter(["uids"]):
     try:
@@ -237,7 +236,7 @@ def test_hostile_programs_get_their_verdicts_and_leave_nothing_behind(pool, outs
   assert all(TIMEOUT_S <= verdicts[n].duration_s < TIMEOUT_S + 5
              for n in ("python_loop", "signal_ignoring_loop", "fork_bomb"))
   # No process of any sandbox uid survives, and the workers are the same processes.
-  assert _sandbox_processes() == []
+  assert _sandbox_processes(pool.uids) == []
   assert all(psutil.pid_exists(pid) for pid in worker_pids)
   assert [w.process.poll() for w in pool._workers] == [None] * len(worker_pids)
   # Nothing outside the scratch space changed; the listener never saw a connection.
