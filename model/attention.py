@@ -135,8 +135,9 @@ class Attention(nnx.Module):
     The S slots form J lanes of S / J (model/slot_sampling.py). `prompt` {"k": [J, W, K, H, L],
     "v": [J, W, K, L, H]} holds each lane's window of W problems' prompt caches
     (model/shared_decode.py); slot s's problem is entry window_offset_S[s] of its lane's
-    window, its real keys where prompt_valid_SxL[s]. `generated` {"k", "v"}: [S, K, N, H]
-    holds the keys/values of the slot's own earlier tokens (valid where generated_valid_SxN).
+    window, its real keys where prompt_valid_SxL[s]. `generated` {"k": [S, K, H, N], "v":
+    [S, K, N, H]} holds the keys/values of the slot's own earlier tokens (valid where
+    generated_valid_SxN).
     `prefix` {"k": [K, H, C], "v": [K, C, H]}, when given, holds the C tokens every problem's
     prompt starts with (then `prompt` holds only what follows them); every slot attends to all
     of it. One softmax spans the parts, so the result is the attention of a single cache
@@ -186,12 +187,15 @@ class Attention(nnx.Module):
     lane_max_JxKxQx1 = jnp.max(prompt_scores, -1, keepdims=True)
     if prefix is not None:
       # Every key of the prefix is real and every slot sees all of it: no window, no mask.
-      prefix_scores = jnp.einsum("jkqh,khc->jkqc", q_JxKxQxH,
+      # Kv-head-major [K, J, Q, C], the order a dot_general batched over K produces: as
+      # [J, K, Q, C] XLA:CPU transposed these scores (C = 700 per query) twice a layer.
+      q_KxJxQxH = q_JxKxQxH.transpose(1, 0, 2, 3)
+      prefix_scores = jnp.einsum("kjqh,khc->kjqc", q_KxJxQxH,
                                  prefix["k"].astype(q_SxKxGxH.dtype),
                                  preferred_element_type=f32)
-      lane_max_JxKxQx1 = jnp.maximum(lane_max_JxKxQx1,
-                                     jnp.max(prefix_scores, -1, keepdims=True))
-    own_scores = jnp.einsum("skgh,sknh->skgn", q_SxKxGxH,
+      lane_max_JxKxQx1 = jnp.maximum(
+          lane_max_JxKxQx1, jnp.max(prefix_scores, -1, keepdims=True).transpose(1, 0, 2, 3))
+    own_scores = jnp.einsum("skgh,skhn->skgn", q_SxKxGxH,
                             generated["k"].astype(q_SxKxGxH.dtype),
                             preferred_element_type=f32)
     own_scores = jnp.where(generated_valid_SxN[:, None, None, :], own_scores, low)
@@ -207,8 +211,9 @@ class Attention(nnx.Module):
     prompt_exp = jnp.exp(prompt_scores - lane_max_JxKxQx1)
     lane_sum_JxKxQx1 = jnp.sum(prompt_exp, -1, keepdims=True)
     if prefix is not None:
-      prefix_exp = jnp.exp(prefix_scores - lane_max_JxKxQx1)
-      lane_sum_JxKxQx1 = lane_sum_JxKxQx1 + jnp.sum(prefix_exp, -1, keepdims=True)
+      prefix_exp = jnp.exp(prefix_scores - lane_max_JxKxQx1.transpose(1, 0, 2, 3))
+      lane_sum_JxKxQx1 = lane_sum_JxKxQx1 + jnp.sum(prefix_exp, -1, keepdims=True).transpose(
+          1, 0, 2, 3)
     own_exp = jnp.exp(own_scores - max_SxKxGx1)
     total = to_slot_major(lane_sum_JxKxQx1) + jnp.sum(own_exp, -1, keepdims=True)
     if store is None:
@@ -220,8 +225,9 @@ class Attention(nnx.Module):
     prompt_exp = prompt_exp.astype(dtype)
     prompt_out = 0
     if prefix is not None:
-      prompt_out = jnp.einsum("jkqc,kch->jkqh", prefix_exp.astype(dtype),
-                              prefix["v"].astype(dtype), preferred_element_type=f32)
+      prompt_out = jnp.einsum("kjqc,kch->kjqh", prefix_exp.astype(dtype),
+                              prefix["v"].astype(dtype),
+                              preferred_element_type=f32).transpose(1, 0, 2, 3)
     for w in range(window):
       exp_w = prompt_exp if window == 1 else jnp.where(
           (own_problem_JxQ == w)[:, None, :, None], prompt_exp, 0)

@@ -162,15 +162,22 @@ def to_lanes(model: Decoder, prompt: Cache, num_lanes: int) -> Cache:
 
 
 def init_generated_cache(model: Decoder, slots: int, max_new_tokens: int) -> Cache:
+  """Each slot's own keys {"k": [S, K, H, N]} and values {"v": [S, K, N, H]} (per layer).
+
+  Keys are stored transposed, length-minor, like the prefix's: a decode step's scores are then
+  a matmul of each slot's [G, H] queries by its [H, N] keys, 2.4x faster on XLA:CPU than
+  against [N, H] at N = 128 and 1.6x at N = 384 (d_model 128, 64 slots)."""
   cfg = model.cfg
-  shape = (slots, cfg.num_kv_heads, max_new_tokens, cfg.head_dim)
-  axes = ("batch", "act_kv_heads", "length", None)
+  k_shape = (slots, cfg.num_kv_heads, cfg.head_dim, max_new_tokens)
+  v_shape = (slots, cfg.num_kv_heads, max_new_tokens, cfg.head_dim)
+  k_axes = ("batch", "act_kv_heads", None, "length")
+  v_axes = ("batch", "act_kv_heads", "length", None)
   zeros = lambda shape, axes: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)), axes)
   if unrolled_layers(model):
-    return tuple({"k": zeros(shape, axes), "v": zeros(shape, axes)}
+    return tuple({"k": zeros(k_shape, k_axes), "v": zeros(v_shape, v_axes)}
                  for _ in range(cfg.num_layers))
-  shape, axes = (cfg.num_layers,) + shape, ("layers",) + axes
-  return {"k": zeros(shape, axes), "v": zeros(shape, axes)}
+  stack = lambda shape, axes: zeros((cfg.num_layers,) + shape, ("layers",) + axes)
+  return {"k": stack(k_shape, k_axes), "v": stack(v_shape, v_axes)}
 
 
 def _lane_windows(prompt_l: dict[str, jax.Array], window_start_J: jax.Array, window: int
@@ -201,16 +208,18 @@ def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, pro
   count it), or None.
   """
   num_slots = token_S.shape[0]
-  max_new = jax.tree.leaves(generated)[0].shape[-2]
   unrolled = unrolled_layers(model)
+  max_new = (generated[0] if unrolled else generated)["v"].shape[-2]
   slots_S = jnp.arange(num_slots)
-  # Index arrays split by a slice put their broadcast dimension first: updates are [S, K, H].
-  store_one = lambda cache_SxKxNxH, new_SxKxH: cache_SxKxNxH.at[
+  # Index arrays split by slices put their broadcast dimension first: updates are [S, K, H].
+  store_k = lambda cache_SxKxHxN, new_SxKxH: cache_SxKxHxN.at[
+      slots_S, :, :, generated_len_S].set(new_SxKxH.astype(cache_SxKxHxN.dtype))
+  store_v = lambda cache_SxKxNxH, new_SxKxH: cache_SxKxNxH.at[
       slots_S, :, generated_len_S, :].set(new_SxKxH.astype(cache_SxKxNxH.dtype))
   # Unrolled, each layer's own cache takes the new token before the attention reads it
   # (in place; see Attention.decode_shared), so the token's own position is valid too.
-  store = (lambda cache, k_SxKxH, v_SxKxH: {"k": store_one(cache["k"], k_SxKxH),
-                                            "v": store_one(cache["v"], v_SxKxH)}
+  store = (lambda cache, k_SxKxH, v_SxKxH: {"k": store_k(cache["k"], k_SxKxH),
+                                            "v": store_v(cache["v"], v_SxKxH)}
            ) if unrolled else None
   valid_SxN = jnp.arange(max_new)[None, :] < (generated_len_S + unrolled)[:, None]
 
@@ -235,6 +244,6 @@ def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, pro
     # The new keys/values leave the layer scan as small outputs and are scattered into the
     # stacked cache once here, in place: carrying the cache through the scan would copy it.
     k_LxSxKxH, v_LxSxKxH = outputs
-    generated = {"k": jax.vmap(store_one)(generated["k"], k_LxSxKxH),
-                 "v": jax.vmap(store_one)(generated["v"], v_LxSxKxH)}
+    generated = {"k": jax.vmap(store_k)(generated["k"], k_LxSxKxH),
+                 "v": jax.vmap(store_v)(generated["v"], v_LxSxKxH)}
   return model.logits(x_Sx1xD)[:, 0], generated
