@@ -3,11 +3,23 @@
 Eight fake CPU devices let sharding tests build real (data, fsdp, tensor) meshes on one CPU.
 XLA reads the flag once, at backend start, so it must be set before anything imports jax.
 """
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test session, which the train.py / eval.py / multi-process
+# runs the tests start inherit: a program compiled once (a restart's train step, the same tiny
+# model in another test) is read back instead of compiled again. tests/test_train_loop.py: 162 s
+# -> 75 s. Fresh per session, so no run depends on an earlier one.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix="jax-compilation-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  _OWNER = os.getpid()
+  atexit.register(lambda: os.getpid() == _OWNER and shutil.rmtree(_CACHE_DIR, ignore_errors=True))
 
 import pytest  # noqa: E402
 
