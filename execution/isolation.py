@@ -43,8 +43,9 @@ Once per program, in P before any untrusted byte runs: its own process group (a 
 SandboxConfig.own_session; see there why not by default); rlimits on address space, CPU time
 and processes; privileges dropped (as root: setgroups([]) and setresgid/setresuid to a
 per-worker uid no account uses and no other worker on the host holds (uid_lease.py), which
-clears all capabilities; as a user: capset() to nothing); the parent-death signal. Everything else is inherited, because here each page of the
-worker a program touches costs a copy-on-write fault, and that is most of what a program costs.
+clears all capabilities; as a user: capset() to nothing); the parent-death signal. Everything
+else is inherited, because here each page of the worker a program touches costs a
+copy-on-write fault, and that is most of what a program costs.
 
 The explicit weaker mode `rlimits` (for machines without namespaces) keeps the process,
 session, rlimits, uid drop (as root), seccomp and a private scratch directory, and loses the
