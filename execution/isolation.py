@@ -99,9 +99,26 @@ def interpreter_paths() -> list[str]:
   return outermost
 
 
+def _untraversable_ancestors(keep: list[str]) -> list[str]:
+  """As root, the outermost directory above each interpreter path that others cannot enter
+  (a checkout under `mktemp -d`, mode 700): the sandbox uid could not reach the interpreter
+  through it, so it is hidden like a home and the interpreter path mounted back."""
+  if not is_root():
+    return []  # Programs keep the caller's uid, which can enter them.
+  found = []
+  for path in keep:
+    parts = path.strip(os.sep).split(os.sep)
+    for depth in range(1, len(parts)):
+      d = os.sep + os.path.join(*parts[:depth])
+      if not os.stat(d).st_mode & 0o001:
+        found.append(d)
+        break
+  return found
+
+
 def _hidden_dirs(keep: list[str]) -> list[str]:
   hidden: list[str] = []
-  for d in ("/root", "/home", os.path.expanduser("~")):
+  for d in ("/root", "/home", os.path.expanduser("~"), *_untraversable_ancestors(keep)):
     d = os.path.realpath(d)
     if d == "/" or not os.path.isdir(d):
       continue
