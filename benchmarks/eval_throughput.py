@@ -35,11 +35,14 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks.llama_peer import add_model_args, llama_config, run_peer
 from model.config import ModelConfig
 from model.decoder import Decoder
+from model.host_devices import split_host_cpu
 from model.sampling import SamplingConfig
+from model.sharding import batch_sharding, make_mesh
 from model.slot_sampling import make_sample_fn
 from model.stop_matcher import build_stop_table
 
@@ -57,6 +60,9 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--temperature", type=float, default=0.5)
   p.add_argument("--runs", type=int, default=2)
   p.add_argument("--peer-runs", type=int, default=1)
+  p.add_argument("--cpu-devices", type=int, default=0,
+                 help="on a CPU, XLA devices to split it into (0 = one per core, as eval.py; "
+                      "model/host_devices.py); the problems and slots split over them")
   p.add_argument("--peak-gflops", type=float, default=170.0,
                  help="the machine's matmul rate, for the FLOP bound")
   return p.parse_args()
@@ -101,8 +107,19 @@ def measure_ours(args: argparse.Namespace, cfg: ModelConfig) -> dict:
   suffix = jnp.asarray(prompt[:, args.shared_prefix:])
   lengths = jnp.full((args.batch,), suffix.shape[1], jnp.int32)
   keys = jnp.arange(args.batch, dtype=jnp.int32)
-  call = lambda seed: sample(params, suffix, lengths, keys, jnp.int32(args.batch),
-                             jax.random.key(seed), *stop, prefix)
+  # Like evaluation/sampler.py: the data axis over every device, each shard its own loop.
+  mesh = make_mesh(-1, 1, 1)
+  if args.batch % mesh.shape["data"] or slots % mesh.shape["data"]:
+    raise SystemExit(f"--batch {args.batch} and {slots} slots must split over "
+                     f"{mesh.shape['data']} devices (see --cpu-devices)")
+  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+  suffix, lengths, keys = (jax.device_put(x, batch_sharding(mesh, x.ndim))
+                           for x in (suffix, lengths, keys))
+
+  def call(seed):
+    with jax.set_mesh(mesh):
+      return sample(params, suffix, lengths, keys, jnp.int32(args.batch), jax.random.key(seed),
+                    *stop, prefix)
   started = time.perf_counter()
   jax.block_until_ready(call(0))
   compile_s = time.perf_counter() - started
@@ -116,11 +133,12 @@ def measure_ours(args: argparse.Namespace, cfg: ModelConfig) -> dict:
   return {"slots": slots, "tokens_per_sec": round(args.batch * args.samples * args.new_tokens
                                                    / wall, 1),
           "wall_s_median": round(wall, 3), "compile_and_first_call_s": round(compile_s, 2),
-          "platform": jax.devices()[0].platform}
+          "platform": jax.devices()[0].platform, "devices": mesh.size}
 
 
 def main() -> None:
   args = parse_args()
+  split_host_cpu(args.cpu_devices)  # before JAX starts its backends
   cfg = llama_config(args)
   if not 0 <= args.shared_prefix < args.prompt_len:
     raise SystemExit(f"--shared-prefix {args.shared_prefix} must be in [0, --prompt-len)")

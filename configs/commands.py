@@ -88,6 +88,8 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   problem = _wandb_problem(config)
   if problem:
     return problem
+  if config.get("cpu_devices", 0) < 0:
+    return f"--config.cpu_devices={config.cpu_devices}: must be >= 0 (0 = one per CPU core)"
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"

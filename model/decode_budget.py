@@ -16,8 +16,9 @@ fsdp/tensor):
              at most MAX_SLOTS, rounded down to a multiple of the batch shards (at least one
              per shard)
 
-Where the devices report no memory limit (the CPU), a fixed CPU_SLOTS is used: CPU decoding
-is bound by matmul throughput, not memory.
+Where the devices report no memory limit (the CPU), CPU_SLOTS per device is used: CPU
+decoding is bound by compute, not memory, and the host runs one device per core
+(model/host_devices.py).
 """
 from __future__ import annotations
 
@@ -28,13 +29,19 @@ import jax
 from model.config import ModelConfig
 
 MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compiled program
-CPU_SLOTS = 64
+# Per CPU device (one per core). The tiny model's full MBPP protocol, 2 devices: 686 s of
+# sampling at 32 each (25 problems a call), 668 s at 64 (51 a call, before the even split
+# of a call's problems over the shards): alike. Synthetic calls (random weights, 640-token
+# shared prefix, 192-token suffixes, 256 new tokens) favoured 64 (8,430 / 8,026 tokens/s
+# against 7,436 / 7,221); the real samples' refills and short calls even it out.
+CPU_SLOTS = 32
 MAX_SLOTS = 1024
 # A call carries whole problems, about this many samples per slot (so the slots that idle
 # while its last samples finish are few next to its work): evaluation/sampler.py. Replaying
-# the tiny model's MBPP sample lengths through the slot sampler's refill rule: 69% of the
-# slot-steps busy at 3 problems per 64-slot call (4 samples per slot), 90% at 12 (16).
-SAMPLES_PER_SLOT = 16
+# the tiny model's 40,000 MBPP sample lengths through the refill rule, 2 devices of 32 slots,
+# calls pipelined: 89% of the slot-steps busy at 16 samples per slot (12 problems a call),
+# 94% at 32 (25); one 64-slot device: 69% at 4, 90% at 16.
+SAMPLES_PER_SLOT = 32
 
 
 def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
@@ -55,7 +62,7 @@ def slots_per_call(cfg: ModelConfig, *, max_new_tokens: int, prompt_len: int, nu
                    memory_bytes: int | None) -> int:
   """The module docstring's rule; a multiple of batch_shards."""
   if memory_bytes is None:
-    slots = CPU_SLOTS
+    slots = CPU_SLOTS * batch_shards
   else:
     free = MEMORY_FRACTION * memory_bytes - param_bytes_per_device
     per_slot = (bytes_per_slot(cfg, max_new_tokens) +

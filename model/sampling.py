@@ -144,11 +144,15 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]], multiple: int = 64) -
   return length // multiple * multiple
 
 
-def split_shared_prefix(prompts: Sequence[Sequence[int]], multiple: int = 64
+def split_shared_prefix(prompts: Sequence[Sequence[int]], multiple: int = 64,
+                        at_most: int | None = None
                         ) -> tuple[np.ndarray | None, list[list[int]]]:
   """(the shared prefix as int32 tokens, or None when shorter than `multiple`; each prompt's
-  rest): what the slot sampler takes (model/slot_sampling.py generate_samples)."""
+  rest): what the slot sampler takes (model/slot_sampling.py generate_samples). `at_most`
+  caps the prefix (an evaluation's calls then share one prefix length: one compiled shape)."""
   length = shared_prefix_length(prompts, multiple)
+  if at_most is not None:
+    length = min(length, at_most // multiple * multiple)
   prefix = np.asarray(prompts[0][:length], np.int32) if length else None
   return prefix, [list(p[length:]) for p in prompts]
 

@@ -23,6 +23,9 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# The axis whose shards each hold whole parameters: work split over it alone needs no
+# communication (the slot sampler runs one independent loop per shard of it).
+DATA_AXIS = "data"
 
 # Logical axis -> mesh axes. Parameter names first, then activation names. An activation
 # must not reuse a mesh axis already taken by another of its dimensions, which is why the
@@ -100,7 +103,8 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | N
                      f"LOGICAL_AXIS_RULES; known: {sorted(_RULES)}")
     axes = tuple(a for a in _RULES[name] if a not in used)
     if mesh is not None:
-      axes = tuple(a for a in axes if mesh.shape[a] > 1)
+      # Axes a shard_map made manual are already split by hand (model/slot_sampling.py).
+      axes = tuple(a for a in axes if mesh.shape[a] > 1 and a not in mesh.manual_axes)
       if shape is not None:
         # Keep the longest prefix of mesh axes whose product divides the dimension.
         while axes and shape[dim] % math.prod(mesh.shape[a] for a in axes):
@@ -140,3 +144,18 @@ def device_memory_bytes() -> int | None:
       return None
     limits.append(int(stats["bytes_limit"]))
   return min(limits) if limits else None
+
+
+def data_shards(mesh: Mesh | jax.sharding.AbstractMesh) -> int:
+  """Shards of a purely data-parallel mesh (only DATA_AXIS > 1) that can each run work of
+  their own, e.g. a loop of their own length (a shard_map over it); 1 for any other mesh.
+
+  Why only then: with fsdp or tensor > 1 inside each shard, the loop's collectives are one
+  collective of all devices to XLA, so shards whose loops run different numbers of steps
+  wait for each other forever (XLA:CPU aborted after its rendezvous timeout; jax 0.10.2).
+  """
+  if mesh.empty or DATA_AXIS not in mesh.axis_names or DATA_AXIS in mesh.manual_axes:
+    return 1
+  if any(size > 1 for name, size in mesh.shape.items() if name != DATA_AXIS):
+    return 1
+  return mesh.shape[DATA_AXIS]

@@ -28,8 +28,17 @@ class ScriptedSampler:
                        len(prompts) * num_samples))
     return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]
 
+  def prompt_length(self, prompt):
+    return len(prompt)  # characters stand in for tokens
+
+  def shared_prefix_limit(self, prompts):
+    del prompts
+    return 0
+
   # The dispatch / wait / collect protocol of evaluation.sampler.Sampler (no device here).
-  dispatch = sample
+  def dispatch(self, prompts, problem_keys, num_samples, max_prefix=None, min_problems=0):
+    del max_prefix, min_problems
+    return self.sample(prompts, problem_keys, num_samples)
 
   def wait(self, call):
     del call

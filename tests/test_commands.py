@@ -74,6 +74,9 @@ def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
   (tmp_path / "s.jsonl").write_text("")
   config.samples_path = "s.jsonl"
   assert commands.eval_problem(config) is None
+  config.cpu_devices = -2
+  assert commands.eval_problem(config) == (
+      "--config.cpu_devices=-2: must be >= 0 (0 = one per CPU core)")
 
 
 @pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])

@@ -6,7 +6,8 @@ CFG = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_h
                   head_dim=8, d_ff=64)
 
 
-def test_slots_follow_the_memory_rule():
+def test_slots_follow_the_memory_rule(monkeypatch):
+  monkeypatch.setattr(decode_budget, "SAMPLES_PER_SLOT", 16)  # the numbers below assume it
   # A slot: cache 2*2*2*16*8*4 = 4096 B + working 4*(4*64 + 4*32 + 2*64) = 2048 B.
   assert decode_budget.bytes_per_slot(CFG, 16) == 6144
   # A problem: cache 2*2*2*64*8*4 = 16384 B + prefill 4*64*(4*32 + 2*64) = 65536 B.
@@ -20,4 +21,5 @@ def test_slots_follow_the_memory_rule():
   assert rule(10 << 20, shards=3) == 90
   assert rule(1 << 20) == 2                      # no room: one slot per shard still
   assert rule(1 << 40) == decode_budget.MAX_SLOTS
-  assert rule(None, shards=8) == decode_budget.CPU_SLOTS  # the CPU reports no memory limit
+  # The CPU reports no memory limit: a fixed number per device (one device per core).
+  assert rule(None, shards=8) == 8 * decode_budget.CPU_SLOTS

@@ -205,6 +205,33 @@ def test_greedy_samples_equal_on_one_and_eight_devices():
     assert sharded == single, prefix_multiple
 
 
+def test_each_data_shard_runs_its_own_loop_and_draws_the_plain_samples():
+  from model.sharding import make_mesh  # pylint: disable=g-import-not-at-top
+  graphdef, params = _model()
+  rng = np.random.default_rng(1)
+  prompts = [list(rng.integers(2, 64, n)) for n in (3, 7, 5)]
+  problem_keys = [11, 4, 7]
+  cfg = SamplingConfig(max_new_tokens=6, temperature=1.0)
+  stop = _stop_tables(64, range(40, 60))
+  key = jax.random.key(3)
+  plain = _plain_samples(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key)
+  # 8 data shards, one problem each (five padding problems: those shards sample nothing),
+  # 1 slot each (refilled), each shard's loop as long as its own samples. With fsdp or
+  # tensor > 1 the whole mesh runs one partitioned loop instead (model/sharding.py
+  # data_shards): the same samples.
+  for mesh, per_shard in ((make_mesh(8, 1, 1), True), (make_mesh(4, 1, 2), False),
+                          (make_mesh(4, 2, 1), False)):
+    with jax.set_mesh(mesh):
+      jaxpr = str(jax.make_jaxpr(_sample_fn(graphdef, cfg, 1, 4, 8))(
+          params, jnp.zeros((8, 16), jnp.int32), jnp.ones((8,), jnp.int32),
+          jnp.zeros((8,), jnp.int32), jnp.int32(3), key, *map(jnp.asarray, stop), None))
+      assert ("shard_map" in jaxpr) == per_shard
+      assert _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, 8, 5) == plain
+  # Slots that do not split over the shards are refused.
+  with jax.set_mesh(make_mesh(8, 1, 1)), pytest.raises(ValueError, match="split evenly"):
+    _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, 12, 5)
+
+
 def test_samples_depend_on_seed_problem_key_and_index():
   graphdef, params = _model()
   prompts = [[3, 4, 5], [3, 4, 5]]

@@ -1,0 +1,45 @@
+"""One XLA CPU device per core, for sampling on a CPU.
+
+XLA:CPU runs one program's small ops on about one core: a decode step of the tiny model
+(64 slots, d_model 128) is [64, 128] x [128, 512] matmuls and softmaxes over 64 x 704
+scores, too small for its intra-op threads. Split into one device per core, the host runs
+one such program per device at once: the slot sampler gives each device of the mesh's data
+axis its own problems, slots and loop (model/slot_sampling.py generate_samples_per_shard).
+Measured on the 2-core CPU, the tiny model on 12 real MBPP 3-shot prompts x 80 samples:
+3,613 tokens/s on one device, 5,254 on two.
+
+Parameters are held once per device, so a model that fits the host's memory only once wants
+one device (eval configs: `cpu_devices=1`). The flag only shapes the CPU platform: on a GPU
+or TPU host JAX still samples on the accelerators.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def usable_cores() -> int:
+  """Cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def split_host_cpu(count: int = 0) -> int:
+  """Asks XLA for `count` CPU devices (0: one per usable core) and returns the count in
+  effect. A count already in XLA_FLAGS (a user's, a test's, a multi-process launcher's)
+  wins. XLA reads the flag when JAX starts its backends: call this before anything touches
+  a device (importing jax is fine).
+  """
+  if count < 0:
+    raise ValueError(f"cpu_devices must be >= 0 (0 = one per core), got {count}")
+  flags = os.environ.get("XLA_FLAGS", "")
+  found = re.search(_FLAG + r"=(\d+)", flags)
+  if found:
+    return int(found.group(1))
+  count = count or usable_cores()
+  os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
+  return count
