@@ -219,8 +219,7 @@ def test_each_data_shard_runs_its_own_loop_and_draws_the_plain_samples():
   # 1 slot each (refilled), each shard's loop as long as its own samples. With fsdp or
   # tensor > 1 the whole mesh runs one partitioned loop instead (model/sharding.py
   # data_shards): the same samples.
-  for mesh, per_shard in ((make_mesh(8, 1, 1), True), (make_mesh(4, 1, 2), False),
-                          (make_mesh(4, 2, 1), False)):
+  for mesh, per_shard in ((make_mesh(8, 1, 1), True), (make_mesh(4, 1, 2), False)):
     with jax.set_mesh(mesh):
       jaxpr = str(jax.make_jaxpr(_sample_fn(graphdef, cfg, 1, 4, 8))(
           params, jnp.zeros((8, 16), jnp.int32), jnp.ones((8,), jnp.int32),
