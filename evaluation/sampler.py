@@ -37,8 +37,7 @@ from execution.progress import progress_line
 from model import decode_budget, distributed
 from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
                             split_shared_prefix)
-from model.sharding import batch_sharding, device_memory_bytes
-from model.sharding import data_shards
+from model.sharding import batch_sharding, data_shards, device_memory_bytes
 from model.slot_sampling import make_sample_fn, problem_rows
 from model.stop_matcher import build_stop_table
 
@@ -93,10 +92,6 @@ class Sampler:
         batch_shards=shards, param_bytes_per_device=params_bytes,
         memory_bytes=device_memory_bytes())
 
-  def prompt_length(self, prompt: str) -> int:
-    """The prompt's tokens (before truncation to max_prompt_len)."""
-    return len(self.tokenizer.encode_prompt(prompt))
-
   def encode_prompt(self, prompt: str) -> list[int]:
     tokens = self.tokenizer.encode_prompt(prompt)  # BOS first for models that expect it
     if len(tokens) > self.max_prompt_len:
@@ -110,11 +105,13 @@ class Sampler:
     """num_samples completions (cut at [DONE]) of each prompt, in one call."""
     return self.collect(self.dispatch(prompts, problem_keys, num_samples))
 
-  def shared_prefix_limit(self, prompts: Sequence[str]) -> int:
-    """The tokens all of these prompts share (those max_prompt_len leaves whole): capping
-    each call's shared prefix at it gives an evaluation's calls one prefix length."""
+  def call_plan(self, prompts: Sequence[str]) -> tuple[list[int], int]:
+    """(each prompt's tokens before truncation to max_prompt_len, the tokens all prompts
+    that it leaves whole share): sample_problems orders its calls by the first and caps each
+    call's shared prefix at the second, so an evaluation's calls share one prefix length."""
     encoded = [self.tokenizer.encode_prompt(p) for p in prompts]
-    return shared_prefix_length([e for e in encoded if len(e) <= self.max_prompt_len])
+    whole = [e for e in encoded if len(e) <= self.max_prompt_len]
+    return [len(e) for e in encoded], shared_prefix_length(whole)
 
   def dispatch(self, prompts: Sequence[str], problem_keys: Sequence[int],
                num_samples: int, max_prefix: int | None = None,
@@ -122,7 +119,7 @@ class Sampler:
     """Starts one sampling call and returns at once (JAX dispatches asynchronously); the
     host is free until `collect`, e.g. to execute the previous call's programs.
 
-    max_prefix: at most this many shared-prefix tokens (shared_prefix_limit);
+    max_prefix: at most this many shared-prefix tokens (call_plan);
     min_problems: pad the call to this many problems (a last, smaller call of an evaluation
     then reuses its calls' compiled shape; padding problems cost a prefill row, no samples).
     """
@@ -255,13 +252,12 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
   started, finished = time.perf_counter(), 0
   times = PhaseTimes()
   per_chunk = max(1, decode_budget.SAMPLES_PER_SLOT * sampler.slots(num_samples) // num_samples)
-  prompts = [e["prompt"] for e in examples]
-  lengths = [sampler.prompt_length(p) for p in prompts]
+  lengths, max_prefix = sampler.call_plan([e["prompt"] for e in examples])
   chunks = [todo for chunk in chunks_of_problems(examples, per_chunk, lengths,
                                                   sampler.max_prompt_len)
             if (todo := [e for e in chunk if e["id"] not in done_ids])]
   # Every call the same number of problems and shared-prefix length: few shapes to compile.
-  call_shape = {"max_prefix": sampler.shared_prefix_limit(prompts), "min_problems": per_chunk}
+  call_shape = {"max_prefix": max_prefix, "min_problems": per_chunk}
   dispatch = lambda todo: _Dispatched(sampler, todo, num_samples, **call_shape)
   in_flight = collections.deque(dispatch(todo) for todo in chunks[:CALLS_IN_FLIGHT])
   previous_ready_at = started

@@ -28,12 +28,8 @@ class ScriptedSampler:
                        len(prompts) * num_samples))
     return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]
 
-  def prompt_length(self, prompt):
-    return len(prompt)  # characters stand in for tokens
-
-  def shared_prefix_limit(self, prompts):
-    del prompts
-    return 0
+  def call_plan(self, prompts):
+    return [len(p) for p in prompts], 0  # characters stand in for tokens
 
   # The dispatch / wait / collect protocol of evaluation.sampler.Sampler (no device here).
   def dispatch(self, prompts, problem_keys, num_samples, max_prefix=None, min_problems=0):

@@ -30,8 +30,8 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
   calls = []
 
   class Recording(ScriptedSampler):
-    def shared_prefix_limit(self, prompts):
-      return 640
+    def call_plan(self, prompts):
+      return super().call_plan(prompts)[0], 640
 
     def dispatch(self, prompts, problem_keys, num_samples, max_prefix=None, min_problems=0):
       calls.append((tuple(problem_keys), max_prefix, min_problems))

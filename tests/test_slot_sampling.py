@@ -133,7 +133,10 @@ def _run(graphdef, params, prompts, problem_keys, num_samples, cfg, eos_id, stop
           for i in range(num_samples)]
 
 
-def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
+@functools.lru_cache(maxsize=None)
+def _refill_case():
+  """3 problems x 4 samples that stop at different lengths, and the plain algorithm's
+  samples: (graphdef, params, prompts, problem_keys, cfg, stop, key, plain)."""
   graphdef, params = _model()
   rng = np.random.default_rng(1)
   prompts = [list(rng.integers(2, 64, n)) for n in (3, 7, 5)]
@@ -144,6 +147,11 @@ def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
   stop = _stop_tables(64, range(40, 60))
   key = jax.random.key(3)
   plain = _plain_samples(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key)
+  return graphdef, params, prompts, problem_keys, cfg, stop, key, plain
+
+
+def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
+  graphdef, params, prompts, problem_keys, cfg, stop, key, plain = _refill_case()
   lengths = sorted({len(s) for s in plain})
   assert len(lengths) >= 3 and lengths[0] < cfg.max_new_tokens, lengths
   # 12 samples through 3 slots (refilled 9 times) and through 5 slots with a padding
@@ -207,14 +215,7 @@ def test_greedy_samples_equal_on_one_and_eight_devices():
 
 def test_each_data_shard_runs_its_own_loop_and_draws_the_plain_samples():
   from model.sharding import make_mesh  # pylint: disable=g-import-not-at-top
-  graphdef, params = _model()
-  rng = np.random.default_rng(1)
-  prompts = [list(rng.integers(2, 64, n)) for n in (3, 7, 5)]
-  problem_keys = [11, 4, 7]
-  cfg = SamplingConfig(max_new_tokens=6, temperature=1.0)
-  stop = _stop_tables(64, range(40, 60))
-  key = jax.random.key(3)
-  plain = _plain_samples(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key)
+  graphdef, params, prompts, problem_keys, cfg, stop, key, plain = _refill_case()
   # 8 data shards, one problem each (five padding problems: those shards sample nothing),
   # 1 slot each (refilled), each shard's loop as long as its own samples. With fsdp or
   # tensor > 1 the whole mesh runs one partitioned loop instead (model/sharding.py
