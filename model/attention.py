@@ -7,14 +7,24 @@ hand-written CPU kernel); cached decoding (`decode`) has one plain-JAX core for 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import page_pool
 from model.kernels import kernel_set, resolve
 from model.layers import apply_rope, dense_init
 from model.rope import RopeScaling
 from model.sharding import shard_activation
+
+
+class OwnKeys(NamedTuple):
+  """Where decode_shared finds each slot's own earlier keys in the page pool."""
+  pages: page_pool.Pages
+  length_S: jax.Array   # keys per slot (its positions 0 ... length - 1)
+  cold: jax.Array       # page_pool.cold_needed: whether the step reads the cold pages
 
 
 class Attention(nnx.Module):
@@ -126,8 +136,7 @@ class Attention(nnx.Module):
   def decode_shared(self, x_Sx1xD: jax.Array, positions_S: jax.Array,
                     prompt: dict[str, jax.Array], prompt_valid_SxL: jax.Array,
                     window_offset_S: jax.Array, generated: dict[str, jax.Array],
-                    generated_valid_SxN: jax.Array, store=None,
-                    prefix: dict[str, jax.Array] | None = None
+                    own: OwnKeys, store=None, prefix: dict[str, jax.Array] | None = None
                     ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
     """One new token per slot over [the shared prefix ; its problem's prompt cache ; its own
     generated cache ; itself].
@@ -135,9 +144,10 @@ class Attention(nnx.Module):
     The S slots form J lanes of S / J (model/slot_sampling.py). `prompt` {"k": [J, W, K, H, L],
     "v": [J, W, K, L, H]} holds each lane's window of W problems' prompt caches
     (model/shared_decode.py); slot s's problem is entry window_offset_S[s] of its lane's
-    window, its real keys where prompt_valid_SxL[s]. `generated` {"k": [S, K, H, N], "v":
-    [S, K, N, H]} holds the keys/values of the slot's own earlier tokens (valid where
-    generated_valid_SxN).
+    window, its real keys where prompt_valid_SxL[s]. `generated` (model/page_pool.py: {"hot", "cold"}
+    parts of {"k": [pages, K, H, PAGE], "v": [pages, K, PAGE, H]}) holds the keys/values of the slots' own
+    earlier tokens, in the pages `own.pages` gives each slot; slot s's first
+    own.length_S[s] positions are keys (the pool's cold pages are read only if own.cold).
     `prefix` {"k": [K, H, C], "v": [K, C, H]}, when given, holds the C tokens every problem's
     prompt starts with (then `prompt` holds only what follows them); every slot attends to all
     of it. One softmax spans the parts, so the result is the attention of a single cache
@@ -195,14 +205,13 @@ class Attention(nnx.Module):
                                  preferred_element_type=f32)
       lane_max_JxKxQx1 = jnp.maximum(
           lane_max_JxKxQx1, jnp.max(prefix_scores, -1, keepdims=True).transpose(1, 0, 2, 3))
-    own_scores = jnp.einsum("skgh,skhn->skgn", q_SxKxGxH,
-                            generated["k"].astype(q_SxKxGxH.dtype),
-                            preferred_element_type=f32)
-    own_scores = jnp.where(generated_valid_SxN[:, None, None, :], own_scores, low)
+    # The own pages come as softmax partials under their own max, merged below.
+    own_max_SxKxG, own_sum_SxKxG, own_out_SxKxGxH = page_pool.attend_pages(
+        q_SxKxGxH, generated, own.pages, own.length_S, own.cold)
+    own_max_SxKxGx1 = own_max_SxKxG[..., None]
     # One softmax over the parts, by a shared max and sum (concatenating the scores made the
     # step ~2x slower on XLA:CPU); only the [.., 1] statistics change layout.
-    max_SxKxGx1 = jnp.maximum(to_slot_major(lane_max_JxKxQx1),
-                              jnp.max(own_scores, -1, keepdims=True))
+    max_SxKxGx1 = jnp.maximum(to_slot_major(lane_max_JxKxQx1), own_max_SxKxGx1)
     if store is None:
       self_scores = jnp.einsum("skgh,skh->skg", q_SxKxGxH, k_SxKxH,
                                preferred_element_type=f32)[..., None]
@@ -214,8 +223,8 @@ class Attention(nnx.Module):
       prefix_exp = jnp.exp(prefix_scores - lane_max_JxKxQx1.transpose(1, 0, 2, 3))
       lane_sum_JxKxQx1 = lane_sum_JxKxQx1 + jnp.sum(prefix_exp, -1, keepdims=True).transpose(
           1, 0, 2, 3)
-    own_exp = jnp.exp(own_scores - max_SxKxGx1)
-    total = to_slot_major(lane_sum_JxKxQx1) + jnp.sum(own_exp, -1, keepdims=True)
+    own_scale_SxKxGx1 = jnp.exp(own_max_SxKxGx1 - max_SxKxGx1)
+    total = to_slot_major(lane_sum_JxKxQx1) + own_sum_SxKxG[..., None] * own_scale_SxKxGx1
     if store is None:
       self_exp = jnp.exp(self_scores - max_SxKxGx1)
       total = total + self_exp
@@ -234,10 +243,7 @@ class Attention(nnx.Module):
       prompt_out = prompt_out + jnp.einsum("jkql,jklh->jkqh", exp_w,
                                            prompt["v"][:, w].astype(dtype),
                                            preferred_element_type=f32)
-    out_SxKxGxH = (
-        to_slot_major(prompt_out) +
-        jnp.einsum("skgn,sknh->skgh", own_exp.astype(dtype), generated["v"].astype(dtype),
-                   preferred_element_type=f32))
+    out_SxKxGxH = to_slot_major(prompt_out) + own_out_SxKxGxH * own_scale_SxKxGx1
     if store is None:
       out_SxKxGxH = out_SxKxGxH + self_exp * v_SxKxH[:, :, None, :]
     out_SxM = (out_SxKxGxH / total).astype(dtype).reshape(slots, num_heads * head_dim)

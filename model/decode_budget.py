@@ -5,8 +5,8 @@ The rule (per device; slots are split over the batch-sharded mesh axes, paramete
 fsdp/tensor):
 
     free   = memory_fraction * device memory - parameter bytes on the device
-    slot   = its generated-token cache (2 * layers * kv_heads * max_new_tokens * head_dim
-             * dtype bytes) + its working set in a step (logits and their sampling copies,
+    slot   = its generated-token pages (2 * layers * kv_heads * max_new_tokens * head_dim
+             * dtype bytes, max_new_tokens rounded up to whole pages, model/page_pool.py) + its working set in a step (logits and their sampling copies,
              4 * vocab float32; a layer's activations, (4 * d_model + 2 * d_ff) float32)
     prompt = a problem's prompt cache (2 * layers * kv_heads * prompt_len * head_dim * dtype
              bytes) + its prefill activations (prompt_len * (4 * d_model + 2 * d_ff) float32),
@@ -26,6 +26,7 @@ import math
 
 import jax
 
+from model import page_pool
 from model.config import ModelConfig
 
 MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compiled program
@@ -46,7 +47,8 @@ SAMPLES_PER_SLOT = 32
 
 def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
   itemsize = jax.numpy.dtype(cfg.dtype).itemsize
-  cache = 2 * cfg.num_layers * cfg.num_kv_heads * max_new_tokens * cfg.head_dim * itemsize
+  positions = page_pool.pages_per_slot(max_new_tokens) * page_pool.PAGE  # whole pages
+  cache = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * itemsize
   working = 4 * (4 * cfg.vocab_size + 4 * cfg.d_model + 2 * cfg.d_ff)
   return cache + working
 

@@ -57,13 +57,13 @@ class Block(nnx.Module):
     return self._residuals(x_BxTxD, attn_BxTxD), cache
 
   def decode_shared(self, x_Sx1xD, positions_S, prompt, prompt_valid_SxL, window_offset_S,
-                    generated, generated_valid_SxN, store=None, prefix=None):
+                    generated, own, store=None, prefix=None):
     """One token per slot over the shared prefix, its problem's prompt cache and its own
-    generated cache (model/shared_decode.py); returns (x, the token's k, v, the generated
-    cache), see Attention.decode_shared for `store` and `prefix`."""
+    generated pages (model/shared_decode.py); returns (x, the token's k, v, the generated
+    pages), see Attention.decode_shared for `own`, `store` and `prefix`."""
     attn_Sx1xD, k_SxKxH, v_SxKxH, generated = self.attn.decode_shared(
         self.attn_norm(x_Sx1xD), positions_S, prompt, prompt_valid_SxL, window_offset_S,
-        generated, generated_valid_SxN, store, prefix)
+        generated, own, store, prefix)
     return self._residuals(x_Sx1xD, attn_Sx1xD), k_SxKxH, v_SxKxH, generated
 
   def _residuals(self, x_BxLxD, attn_BxLxD):

@@ -50,7 +50,20 @@ def choose_tokens_per_row(logits_BxV: jax.Array, keys_B: jax.Array,
   by its sample and position, so it does not depend on the row it happens to run in)."""
   if cfg.temperature == 0:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  u_B = jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(keys_B)
+  return choose_tokens_by_uniforms(logits_BxV, draw_uniforms(keys_B), cfg)
+
+
+def draw_uniforms(keys: jax.Array) -> jax.Array:
+  """One uniform in [0, 1) per key (any shape of keys): what a row's draw consumes."""
+  return jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(
+      keys.reshape(-1)).reshape(keys.shape)
+
+
+def choose_tokens_by_uniforms(logits_BxV: jax.Array, u_B: jax.Array,
+                              cfg: SamplingConfig) -> jax.Array:
+  """choose_tokens_per_row with each row's uniform drawn already (draw_uniforms)."""
+  if cfg.temperature == 0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
   return _inverse_cdf_sample(filtered_logits(logits_BxV, cfg), 1.0 - u_B[:, None])
 
 

@@ -159,3 +159,15 @@ def data_shards(mesh: Mesh | jax.sharding.AbstractMesh) -> int:
   if any(size > 1 for name, size in mesh.shape.items() if name != DATA_AXIS):
     return 1
   return mesh.shape[DATA_AXIS]
+
+
+def batch_groups(num_rows: int) -> int:
+  """How many shards the "batch" axes split `num_rows` rows into on the current mesh (the
+  axes a shard_map made manual left out); 1 with no mesh. State kept per group of rows
+  ([groups, ...], the group axis sharded like the rows) stays local to each shard."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  spec = logical_to_spec(("batch",), (num_rows,), mesh)[0]
+  names = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  return math.prod(mesh.shape[name] for name in names)

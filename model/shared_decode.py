@@ -2,9 +2,9 @@
 
 `prefill_prompts` runs each problem's prompt once and keeps its keys/values. `decode_slots`
 advances S slots by one token each; a slot holds one sample of one problem and only the
-keys/values of the tokens that sample generated ([S, K, N, H] per layer); its attention spans
-[its problem's prompt cache ; its own generated cache] under one softmax
-(model/attention.py decode_shared).
+keys/values of the tokens that sample generated, in pages of a pool shared by the slots
+(model/page_pool.py); its attention spans [its problem's prompt cache ; its own pages] under
+one softmax (model/attention.py decode_shared).
 
 Slots are grouped in J lanes (model/slot_sampling.py): lane j's slots only hold samples of
 lane j's problems, and at any step only of a window of `window` consecutive ones. The prompt
@@ -22,9 +22,8 @@ instead of window x the whole prompt.
 
 How the layers run depends on the kernel set (model/kernels/):
   * xla (accelerators): one `lax.scan` over the stacked blocks and stacked caches
-    ({"k", "v"}: [layers, ...]); the blocks' parameters are held once while sampling.
-  * cpu: the layers unrolled, each with its own cache arrays (a tuple of per-layer
-    {"k", "v"}): XLA:CPU copied every layer's weights and caches out of the stacked arrays
+    ([layers, ...] arrays); the blocks' parameters are held once while sampling.
+  * cpu: the layers unrolled, each with its own cache arrays (a tuple of per-layer caches): XLA:CPU copied every layer's weights and caches out of the stacked arrays
     in every step of the scan (a third of a decode step at d_model 512); unrolled, the
     weights are sliced once per call, before the sampling loop (`layers_for_decoding`;
     parameters held twice while sampling, which CPU-sized models afford), the caches are
@@ -39,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from model import page_pool
+from model.attention import OwnKeys
 from model.decoder import Decoder, decode_layers
 from model.kernels import resolve
 from model.sharding import shard_activation
@@ -162,22 +163,24 @@ def to_lanes(model: Decoder, prompt: Cache, num_lanes: int) -> Cache:
 
 
 def init_generated_cache(model: Decoder, slots: int, max_new_tokens: int) -> Cache:
-  """Each slot's own keys {"k": [S, K, H, N]} and values {"v": [S, K, N, H]} (per layer).
+  """The page pool of the slots' own tokens (model/page_pool.py), per layer a "hot" and a
+  "cold" part of keys {"k": [groups, pages, K, H, PAGE]} and values {"v": [groups, pages, K,
+  PAGE, H]} (a group per batch shard), enough pages for every slot to hold max_new_tokens.
 
   Keys are stored transposed, length-minor, like the prefix's: a decode step's scores are then
-  a matmul of each slot's [G, H] queries by its [H, N] keys, 2.4x faster on XLA:CPU than
-  against [N, H] at N = 128 and 1.6x at N = 384 (d_model 128, 64 slots)."""
+  a matmul of the queries [G, H] by a page's [H, PAGE] keys (against [N, H] keys, XLA:CPU was
+  2.4x slower at N = 128, d_model 128, 64 slots)."""
   cfg = model.cfg
-  k_shape = (slots, cfg.num_kv_heads, cfg.head_dim, max_new_tokens)
-  v_shape = (slots, cfg.num_kv_heads, max_new_tokens, cfg.head_dim)
-  k_axes = ("batch", "act_kv_heads", None, "length")
-  v_axes = ("batch", "act_kv_heads", "length", None)
-  zeros = lambda shape, axes: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)), axes)
-  if unrolled_layers(model):
-    return tuple({"k": zeros(k_shape, k_axes), "v": zeros(v_shape, v_axes)}
-                 for _ in range(cfg.num_layers))
-  stack = lambda shape, axes: zeros((cfg.num_layers,) + shape, ("layers",) + axes)
-  return {"k": stack(k_shape, k_axes), "v": stack(v_shape, v_axes)}
+  groups, pool = page_pool.pool_shape(slots, max_new_tokens)
+  hot = page_pool.hot_pages(pool)
+  layers = () if unrolled_layers(model) else (cfg.num_layers,)
+  axes = ("layers",) * len(layers) + ("batch", None, "act_kv_heads", None, None)
+  zeros = lambda *shape: shard_activation(jnp.zeros(layers + (groups,) + shape,
+                                                    jnp.dtype(cfg.dtype)), axes)
+  part = lambda pages: {"k": zeros(pages, cfg.num_kv_heads, cfg.head_dim, page_pool.PAGE),
+                        "v": zeros(pages, cfg.num_kv_heads, page_pool.PAGE, cfg.head_dim)}
+  pools = lambda: {"hot": part(hot), "cold": part(pool - hot)}
+  return pools() if layers else tuple(pools() for _ in range(cfg.num_layers))
 
 
 def _lane_windows(prompt_l: dict[str, jax.Array], window_start_J: jax.Array, window: int
@@ -194,40 +197,35 @@ def _lane_windows(prompt_l: dict[str, jax.Array], window_start_J: jax.Array, win
 
 def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, prompt: Cache,
                  window_start_J: jax.Array, window: int, prompt_valid_SxL: jax.Array,
-                 window_offset_S: jax.Array, generated: Cache, generated_len_S: jax.Array,
-                 layers: Any = None, prefix: Cache = None) -> tuple[jax.Array, Cache]:
-  """(next-token logits [S, V], the generated cache with each slot's token stored).
+                 window_offset_S: jax.Array, generated: Cache, pages: page_pool.Pages,
+                 generated_len_S: jax.Array, layers: Any = None, prefix: Cache = None
+                 ) -> tuple[jax.Array, Cache]:
+  """(next-token logits [S, V], the generated pages with each slot's token stored).
 
   Slot s (in lane s // (S / J)) feeds token_S[s] at model position positions_S[s]. Its
   problem is round window_start_J[lane] + window_offset_S[s] of its lane in `prompt`
-  (to_lanes layout); prompt_valid_SxL[s] marks that problem's real prompt keys. It has
-  generated_len_S[s] earlier tokens in its generated cache, and the new token's keys/values
-  go to index generated_len_S[s] there (the caller keeps that below the cache length).
+  (to_lanes layout); prompt_valid_SxL[s] marks that problem's real prompt keys. Its sample
+  has generated_len_S[s] earlier tokens in the page pool `generated` (model/page_pool.py),
+  in the pages `pages` gives it, and the new token's keys/values go to position
+  generated_len_S[s] there (page_pool.take_pages gave the slot that position's page; a slot
+  with no page, an idle one, stores nothing).
   `layers`: layers_for_decoding(model), when the caller loops (else sliced here).
   `prefix`: prefix_for_decoding's cache of the prefix all prompts share (positions_S then
   count it), or None.
   """
-  num_slots = token_S.shape[0]
   unrolled = unrolled_layers(model)
-  max_new = (generated[0] if unrolled else generated)["v"].shape[-2]
-  slots_S = jnp.arange(num_slots)
-  # Index arrays split by slices put their broadcast dimension first: updates are [S, K, H].
-  store_k = lambda cache_SxKxHxN, new_SxKxH: cache_SxKxHxN.at[
-      slots_S, :, :, generated_len_S].set(new_SxKxH.astype(cache_SxKxHxN.dtype))
-  store_v = lambda cache_SxKxNxH, new_SxKxH: cache_SxKxNxH.at[
-      slots_S, :, generated_len_S, :].set(new_SxKxH.astype(cache_SxKxNxH.dtype))
-  # Unrolled, each layer's own cache takes the new token before the attention reads it
-  # (in place; see Attention.decode_shared), so the token's own position is valid too.
-  store = (lambda cache, k_SxKxH, v_SxKxH: {"k": store_k(cache["k"], k_SxKxH),
-                                            "v": store_v(cache["v"], v_SxKxH)}
-           ) if unrolled else None
-  valid_SxN = jnp.arange(max_new)[None, :] < (generated_len_S + unrolled)[:, None]
+  store_l = lambda pool_l, k_SxKxH, v_SxKxH: page_pool.store_token(
+      pool_l, pages, generated_len_S, k_SxKxH, v_SxKxH)
+  # Unrolled, each layer's own pages take the new token before the attention reads them
+  # (in place; see Attention.decode_shared), so the token's own position is a key too.
+  own = OwnKeys(pages, generated_len_S + unrolled, page_pool.cold_needed(pages))
 
   def layer(block, x_Sx1xD, layer_cache):
     prefix_l, prompt_l, generated_l = layer_cache
     x_Sx1xD, k_SxKxH, v_SxKxH, generated_l = block.decode_shared(
         x_Sx1xD, positions_S, _lane_windows(prompt_l, window_start_J, window),
-        prompt_valid_SxL, window_offset_S, generated_l, valid_SxN, store, prefix_l)
+        prompt_valid_SxL, window_offset_S, generated_l, own, store_l if unrolled else None,
+        prefix_l)
     return x_Sx1xD, generated_l if unrolled else (k_SxKxH, v_SxKxH)
 
   if unrolled:
@@ -242,8 +240,6 @@ def decode_slots(model: Decoder, token_S: jax.Array, positions_S: jax.Array, pro
     generated = outputs
   else:
     # The new keys/values leave the layer scan as small outputs and are scattered into the
-    # stacked cache once here, in place: carrying the cache through the scan would copy it.
-    k_LxSxKxH, v_LxSxKxH = outputs
-    generated = {"k": jax.vmap(store_k)(generated["k"], k_LxSxKxH),
-                 "v": jax.vmap(store_v)(generated["v"], v_LxSxKxH)}
+    # stacked pages once here, in place: carrying the pool through the scan would copy it.
+    generated = jax.vmap(store_l)(generated, *outputs)
   return model.logits(x_Sx1xD)[:, 0], generated

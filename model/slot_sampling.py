@@ -17,9 +17,13 @@ each through S fixed slots on device:
     prefill logits), unless that sample's problem is past the lane's window (it waits for the
     window's oldest problem to finish; the overlap lets freed slots run ahead of it); the
     loop (a `lax.while_loop`, no host round trip) ends when every sample is done;
-  * sample r's token at position t is drawn with the key fold_in(seed key, problem key,
-    sample index, t): a sample depends on (seed, problem, sample index) only, not on which
-    slot, lane or call it ran in, so any chunking or resume draws the same samples.
+  * sample r's token at position t is drawn with the uniform of the key fold_in(seed key,
+    problem key, sample index, t) (all of a call's uniforms drawn before the loop): a sample
+    depends on (seed, problem, sample index) only, not on which slot, lane or call it ran in,
+    so any chunking or resume draws the same samples;
+  * a slot's own tokens' keys/values live in pages of a pool the slots share
+    (model/page_pool.py): a slot takes a page per PAGE tokens and frees them when its sample
+    stops, so a step reads about the pages in use, not max_new_tokens per slot.
 
 On a purely data-parallel mesh (make_sample_fn under jax.set_mesh), each data shard runs
 this whole loop on its own share of the problems and slots (generate_samples_per_shard): the
@@ -38,7 +42,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from model.sampling import SamplingConfig, choose_tokens_per_row
+from model import page_pool
+from model.sampling import SamplingConfig, choose_tokens_by_uniforms, draw_uniforms
 from model.sharding import DATA_AXIS, data_shards
 from model.shared_decode import (decode_slots, init_generated_cache, layers_for_decoding,
                                  prefill_prefix, prefill_prompts, prefix_for_decoding, to_lanes)
@@ -75,7 +80,8 @@ class _Slots(NamedTuple):
   pos_S: jax.Array           # tokens that sample has generated so far
   logits_SxV: jax.Array      # its next-token logits
   stop_state_S: jax.Array    # its stop-string automaton state (model/stop_matcher.py)
-  generated: Any             # generated-token cache, model/shared_decode.py
+  generated: Any             # generated-token page pool, model/page_pool.py
+  pages: page_pool.Pages     # which slot holds which page
   next_J: jax.Array          # per lane, the first sample not yet given a slot
   out_RxN: jax.Array         # tokens per sample, 0 after its stop (one spare row for idle slots)
   lengths_R: jax.Array       # tokens kept per sample, up to and including its stop
@@ -83,9 +89,14 @@ class _Slots(NamedTuple):
 
 def sample_keys(key: jax.Array, problem_key_S: jax.Array, sample_index_S: jax.Array,
                 position_S: jax.Array) -> jax.Array:
-  """The key of each row's draw: fold_in(key, problem key, sample index, position)."""
-  fold = lambda k, p, i, t: jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(k, p), i), t)
-  return jax.vmap(fold, in_axes=(None, 0, 0, 0))(key, problem_key_S, sample_index_S, position_S)
+  """The key of each draw: fold_in(key, problem key, sample index, position) (the three
+  broadcast together)."""
+  fold = lambda p, i, t: jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, p), i), t)
+  shape = jnp.broadcast_shapes(jnp.shape(problem_key_S), jnp.shape(sample_index_S),
+                               jnp.shape(position_S))
+  flat = [jnp.broadcast_to(x, shape).reshape(-1)
+          for x in (problem_key_S, sample_index_S, position_S)]
+  return jax.vmap(fold)(*flat).reshape(shape)
 
 
 def _pad_problems(multiple: int, *arrays: jax.Array) -> tuple[jax.Array, ...]:
@@ -133,6 +144,13 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
   round_of = lambda sample_S: jnp.minimum(sample_S // n, rounds - 1)
   problem_of = lambda sample_S: lane_S * rounds + round_of(sample_S)
   by_lane = lambda x_S: x_S.reshape(lanes, per_lane)
+  # Every draw's uniform, before the loop: [P, n, max_new_tokens]. Drawn in the loop, the
+  # four threefry hashes of sample_keys cost 3% of a decode step (tiny model, XLA:CPU).
+  uniforms_PxNxT = jnp.zeros((prompt_PxL.shape[0], 1, 1))
+  if cfg.temperature > 0:
+    uniforms_PxNxT = draw_uniforms(sample_keys(
+        key, problem_keys_P[:, None, None], jnp.arange(n)[None, :, None],
+        jnp.arange(max_new)[None, None, :]))
 
   def refill(sample_S, continues_S, next_J):
     """Every free slot takes its lane's next pending sample, in order, within the window."""
@@ -152,8 +170,8 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
   def body(state: _Slots) -> _Slots:
     active_S = state.sample_S < lane_samples
     problem_S = problem_of(state.sample_S)
-    keys_S = sample_keys(key, problem_keys_P[problem_S], state.sample_S % n, state.pos_S)
-    token_S = choose_tokens_per_row(state.logits_SxV, keys_S, cfg)
+    u_S = uniforms_PxNxT[problem_S, state.sample_S % n, jnp.minimum(state.pos_S, max_new - 1)]
+    token_S = choose_tokens_by_uniforms(state.logits_SxV, u_S, cfg)
     stopped_S = active_S & ((token_S == eos_id) |
                             stop_completes_SxV[state.stop_state_S, token_S] |
                             (state.pos_S + 1 >= max_new))
@@ -165,19 +183,23 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     # of the lane within `window` problems of it).
     round_S = jnp.where(active_S, state.sample_S // n, rounds)
     start_J = jnp.minimum(jnp.min(by_lane(round_S), axis=1), rounds - window)
+    pages = page_pool.take_pages(state.pages, active_S, state.pos_S)
     logits_SxV, generated = decode_slots(
         model, token_S, prefix_len + prompt_lengths_P[problem_S] + state.pos_S, prompt,
         start_J, window, prompt_valid_PxL[problem_S],
-        jnp.clip(round_S - start_J[lane_S], 0, window - 1), state.generated,
-        jnp.minimum(state.pos_S, max_new - 1), layers, prefix)
+        jnp.clip(round_S - start_J[lane_S], 0, window - 1), state.generated, pages,
+        state.pos_S, layers, prefix)
     continues_S = active_S & ~stopped_S
+    # A stopped sample's pages are free for the next step's new blocks.
+    pages = page_pool.release_pages(pages, active_S & stopped_S)
     sample_S, next_J = refill(state.sample_S, continues_S, state.next_J)
     first_SxV = first_logits_PxV[problem_of(sample_S)]
     return _Slots(
         sample_S=sample_S, pos_S=jnp.where(continues_S, state.pos_S + 1, 0),
         logits_SxV=jnp.where(continues_S[:, None], logits_SxV, first_SxV),
         stop_state_S=jnp.where(continues_S, stop_next_SxV[state.stop_state_S, token_S], 0),
-        generated=generated, next_J=next_J, out_RxN=out_RxN, lengths_R=lengths_R)
+        generated=generated, pages=pages, next_J=next_J, out_RxN=out_RxN,
+        lengths_R=lengths_R)
 
   none_S = jnp.zeros((num_slots,), jnp.bool_)
   sample_S, next_J = refill(jnp.full((num_slots,), lane_samples), none_S,
@@ -186,7 +208,8 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
       sample_S=sample_S, pos_S=jnp.zeros((num_slots,), jnp.int32),
       logits_SxV=first_logits_PxV[problem_of(sample_S)],
       stop_state_S=jnp.zeros((num_slots,), jnp.int32),
-      generated=init_generated_cache(model, num_slots, max_new), next_J=next_J,
+      generated=init_generated_cache(model, num_slots, max_new),
+      pages=page_pool.init_pages(num_slots, max_new), next_J=next_J,
       out_RxN=jnp.zeros((num_rows + 1, max_new), jnp.int32),
       lengths_R=jnp.zeros((num_rows + 1,), jnp.int32))
   state = jax.lax.while_loop(cond, body, state)

@@ -8,12 +8,13 @@ CFG = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_h
 
 def test_slots_follow_the_memory_rule(monkeypatch):
   monkeypatch.setattr(decode_budget, "SAMPLES_PER_SLOT", 16)  # the numbers below assume it
-  # A slot: cache 2*2*2*16*8*4 = 4096 B + working 4*(4*64 + 4*32 + 2*64) = 2048 B.
-  assert decode_budget.bytes_per_slot(CFG, 16) == 6144
+  # A slot: 16 new tokens take one page of 32 positions (model/page_pool.py), cache
+  # 2*2*2*32*8*4 = 8192 B, + working 4*(4*64 + 4*32 + 2*64) = 2048 B.
+  assert decode_budget.bytes_per_slot(CFG, 16) == 10240
   # A problem: cache 2*2*2*64*8*4 = 16384 B + prefill 4*64*(4*32 + 2*64) = 65536 B.
   assert decode_budget.bytes_per_problem(CFG, 64) == 81920
   # 8 samples per problem, 16 samples per slot: a slot carries two problems (163840 B), so
-  # 169984 B per slot; (0.6 * 10 MiB - 1 MiB) / 169984 = 30.8 -> 30 per shard, 2 shards.
+  # 174080 B per slot; (0.6 * 10 MiB - 1 MiB) / 174080 = 30.1 -> 30 per shard, 2 shards.
   rule = lambda memory, shards=2: decode_budget.slots_per_call(
       CFG, max_new_tokens=16, prompt_len=64, num_samples=8, batch_shards=shards,
       param_bytes_per_device=1 << 20, memory_bytes=memory)

@@ -1,6 +1,7 @@
 """Shared-prompt decoding and continuous batching (model/shared_decode.py,
 model/slot_sampling.py): parity with the full forward pass and with the plain algorithm."""
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from model import page_pool
 from model.config import ModelConfig
 from model.decoder import Decoder, forward
 from model.sampling import (SamplingConfig, choose_tokens_per_row, left_pad,
@@ -34,6 +36,19 @@ def _model(cfg=CFG, seed=0):
 @pytest.mark.parametrize("lanes,problem_S,shared", [(1, [0, 1, 1, 0], 0), (2, [0, 0, 1, 1], 0),
                                                     (1, [0, 1, 1, 0], 6), (2, [0, 0, 1, 1], 6)])
 def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, problem_S, shared):
+  _check_full_forward_logits(kernels, lanes, problem_S, shared)
+
+
+# Pages of 2 positions: each slot's 4 tokens span 2 pages, 8 pages in all, the last 4 the
+# cold part (page_pool.HOT_FRACTION 1/2), which the slots reach in their last 2 steps.
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_tokens_over_many_pages_give_full_forward_logits(kernels, monkeypatch):
+  monkeypatch.setattr(page_pool, "PAGE", 2)
+  monkeypatch.setattr(page_pool, "HOT_FRACTION", 1 / 2)
+  _check_full_forward_logits(kernels, 1, [0, 1, 1, 0], 6)
+
+
+def _check_full_forward_logits(kernels, lanes, problem_S, shared):
   cfg = CFG.replace(kernels=kernels)
   graphdef, params = _model(cfg)
   model = nnx.merge(graphdef, params)
@@ -61,12 +76,14 @@ def test_shared_prompt_decoding_gives_full_forward_logits(kernels, lanes, proble
   steps = 4
   continuation_SxN = rng.integers(1, 64, (4, steps)).astype(np.int32)
   generated = init_generated_cache(model, 4, steps)
+  pages = page_pool.init_pages(4, steps)
   step_logits = []
   for t in range(steps):
+    pages = page_pool.take_pages(pages, jnp.ones((4,), bool), jnp.full((4,), t))
     logits, generated = step(
         jnp.asarray(continuation_SxN[:, t]), jnp.asarray(lengths[problem_S] + t), prompt,
         window_start_J=jnp.zeros((lanes,), jnp.int32), prompt_valid_SxL=valid[problem_S],
-        window_offset_S=jnp.asarray(offset_S), generated=generated,
+        window_offset_S=jnp.asarray(offset_S), generated=generated, pages=pages,
         generated_len_S=jnp.full((4,), t), prefix=prefix)
     step_logits.append(np.asarray(logits))
   full_forward = jax.jit(functools.partial(forward, graphdef))
@@ -159,6 +176,35 @@ def test_refilled_slots_draw_the_samples_of_the_plain_algorithm():
   for num_slots, pad in ((3, 0), (5, 1)):
     assert _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, num_slots,
                 pad) == plain, num_slots
+
+
+def test_page_pool_takes_the_lowest_free_pages_and_frees_stopped_samples():
+  pages = page_pool.init_pages(3, 64)  # 2 pages a slot of 32 positions: 6 pages, one group
+  owner = lambda: pages.owner_GxP[0].tolist()
+  pages = page_pool.take_pages(pages, jnp.array([True, False, True]), jnp.array([0, 0, 0]))
+  assert owner() == [0, 2, 3, 3, 3, 3] and pages.current_GxS[0].tolist() == [0, 6, 1]
+  # Slot 1 starts, slot 2 enters its second block (position 32), slot 0 is mid-block.
+  pages = page_pool.take_pages(pages, jnp.array([True, True, True]), jnp.array([5, 0, 32]))
+  assert owner() == [0, 2, 1, 2, 3, 3] and pages.block_GxP[0].tolist()[:4] == [0, 0, 0, 1]
+  assert not page_pool.cold_needed(pages)  # hot part: the first ceil(6 * 9 / 16) = 4 pages
+  # Slot 2's sample stops: both its pages are free, and the next block takes page 1 first.
+  pages = page_pool.release_pages(pages, jnp.array([False, False, True]))
+  assert owner() == [0, 3, 1, 3, 3, 3] and pages.current_GxS[0].tolist()[2] == 6
+  pages = page_pool.take_pages(pages, jnp.array([True, True, True]), jnp.array([32, 7, 0]))
+  assert owner() == [0, 0, 1, 2, 3, 3] and pages.current_GxS[0].tolist() == [1, 2, 3]
+  # Slot 1 enters its second block: the first free page is past the hot part.
+  pages = page_pool.take_pages(pages, jnp.array([True, True, True]), jnp.array([40, 32, 1]))
+  assert owner() == [0, 0, 1, 2, 1, 3] and page_pool.cold_needed(pages)
+
+
+def test_small_pages_draw_the_samples_of_the_plain_algorithm(monkeypatch):
+  # Pages of 2 positions: samples of up to 6 tokens span up to 3 pages, taken and given back
+  # as samples stop and slots refill, with the cold part (past 5 of the 9 pages) in use.
+  monkeypatch.setattr(page_pool, "PAGE", 2)
+  monkeypatch.setattr(page_pool, "HOT_FRACTION", 1 / 2)
+  monkeypatch.setattr(sys.modules[__name__], "_sample_fn", functools.lru_cache(make_sample_fn))
+  graphdef, params, prompts, problem_keys, cfg, stop, key, plain = _refill_case()
+  assert _run(graphdef, params, prompts, problem_keys, 4, cfg, 1, stop, key, 3) == plain
 
 
 def test_lanes_draw_the_samples_of_the_plain_algorithm():
