@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 import time
 import zlib
@@ -37,7 +36,8 @@ from execution.progress import progress_line
 from model import decode_budget, distributed
 from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
                             split_shared_prefix)
-from model.sharding import batch_sharding, data_shards, device_memory_bytes
+from model.sharding import (batch_shard_count, batch_sharding, data_shards,
+                            device_memory_bytes)
 from model.slot_sampling import make_sample_fn, problem_rows
 from model.stop_matcher import build_stop_table
 
@@ -74,9 +74,7 @@ class Sampler:
 
   @property
   def batch_shards(self) -> int:
-    spec = batch_sharding(self.mesh, 1).spec[0]
-    names = (spec,) if isinstance(spec, str) else tuple(spec or ())
-    return math.prod(self.mesh.shape[name] for name in names)
+    return batch_shard_count(self.mesh)
 
   def slots(self, num_samples: int) -> int:
     """Rows decoded together: batch_size if set, else the memory rule (same on every host)."""

@@ -144,10 +144,11 @@ class Attention(nnx.Module):
     The S slots form J lanes of S / J (model/slot_sampling.py). `prompt` {"k": [J, W, K, H, L],
     "v": [J, W, K, L, H]} holds each lane's window of W problems' prompt caches
     (model/shared_decode.py); slot s's problem is entry window_offset_S[s] of its lane's
-    window, its real keys where prompt_valid_SxL[s]. `generated` (model/page_pool.py: {"hot", "cold"}
-    parts of {"k": [pages, K, H, PAGE], "v": [pages, K, PAGE, H]}) holds the keys/values of the slots' own
-    earlier tokens, in the pages `own.pages` gives each slot; slot s's first
-    own.length_S[s] positions are keys (the pool's cold pages are read only if own.cold).
+    window, its real keys where prompt_valid_SxL[s]. `generated` (model/page_pool.py: "hot"
+    and "cold" parts of {"k": [groups, pages, K, H, PAGE], "v": [groups, pages, K, PAGE, H]})
+    holds the keys/values of the slots' own earlier tokens, in the pages `own.pages` gives
+    each slot; slot s's first own.length_S[s] positions are keys (the cold parts are read
+    only if own.cold).
     `prefix` {"k": [K, H, C], "v": [K, C, H]}, when given, holds the C tokens every problem's
     prompt starts with (then `prompt` holds only what follows them); every slot attends to all
     of it. One softmax spans the parts, so the result is the attention of a single cache

@@ -6,7 +6,8 @@ fsdp/tensor):
 
     free   = memory_fraction * device memory - parameter bytes on the device
     slot   = its generated-token pages (2 * layers * kv_heads * max_new_tokens * head_dim
-             * dtype bytes, max_new_tokens rounded up to whole pages, model/page_pool.py) + its working set in a step (logits and their sampling copies,
+             * dtype bytes, max_new_tokens rounded up to whole pages, model/page_pool.py)
+             + its working set in a step (logits and their sampling copies,
              4 * vocab float32; a layer's activations, (4 * d_model + 2 * d_ff) float32)
     prompt = a problem's prompt cache (2 * layers * kv_heads * prompt_len * head_dim * dtype
              bytes) + its prefill activations (prompt_len * (4 * d_model + 2 * d_ff) float32),

@@ -161,13 +161,18 @@ def data_shards(mesh: Mesh | jax.sharding.AbstractMesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def batch_groups(num_rows: int) -> int:
-  """How many shards the "batch" axes split `num_rows` rows into on the current mesh (the
-  axes a shard_map made manual left out); 1 with no mesh. State kept per group of rows
-  ([groups, ...], the group axis sharded like the rows) stays local to each shard."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return 1
-  spec = logical_to_spec(("batch",), (num_rows,), mesh)[0]
+def batch_shard_count(mesh: Mesh | jax.sharding.AbstractMesh,
+                      num_rows: int | None = None) -> int:
+  """How many shards the "batch" axes split rows into on `mesh` (the axes a shard_map made
+  manual left out; with `num_rows`, only axes whose product divides it, as logical_to_spec)."""
+  spec = logical_to_spec(("batch",), None if num_rows is None else (num_rows,), mesh)[0]
   names = (spec,) if isinstance(spec, str) else tuple(spec or ())
   return math.prod(mesh.shape[name] for name in names)
+
+
+def batch_groups(num_rows: int) -> int:
+  """batch_shard_count of `num_rows` rows on the current (jax.set_mesh) mesh; 1 with no mesh.
+  State kept per group of rows ([groups, ...], the group axis sharded like the rows) stays
+  local to each shard."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else batch_shard_count(mesh, num_rows)

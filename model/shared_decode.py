@@ -23,8 +23,9 @@ instead of window x the whole prompt.
 How the layers run depends on the kernel set (model/kernels/):
   * xla (accelerators): one `lax.scan` over the stacked blocks and stacked caches
     ([layers, ...] arrays); the blocks' parameters are held once while sampling.
-  * cpu: the layers unrolled, each with its own cache arrays (a tuple of per-layer caches): XLA:CPU copied every layer's weights and caches out of the stacked arrays
-    in every step of the scan (a third of a decode step at d_model 512); unrolled, the
+  * cpu: the layers unrolled, each with its own cache arrays (a tuple of per-layer caches):
+    XLA:CPU copied every layer's weights and caches out of the stacked arrays in every step
+    of the scan (a third of a decode step at d_model 512); unrolled, the
     weights are sliced once per call, before the sampling loop (`layers_for_decoding`;
     parameters held twice while sampling, which CPU-sized models afford), the caches are
     never sliced, and each layer stores its new token before attending to it, so the cache

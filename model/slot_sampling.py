@@ -239,10 +239,10 @@ def generate_samples_per_shard(graphdef: nnx.GraphDef, params: Any, prompt_PxL: 
   data-parallel mesh (the jax.set_mesh mesh; model/sharding.py data_shards): each data shard
   runs its own loop over its own P / D problems with S / D slots, and the shards never talk
   (a shard_map manual over that axis). Any other mesh runs one loop partitioned by XLA. A
-  shard that finishes first stops; no step waits for another shard's slots. Samples are keyed by (seed, problem, index), so they are
-  the same whatever the split. The `num_problems` real problems are laid out as
-  `problem_rows` places them (each shard's block of rows starts with its even share), so a
-  call of fewer problems than rows keeps every shard busy.
+  shard that finishes first stops; no step waits for another shard's slots. Samples are keyed
+  by (seed, problem, index), so they are the same whatever the split. The `num_problems` real
+  problems are laid out as `problem_rows` places them (each shard's block of rows starts with
+  its even share), so a call of fewer problems than rows keeps every shard busy.
 
   Why: a data-parallel mesh has whole parameters on every device. On accelerators, a
   partitioned loop synchronises every step (its stop test and refills span all slots); on a
