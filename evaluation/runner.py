@@ -57,7 +57,8 @@ def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 def sandbox_config(config: ml_collections.ConfigDict) -> SandboxConfig:
   return SandboxConfig(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb,
                        workers=config.sandbox.workers,
-                       run_as_main=config.sandbox.run_as_main)
+                       run_as_main=config.sandbox.run_as_main,
+                       screen_batch=config.sandbox.screen_batch)
 
 
 def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -122,7 +123,8 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
   return dataclasses.replace(sampler, **changes)
 
 
-def throughput(times: PhaseTimes, tokens: int, programs: int) -> dict[str, float]:
+def throughput(times: PhaseTimes, tokens: int, programs: int, screened: int
+               ) -> dict[str, float]:
   """This run's speed by phase, for results.json (a resumed run counts its own part only;
   the phases overlap, see evaluation/sampler.py PhaseTimes)."""
   rate = lambda count, seconds: round(count / seconds, 1) if seconds > 0 else 0.0
@@ -130,6 +132,7 @@ def throughput(times: PhaseTimes, tokens: int, programs: int) -> dict[str, float
           "sampling_s": round(times.sampling_s, 1), "tokens_generated": tokens,
           "tokens_per_s": rate(tokens, times.sampling_s),
           "execution_s": round(times.execution_s, 1), "programs_executed": programs,
+          "programs_screened": screened,
           "programs_per_s": rate(programs, times.execution_s)}
 
 
@@ -180,7 +183,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                             scorer.score)
     records = scorer.records
     meta["throughput"] = throughput(times, sampler.tokens_generated - tokens_before,
-                                    scorer.programs_executed)
+                                    scorer.programs_executed, scorer.programs_screened)
   truncated = sampler.truncated_prompts - truncated_before
   if truncated:
     logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",

@@ -158,6 +158,7 @@ class Scorer:
     self._expected_hint = expected_programs > 0
     self._pool: WorkerPool | None = None
     self.programs_executed = 0
+    self.programs_screened = 0  # Of those, decided by the sandbox's syntax screen.
     if self.records:
       logging.info("%s: resuming; %d problems already scored", workdir, len(self.records))
 
@@ -252,8 +253,10 @@ class Scorer:
       logging.info("sandbox: %d workers, isolation layers %s", self.sandbox_config.worker_count,
                    self._pool.layers)
     self.progress.start_batch()
+    screened_before = self._pool.screened
     results = self._pool.run(jobs, self.progress) if jobs else []
     self.programs_executed += len(jobs)
+    self.programs_screened += self._pool.screened - screened_before
     lines = []
     for example, plan in chunk:
       records = [

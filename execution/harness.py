@@ -36,6 +36,7 @@ import os
 import random
 import signal
 import sys
+import warnings
 import _thread
 
 from execution import linux
@@ -63,6 +64,10 @@ _getsignal = signal.getsignal
 _set_signal = signal.signal
 _sigmask = signal.pthread_sigmask
 _get_ident = _thread.get_ident
+_SyntaxError = SyntaxError
+_catch_warnings = warnings.catch_warnings
+_getrecursionlimit = sys.getrecursionlimit
+_setrecursionlimit = sys.setrecursionlimit
 
 _MESSAGE_CAP = 300
 
@@ -239,4 +244,37 @@ def run(program: str, setup: str, tests: tuple, report_fd: int, nonce: bytes,
       report("pass", i)
   report("done")
   _flush(streams)
+  _exit(0)
+
+
+# How much deeper than a program's own run the screen compiles (in Python frames). CPython's
+# compiler stops at a recursion depth counted from the caller's, so a deeper caller is the
+# one that hits RecursionError first: a syntax error the screen reaches, a program's run
+# (a few frames shallower) reaches too.
+_SCREEN_DEPTH_MARGIN = 50
+
+
+def screen(programs: tuple, report_fd: int, nonce: bytes) -> None:
+  """Compiles each program as run() would, reports "syntax_error I DETAIL" for the ones whose
+  run would end at compile time with nothing printed, and exits.
+
+  Nothing of the programs is executed: compile() only parses and generates code. A verdict is
+  reported only where a run's is certain to be the same: a SyntaxError (or subclass) raised
+  while no warning was shown (a shown SyntaxWarning would be the run's output). Anything else,
+  a RecursionError or MemoryError included, gets no record, nor does a program the screen did
+  not reach (it was killed, timed out): those run one by one as usual.
+  """
+  report = _Reporter(report_fd, nonce)
+  del nonce
+  _setrecursionlimit(_getrecursionlimit() - _SCREEN_DEPTH_MARGIN)
+  for i, program in _enumerate(programs):
+    try:
+      # The filters stay the run's own; recording replaces only the printing.
+      with _catch_warnings(record=True) as shown:
+        _compile(program, "program.py", "exec")
+    except _SyntaxError as e:
+      if not shown:
+        report("syntax_error", i, _describe(e))
+    except _BaseException:
+      pass
   _exit(0)

@@ -74,19 +74,25 @@ class _WorkerHandle:
 
   def send(self, job: Job) -> None:
     """Queues `job` in the worker's pipe."""
-    record = {"id": job.id, "program": job.program, "tests": list(job.tests),
-              "setup": job.setup}
-    frame = json.dumps(record).encode()
-    worker_module.write_frame(self._job_w, frame)
+    worker_module.write_frame(self._job_w, json.dumps(_job_record(job)).encode())
 
   def receive(self) -> Result:
+    return Result(**self._reply()["result"])
+
+  def screen(self, jobs: Sequence[Job]) -> list[Result | None]:
+    """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
+    frame = json.dumps({"screen": [_job_record(job) for job in jobs]}).encode()
+    worker_module.write_frame(self._job_w, frame)
+    return [None if r is None else Result(**r) for r in self._reply()["screened"]]
+
+  def _reply(self) -> dict:
     frame = worker_module.read_frame(self._result_r)
     if frame is None:
       raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
     reply = json.loads(frame)
     if "sandbox_failure" in reply:
       raise verdict.SandboxFailure(reply["sandbox_failure"])
-    return Result(**reply["result"])
+    return reply
 
   def close(self) -> None:
     for fd in (self._job_w, self._result_r):
@@ -101,6 +107,17 @@ class _WorkerHandle:
       self.process.wait()
     if self.cgroup:
       memory_cgroup.remove(self.cgroup)
+
+
+def _queue(items: Iterable) -> queue.SimpleQueue:
+  work: queue.SimpleQueue = queue.SimpleQueue()
+  for item in items:
+    work.put(item)
+  return work
+
+
+def _job_record(job: Job) -> dict:
+  return {"id": job.id, "program": job.program, "tests": list(job.tests), "setup": job.setup}
 
 
 class WorkerPool:
@@ -125,10 +142,15 @@ class WorkerPool:
     self.mode: str = hellos[0]["mode"]
     # The uid each worker's programs run as (as root, leased host-wide: uid_lease.py).
     self.uids: list[int] = [h["uid"] for h in hellos]
+    self.screened = 0  # Jobs whose verdict the syntax screen gave, over this pool's life.
 
   def run(self, jobs: Sequence[Job], progress: ProgressCallback | None = None,
           on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
     """Runs every job; results come back in input order.
+
+    With config.screen_batch, the jobs are first compiled in batches (worker.Worker.screen):
+    the ones that stop at a syntax error get their verdict there, and only the others run,
+    each in its own process. Either way a job's Result is the same but for duration_s.
 
     `on_result(index, result)` is called as each job finishes (in completion order, one call
     at a time, from the pool's threads), for callers that stream results out; an exception
@@ -138,15 +160,42 @@ class WorkerPool:
     """
     if not self._workers:
       raise verdict.SandboxFailure("this pool is closed")
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for item in enumerate(jobs):
-      todo.put(item)
     results: list[Result | None] = [None] * len(jobs)
     failures: list[BaseException] = []
     done_lock = threading.Lock()
     done = [0]
 
-    def drive(handle: _WorkerHandle) -> None:
+    def finish(index: int, result: Result) -> bool:
+      """Records a verdict; False if the batch must stop."""
+      results[index] = result
+      with done_lock:
+        done[0] += 1
+        if progress is not None:
+          progress(done[0], len(jobs))
+        if on_result is not None:
+          try:
+            on_result(index, result)
+          except BaseException as e:  # e.g. the output's disk is full: stop everyone
+            failures.append(e)
+            return False
+      return True
+
+    def screen(handle: _WorkerHandle, batches: queue.SimpleQueue) -> None:
+      while not failures:
+        try:
+          indices = batches.get_nowait()
+        except queue.Empty:
+          return
+        try:
+          verdicts = handle.screen([jobs[i] for i in indices])
+        except BaseException as e:  # Stop everyone; re-raised in the caller's thread.
+          failures.append(e)
+          return
+        for index, result in zip(indices, verdicts):
+          if result is not None and not finish(index, result):
+            return
+
+    def drive(handle: _WorkerHandle, todo: queue.SimpleQueue) -> None:
       # With big pipes, keep a second job queued in the worker's pipe while it runs one, so it
       # never idles waiting for this thread to wake up. Safe from deadlock because a result
       # frame (output is capped) always fits in the 1 MiB result pipe, so the worker can always
@@ -158,11 +207,11 @@ class WorkerPool:
         while not failures and (not in_flight or (len(in_flight) < depth
                                                   and todo.qsize() > len(self._workers))):
           try:
-            i, job = todo.get_nowait()
+            i = todo.get_nowait()
           except queue.Empty:
             break
           try:
-            handle.send(job)
+            handle.send(jobs[i])
           except BaseException as e:  # Stop everyone; re-raised in the caller's thread.
             failures.append(e)
             return
@@ -171,31 +220,36 @@ class WorkerPool:
           return
         try:
           index = in_flight.popleft()
-          results[index] = handle.receive()
+          result = handle.receive()
         except BaseException as e:
           failures.append(e)
           return
-        with done_lock:
-          done[0] += 1
-          if progress is not None:
-            progress(done[0], len(jobs))
-          if on_result is not None:
-            try:
-              on_result(index, results[index])
-            except BaseException as e:  # e.g. the output's disk is full: stop everyone
-              failures.append(e)
-              return
+        if not finish(index, result):
+          return
 
-    threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in self._workers]
-    for t in threads:
-      t.start()
-    for t in threads:
-      t.join()
+    if self.config.screen_batch and jobs:
+      # Even batches, at least one per worker, so the screen ends on every worker together.
+      count = max(len(self._workers), -(-len(jobs) // self.config.screen_batch))
+      size = -(-len(jobs) // count)
+      self._on_every_worker(screen, _queue(range(start, min(start + size, len(jobs)))
+                                           for start in range(0, len(jobs), size)))
+      self.screened += sum(r is not None for r in results)
+    if not failures:
+      self._on_every_worker(drive, _queue(i for i, r in enumerate(results) if r is None))
     if failures:
       # Other workers may hold results nobody read; a later batch must not receive them.
       self.close()
       raise failures[0]
     return results  # type: ignore[return-value]
+
+  def _on_every_worker(self, function, work: queue.SimpleQueue) -> None:
+    """function(handle, work) on a thread per worker; returns when all are done."""
+    threads = [threading.Thread(target=function, args=(w, work), daemon=True)
+               for w in self._workers]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join()
 
   def close(self) -> None:
     for w in self._workers:

@@ -56,6 +56,20 @@ def _signal_name(number: int) -> str:
     return f"signal {number}"
 
 
+def screened(jobs: list[records.Job], report: bytes, nonce: bytes, duration_s: float
+             ) -> list[Result | None]:
+  """The verdicts a syntax screen (harness.screen) reported, by job; None where it reported
+  none (the job must run). Each is the Result decide() gives the job's own run when it stops
+  at compile time with nothing printed; only duration_s is the screen's."""
+  verdicts: list[Result | None] = [None] * len(jobs)
+  for kind, index, detail in _parse(report, nonce):
+    if kind == "syntax_error" and 0 <= index < len(jobs) and verdicts[index] is None:
+      job = jobs[index]
+      verdicts[index] = Result(job.id, records.SYNTAX_ERROR, False, 0, len(job.tests), detail,
+                               round(duration_s, 4))
+  return verdicts
+
+
 def decide(job_id: str, seen: Observation) -> Result:
   events = _parse(seen.report, seen.nonce)
   kinds = {kind: (index, detail) for kind, index, detail in reversed(events)}  # First wins.

@@ -1,8 +1,9 @@
 """A warm worker: imports the stdlib once, then forks one sandboxed process per program.
 
 Started by pool.py as `python -c <call main> CONFIG_JSON INDEX JOB_FD RESULT_FD PARENT_PID
-PACKAGE_PARENT`. It reads length-prefixed JSON jobs from JOB_FD and writes one length-prefixed
-JSON result per job to RESULT_FD. The first frame it writes says whether its isolation could
+PACKAGE_PARENT`. It reads length-prefixed JSON frames from JOB_FD, each a job or a batch to
+screen ({"screen": [jobs]}: Worker.screen), and writes one length-prefixed JSON reply per
+frame to RESULT_FD. The first frame it writes says whether its isolation could
 be set up (and if not, why), so the caller fails loudly instead of running anything
 unsandboxed.
 
@@ -97,16 +98,32 @@ class Worker:
     self._devnull_w = _move_high(os.open(os.devnull, os.O_WRONLY))
 
   def run(self, job: Job) -> verdict.Result:
-    for attempt in range(2):
-      try:
-        return self._run_once(job)
-      except BlockingIOError:  # fork() hit EAGAIN under momentary pressure: retry once.
-        if attempt:
-          raise
-        time.sleep(0.05)
-    raise AssertionError("unreachable")
+    return _retrying(self._run_once, job)
 
   def _run_once(self, job: Job) -> verdict.Result:
+    def body(report_fd: int, nonce: bytes) -> None:
+      harness.run(job.program, job.setup, job.tests, report_fd, nonce,
+                  self.config.python_hash_seed, self.config.run_as_main)
+
+    nonce, report, output, wait_status, timed_out, duration = self._fork(body)
+    text = output[:self.config.output_cap_bytes].decode("utf-8", "replace")
+    seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
+                               text)
+    return verdict.decide(job.id, seen)
+
+  def screen(self, jobs: list[Job]) -> list[verdict.Result | None]:
+    """The syntax-error verdicts of `jobs`, found by compiling them all in one sandboxed
+    process (harness.screen); None for each job that must be run. A job's verdict here is the
+    one its own run would give, but for duration_s (the screen's time, shared out evenly)."""
+    def body(report_fd: int, nonce: bytes) -> None:
+      harness.screen(tuple(job.program for job in jobs), report_fd, nonce)
+
+    nonce, report, _, _, _, duration = _retrying(self._fork, body)
+    return verdict.screened(jobs, report, nonce, duration / max(len(jobs), 1))
+
+  def _fork(self, body) -> tuple[bytes, bytes, bytes, int, bool, float]:
+    """Runs body(REPORT_FD, nonce) in a fresh sandboxed process and watches it to its end:
+    (nonce, verdict pipe bytes, output bytes, wait status, timed out, seconds)."""
     nonce = os.urandom(16).hex().encode()
     report_r, report_w = os.pipe()
     output_r, output_w = os.pipe()
@@ -122,7 +139,7 @@ class Worker:
         os.close(fd)
       raise
     if pid == 0:
-      self._program(job, nonce, report_w, output_w)  # Never returns.
+      self._program(body, nonce, report_w, output_w)  # Never returns.
     os.close(report_w)
     os.close(output_w)
     try:
@@ -133,10 +150,7 @@ class Worker:
       os.close(output_r)
     duration = time.monotonic() - start
     self.isolation.after_program(pid)
-    text = output[:self.config.output_cap_bytes].decode("utf-8", "replace")
-    seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
-                               text)
-    return verdict.decide(job.id, seen)
+    return nonce, report, output, wait_status, timed_out, duration
 
   def _supervise(self, pid: int, report_r: int, output_r: int, start: float,
                  watch_report: bool) -> tuple[bytes, bytes, int, bool]:
@@ -204,8 +218,8 @@ class Worker:
       os.close(pidfd)
     return bytes(buffers[report_r]), bytes(buffers[output_r]), wait_status, timed_out
 
-  def _program(self, job: Job, nonce: bytes, report_w: int, output_w: int):
-    """P: isolates itself, then becomes the program. Never returns."""
+  def _program(self, body, nonce: bytes, report_w: int, output_w: int):
+    """P: isolates itself, then runs body(REPORT_FD, nonce) (the program). Never returns."""
     report_fd = report_w
     try:
       os.dup2(self._devnull, 0)
@@ -227,12 +241,22 @@ class Worker:
       finally:
         os._exit(111)
     try:
-      harness.run(job.program, job.setup, job.tests, REPORT_FD, nonce,
-                  self.config.python_hash_seed, self.config.run_as_main)
+      body(REPORT_FD, nonce)
     finally:
       # Whatever happens (the program closed the verdict pipe, the harness itself raised), this
       # process must never fall back into the worker's loop.
       os._exit(113)
+
+
+def _retrying(function, argument):
+  for attempt in range(2):
+    try:
+      return function(argument)
+    except BlockingIOError:  # fork() hit EAGAIN under momentary pressure: retry once.
+      if attempt:
+        raise
+      time.sleep(0.05)
+  raise AssertionError("unreachable")
 
 
 def _move_high(fd: int) -> int:
@@ -298,9 +322,13 @@ def main(argv: list[str]) -> int:
     if frame is None:
       isolation_state.close()
       return 0
-    job = Job.from_json(json.loads(frame))
+    request = json.loads(frame)
     try:
-      reply = {"result": worker.run(job).to_json(with_output=True)}
+      if "screen" in request:
+        verdicts = worker.screen([Job.from_json(r) for r in request["screen"]])
+        reply = {"screened": [None if v is None else v.to_json() for v in verdicts]}
+      else:
+        reply = {"result": worker.run(Job.from_json(request)).to_json(with_output=True)}
     except verdict.SandboxFailure as e:
       reply = {"sandbox_failure": str(e)}
     write_frame(result_fd, json.dumps(reply).encode())
