@@ -9,6 +9,8 @@ fsdp/tensor):
              * dtype bytes, max_new_tokens rounded up to whole pages, model/page_pool.py)
              + its working set in a step (logits and their sampling copies,
              4 * vocab float32; a layer's activations, (4 * d_model + 2 * d_ff) float32)
+             + the uniforms of the samples it carries in a call, drawn before the call's
+             loop (SAMPLES_PER_SLOT * max_new_tokens float32; model/slot_sampling.py)
     prompt = a problem's prompt cache (2 * layers * kv_heads * prompt_len * head_dim * dtype
              bytes) + its prefill activations (prompt_len * (4 * d_model + 2 * d_ff) float32),
              shared by the problem's samples: each slot carries 1 / samples_per_slot of one,
@@ -51,7 +53,8 @@ def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
   positions = page_pool.pages_per_slot(max_new_tokens) * page_pool.PAGE  # whole pages
   cache = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * itemsize
   working = 4 * (4 * cfg.vocab_size + 4 * cfg.d_model + 2 * cfg.d_ff)
-  return cache + working
+  uniforms = 4 * SAMPLES_PER_SLOT * max_new_tokens
+  return cache + working + uniforms
 
 
 def bytes_per_problem(cfg: ModelConfig, prompt_len: int) -> int:
