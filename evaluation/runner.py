@@ -98,6 +98,10 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the checkpoint's model "
                      f"has vocab_size {model_cfg.vocab_size}: they do not belong together")
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  if mesh.shape["fsdp"] > 1:
+    logging.warning("mesh.fsdp=%d: every decode step all-gathers the fsdp-sharded weights; "
+                    "to sample with a model that does not fit one device, shard it with "
+                    "--config.mesh.tensor instead (README: Evaluation)", mesh.shape["fsdp"])
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,

@@ -157,8 +157,14 @@ def prefix_for_decoding(model: Decoder, prefix: Cache) -> Cache:
 def to_lanes(model: Decoder, prompt: Cache, num_lanes: int) -> Cache:
   """The prompt cache as decode_slots reads it: problems split [lanes, rounds]
   (p = lane * rounds + r), keys [.., K, H, L] (the score matmul's layout, transposed once
-  here rather than by XLA in every step) and values [.., K, L, H]."""
-  split = lambda x: x.reshape(num_lanes, -1, *x.shape[1:])
+  here rather than by XLA in every step) and values [.., K, L, H].
+
+  On a mesh the lanes carry the batch sharding (as far as they divide it) and the rounds are
+  whole on every device: each step slices its window of rounds and picks one of them, which
+  split over devices (as the problems' sharding falls after the reshape) cost an all-to-all
+  and collective-permutes of the window's keys and values in every step."""
+  split = lambda x: shard_activation(x.reshape(num_lanes, -1, *x.shape[1:]),
+                                     ("batch", None, "act_kv_heads", None, None))
   return _map_layers(model, lambda kv: {"k": jnp.swapaxes(split(kv["k"]), -1, -2),
                                         "v": split(kv["v"])}, prompt)
 

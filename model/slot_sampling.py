@@ -44,7 +44,7 @@ from jax.sharding import PartitionSpec
 
 from model import page_pool
 from model.sampling import SamplingConfig, choose_tokens_by_uniforms, draw_uniforms
-from model.sharding import DATA_AXIS, data_shards
+from model.sharding import DATA_AXIS, data_shards, shard_activation
 from model.shared_decode import (decode_slots, init_generated_cache, layers_for_decoding,
                                  prefill_prefix, prefill_prompts, prefix_for_decoding, to_lanes)
 
@@ -136,6 +136,11 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
   first_logits_PxV, prompt, prompt_valid_PxL = prefill_prompts(model, prompt_PxL,
                                                                prompt_lengths_P, layers, prefix)
   prompt = to_lanes(model, prompt, lanes)
+  # What the loop looks up by each slot's problem, whole on every device (a call's P rows,
+  # gathered once here; split over the batch shards, every step all-gathered them).
+  whole = lambda x: shard_activation(x, (None,) * x.ndim)
+  first_logits_PxV, prompt_valid_PxL, prompt_lengths_P = map(
+      whole, (first_logits_PxV, prompt_valid_PxL, prompt_lengths_P))
   if prefix is not None:
     prefix = prefix_for_decoding(model, prefix)
   lane_S = jnp.arange(num_slots) // per_lane

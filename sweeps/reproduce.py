@@ -35,7 +35,10 @@ class Scale:
   eval_samples: int         # samples per problem for synthesis (execution is greedy)
   max_new_tokens: int
   eval_batch: int
-  mesh: tuple[int, int, int] = (-1, 1, 1)
+  mesh: tuple[int, int, int] = (-1, 1, 1)  # training's (data, fsdp, tensor)
+  # Sampling's: data-parallel wherever the model fits one device (each device its own loop;
+  # fsdp would all-gather every weight in every decode step), else tensor.
+  eval_mesh: tuple[int, int, int] = (-1, 1, 1)
 
 
 SCALES = {
@@ -47,15 +50,16 @@ SCALES = {
     "small": Scale(model="244m", pretrain_steps=20_000, pretrain_batch=128, seq_len=1024,
                    finetune_steps=500, finetune_batch=64, eval_problems=0, eval_samples=80,
                    max_new_tokens=256, eval_batch=256),
-    # A pod slice: the 1b preset with weights sharded (fsdp over every device).
+    # A pod slice: the 1b preset trained with weights sharded (fsdp over every device) and
+    # sampled data-parallel (it fits one device).
     "medium": Scale(model="1b", pretrain_steps=50_000, pretrain_batch=512, seq_len=1024,
                     finetune_steps=1000, finetune_batch=128, eval_problems=0, eval_samples=80,
                     max_new_tokens=256, eval_batch=512, mesh=(1, -1, 1)),
 }
 
 
-def _mesh(config: ml_collections.ConfigDict, scale: Scale) -> None:
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = scale.mesh
+def _mesh(config: ml_collections.ConfigDict, mesh: tuple[int, int, int]) -> None:
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
 
 
 def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
@@ -70,7 +74,7 @@ def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
   config.seq_len = scale.seq_len
   config.checkpoint_every = config.eval_every = max(scale.pretrain_steps // 4, 1)
   config.data.data_dir = data_dir
-  _mesh(config, scale)
+  _mesh(config, scale.mesh)
   stages.append(("train", base_dir, config))
 
   finetuned = {}
@@ -84,7 +88,7 @@ def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
     config.checkpoint_every = config.eval_every = max(scale.finetune_steps // 2, 1)
     config.data.manual_dir = mbpp_dir
     config.data.data_dir = data_dir
-    _mesh(config, scale)
+    _mesh(config, scale.mesh)
     finetuned[name] = os.path.join(root, f"ft-{name}")
     stages.append(("train", finetuned[name], config))
 
@@ -104,7 +108,7 @@ def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
       config.data.data_dir = data_dir
       config.meta.model = scale.model
       config.meta.objective = objective
-      _mesh(config, scale)
+      _mesh(config, scale.eval_mesh)
       stages.append(("eval", os.path.join(root, f"eval-{objective}-{task}"), config))
   return stages
 
