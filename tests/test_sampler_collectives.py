@@ -13,10 +13,9 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from model.config import ModelConfig
-from model.decoder import Decoder, sharded_abstract_params
+from model.decoder import sharded_abstract_params
 from model.sampling import SamplingConfig, left_pad
 from model.sharding import batch_sharding, make_mesh
 from model.slot_sampling import make_sample_fn
