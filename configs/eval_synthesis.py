@@ -19,10 +19,11 @@ Cost, measured on the 2-core CPU (2026-12-01) with the tiny model: 40 problems x
 up to 96 tokens sampled at 530-560 tokens/s (1.5-2.9 problems/s) and executed at 465-730
 programs/s, 14-28 s in all; the sandbox runs MBPP reference programs at 530-680/s. The full
 protocol (500 x 80 samples of up to 256 tokens) with the tiny synthesis-finetuned model of
-scripts/reproduce.py took 685 s (11.4 min) end to end (2026-12-02, one XLA device per core,
-paged own tokens): 3.66M tokens sampled at 5,446 tokens/s, 40,035 programs run at 293/s
-alongside (1,168 s on one device); its pretrained-only model never writes [DONE] (10.2M tokens) and took 52.8 min
-before the shared prefix (README "The paper's whole protocol").
+scripts/reproduce.py took 335 s (5.6 min) end to end (2026-12-02, one XLA device per core,
+the sandbox's syntax screen on): 3.07M tokens sampled at 9,317 tokens/s, 40,212 programs
+run alongside in 5.1 s (39,552 of them decided by the screen; 367 s end to end without
+it); its pretrained-only model never writes [DONE] (10.2M tokens) and took 25.1 min
+(README "The paper's whole protocol").
 Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
 tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
 almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported
