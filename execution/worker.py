@@ -98,14 +98,11 @@ class Worker:
     self._devnull_w = _move_high(os.open(os.devnull, os.O_WRONLY))
 
   def run(self, job: Job) -> verdict.Result:
-    return _retrying(self._run_once, job)
-
-  def _run_once(self, job: Job) -> verdict.Result:
     def body(report_fd: int, nonce: bytes) -> None:
       harness.run(job.program, job.setup, job.tests, report_fd, nonce,
                   self.config.python_hash_seed, self.config.run_as_main)
 
-    nonce, report, output, wait_status, timed_out, duration = self._fork(body)
+    nonce, report, output, wait_status, timed_out, duration = _retrying(self._fork, body)
     text = output[:self.config.output_cap_bytes].decode("utf-8", "replace")
     seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
                                text)
