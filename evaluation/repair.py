@@ -49,6 +49,7 @@ from absl import logging
 from data import tasks
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
+from evaluation.runner import throughput
 from evaluation.sampler import sample_problems
 from evaluation.scorer import Scorer
 from execution import FAILED, SandboxConfig
@@ -193,16 +194,33 @@ class _Arm:
   entries: list[dict[str, Any]]
 
 
+def round_meta(meta: dict[str, Any], round_index: int, arm: str, seed: int
+               ) -> dict[str, Any]:
+  """The eval's meta for one round of one arm: the round, the arm and the seed its samples
+  are drawn with (also as the recorded config's seed, so nothing in the round's results.json
+  names round 0's)."""
+  out = {**meta, "repair_round": round_index, "repair_arm": arm, "seed": seed}
+  if isinstance(meta.get("config"), dict):
+    out["config"] = {**meta["config"], "seed": seed}
+  return out
+
+
 def _sample_round(sampler, todo: Sequence[dict[str, Any]], directory: str, seed: int,
                   num_samples: int, meta: dict[str, Any],
                   sandbox_config: SandboxConfig | None) -> dict[str, list[dict[str, Any]]]:
-  """Samples and scores one round of one arm in its own (resumable) workdir."""
+  """Samples and scores one round of one arm in its own (resumable) workdir; its
+  results.json has the round's own throughput and truncated prompts."""
   if not todo:
     return {}
   sampler.seed = seed
+  truncated_before, tokens_before = sampler.truncated_prompts, sampler.tokens_generated
   with Scorer(directory, sandbox_config, expected_programs=len(todo) * num_samples) as scorer:
-    sample_problems(sampler, todo, num_samples, scorer.done_ids, scorer.score)
+    times = sample_problems(sampler, todo, num_samples, scorer.done_ids, scorer.score)
     records = {e["id"]: scorer.records[e["id"]] for e in todo if e["id"] in scorer.records}
+    meta = {**meta, "throughput": throughput(
+        times, sampler.tokens_generated - tokens_before, scorer.programs_executed,
+        scorer.programs_screened), "truncated_prompts":
+            sampler.truncated_prompts - truncated_before}
   evaluate.finish(directory, todo, records, meta=meta, sandbox_config=sandbox_config)
   return records
 
@@ -215,13 +233,15 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
   """Rounds 1..`rounds` of repair after the scored round 0; writes and returns repair.json.
 
   Args:
-    sampler: an evaluation.sampler.Sampler (anything with its `sample`, `slots` and `seed`).
+    sampler: an evaluation.sampler.Sampler (or anything with its sampling methods, `seed`
+      and counters); round 0's, whose seed the rounds' seeds derive from (round_seed).
     examples: the eval's examples, with round 0's prompts.
     round0_records: round 0's scored records by example id.
     workdir: the study directory (round_N subdirectories go there).
     rounds: repair rounds after round 0.
     num_samples: samples per problem per round, in each arm.
-    meta: the eval's meta, recorded in each round's results.json.
+    meta: the eval's meta, recorded in each round's results.json with the round's own
+      seed (round_meta), throughput and truncated prompts.
     sandbox_config: limits for executing the repaired programs and the probes.
     control: also run the control arm (the same rounds without feedback).
   """
@@ -232,11 +252,11 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
   scored = [e for e in examples if e["id"] in round0_records]
   records0 = {e["id"]: round0_records[e["id"]] for e in scored}
   solved0 = {i: 0 for i, records in records0.items() if any(r["passed"] for r in records)}
+  base_seed = sampler.seed
   entry0 = _round_entry(0, len(scored), len(solved0), len(solved0), len(scored),
-                        sum(map(len, records0.values())))
+                        sum(map(len, records0.values())), base_seed)
   arms = [_Arm(name, scored, records0, dict(solved0), [entry0])
           for name in (FEEDBACK_ARM, CONTROL_ARM)[:2 if control else 1]]
-  base_seed = sampler.seed
   try:
     for index in range(1, rounds + 1):
       for arm in arms:
@@ -248,16 +268,16 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
           todo = [e for e in scored if e["id"] not in arm.solved_in]
         logging.info("repair round %d/%d, %s arm: %d unsolved problems, %d samples each",
                      index, rounds, arm.name, len(todo), num_samples)
-        arm.records = _sample_round(
-            sampler, todo, directory, round_seed(base_seed, index, arm.name), num_samples,
-            {**meta, "repair_round": index, "repair_arm": arm.name}, sandbox_config)
+        seed = round_seed(base_seed, index, arm.name)
+        arm.records = _sample_round(sampler, todo, directory, seed, num_samples,
+                                    round_meta(meta, index, arm.name, seed), sandbox_config)
         arm.attempted = todo
         for example_id, records in arm.records.items():
           if any(r["passed"] for r in records):
             arm.solved_in.setdefault(example_id, index)
         arm.entries.append(_round_entry(
             index, len(todo), sum(r == index for r in arm.solved_in.values()),
-            len(arm.solved_in), len(scored), sum(map(len, arm.records.values()))))
+            len(arm.solved_in), len(scored), sum(map(len, arm.records.values())), seed))
   finally:
     sampler.seed = base_seed
   summary = {"meta": meta, "num_problems": len(scored), "num_samples_per_round": num_samples,
@@ -269,10 +289,10 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
 
 
 def _round_entry(index: int, attempted: int, solved_now: int, solved_total: int,
-                 total: int, samples: int) -> dict[str, Any]:
+                 total: int, samples: int, seed: int) -> dict[str, Any]:
   return {"round": index, "attempted": attempted, "samples": samples,
           "solved_this_round": solved_now, "solved_total": solved_total,
-          "solved_rate": solved_total / max(total, 1)}
+          "solved_rate": solved_total / max(total, 1), "seed": seed}
 
 
 def _side_by_side(arms: Sequence[_Arm], total: int) -> list[dict[str, Any]]:

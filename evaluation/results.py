@@ -12,6 +12,10 @@ Schema (keys other tools rely on are marked *):
       programs_screened (of those, decided by the sandbox's syntax screen without a process
       of their own), programs_per_s}
       of this run's own part (evaluation/runner.py).
+    seed, draw_variant, draw_variant_of (sampled runs): what the samples were drawn with
+      besides the model: the seed, and the variant folded into its key (an int, 0 for the
+      default prompt and token rule) with the settings it stands for (evaluation/draws.py).
+      A repair round records its own seed (evaluation/repair.py); an ensemble, its variants'.
   pass_at_k*: {"1": float, "10": float, "80": float}: mean over problems of the unbiased
     estimator; only k <= the fewest samples any problem has (no problem is left out of a k).
   pass_at_k_curve: the same on a denser grid of k, for plots.

@@ -6,6 +6,7 @@ execution starts.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from typing import Any
@@ -14,6 +15,7 @@ import ml_collections
 from absl import logging
 
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
+from evaluation.draws import draw_variant, draw_variant_of
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.results import PAPER_KS
 from evaluation.sampler import PhaseTimes, Sampler, sample_problems
@@ -69,6 +71,14 @@ def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return ks
 
 
+def draws_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What the samples are drawn with besides the model: {seed, draw_variant,
+  draw_variant_of} (evaluation/draws.py), for the sampler and results.json's meta."""
+  variant_of = draw_variant_of(config.task, prompt_options(config), sampling_config(config))
+  return {"seed": config.seed, "draw_variant": draw_variant(variant_of),
+          "draw_variant_of": variant_of}
+
+
 def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
   meta = {"task": config.task, "split": config.split, "model": config.meta.model,
           "objective": config.meta.objective, "num_samples": config.num_samples,
@@ -105,7 +115,7 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,
-                 config.max_prompt_len, config.seed)
+                 config.max_prompt_len, config.seed, draws_of(config)["draw_variant"])
 
 
 def sampling_config(config: ml_collections.ConfigDict) -> SamplingConfig:
@@ -115,16 +125,24 @@ def sampling_config(config: ml_collections.ConfigDict) -> SamplingConfig:
 
 
 def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
-  """`sampler` (its loaded params) with `config`'s sampling settings, seed and batching.
+  """`sampler` (its loaded params) with `config`'s sampling settings, draws and batching.
 
   Studies load a checkpoint once and run many eval configs against it; only a change of the
-  sampling settings (static in the compiled decode loop) builds a new generate function.
+  sampling settings or batching builds a new generate function. A change of the draws alone
+  (seed, draw variant: arguments of the compiled loop) keeps the compiled ones.
   """
-  changes = {"sampling": sampling_config(config), "seed": config.seed,
-             "batch_size": config.batch_size, "max_prompt_len": config.max_prompt_len}
-  if all(getattr(sampler, k) == v for k, v in changes.items()):
+  draws = draws_of(config)
+  changes = {"sampling": sampling_config(config), "batch_size": config.batch_size,
+             "max_prompt_len": config.max_prompt_len}
+  keys = {"seed": draws["seed"], "variant": draws["draw_variant"]}
+  if any(getattr(sampler, k) != v for k, v in changes.items()):
+    return dataclasses.replace(sampler, **changes, **keys)
+  if all(getattr(sampler, k) == v for k, v in keys.items()):
     return sampler
-  return dataclasses.replace(sampler, **changes)
+  other = copy.copy(sampler)  # shares the compiled functions; the caller's keeps its draws
+  for name, value in keys.items():
+    setattr(other, name, value)
+  return other
 
 
 def throughput(times: PhaseTimes, tokens: int, programs: int, screened: int
@@ -177,6 +195,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                                       samples_format=config.get("samples_format", "")),
         "scoring the samples file"))
   sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
+  meta.update(draws_of(config))
   _record_config(config, workdir)
   truncated_before, tokens_before = sampler.truncated_prompts, sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,

@@ -4,10 +4,11 @@ A call samples whole problems: each problem's prompt is prefilled once and its n
 through a fixed number of slots refilled on device (model/slot_sampling.py). The tokens all of
 a call's prompts start with (a few-shot template's examples; model.sampling.
 shared_prefix_length, to a multiple of 64) are prefilled and held once for the call. A
-sample's random draws are keyed by (seed, the problem's id, its sample index), so a resumed
-evaluation draws the samples an uninterrupted one would have, whatever went into each call
-(the logits themselves can differ in their last bits where a call's padding or shared prefix
-differs, which can flip a draw that sits on a tie).
+sample's random draws are keyed by (seed, the draw variant, the problem's id, its sample
+index), so a resumed evaluation draws the samples an uninterrupted one would have, whatever
+went into each call (the logits themselves can differ in their last bits where a call's
+padding or shared prefix differs, which can flip a draw that sits on a tie), and a study's
+prompt variants draw independently of each other (evaluation/draws.py).
 
 `sample_problems` keeps the device busy: a call is dispatched (JAX returns at once), then the
 previous call's programs run in the sandbox on the host, then the call's samples are
@@ -47,6 +48,13 @@ def problem_key(problem_id: Any) -> int:
   return zlib.crc32(str(problem_id).encode()) & 0x7FFFFFFF
 
 
+def draw_key(seed: int, variant: int) -> jax.Array:
+  """The key every draw of a run derives from: the seed's, with the draw variant
+  (evaluation/draws.py) folded in; variant 0 folds nothing in (the draws of a plain eval)."""
+  key = jax.random.key(seed)
+  return jax.random.fold_in(key, variant) if variant else key
+
+
 @dataclasses.dataclass
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
@@ -61,6 +69,7 @@ class Sampler:
   batch_size: int
   max_prompt_len: int
   seed: int = 0
+  variant: int = 0  # evaluation/draws.py: folded into the seed's key unless 0
 
   def __post_init__(self):
     texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
@@ -149,7 +158,7 @@ class Sampler:
           self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
-          jax.random.key(self.seed), *self._stop,
+          draw_key(self.seed, self.variant), *self._stop,
           None if prefix is None else jax.device_put(prefix, replicated))
     return rows, num_samples, out, out_lengths
 

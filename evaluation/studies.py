@@ -4,7 +4,8 @@
         --workdir=runs/study-tests --config.checkpoint=runs/pretrain \
         --config.data.manual_dir=../shared/data/mbpp
 
-Studies (`--values=a,b,c` replaces the default values):
+Studies (`--values=a,b,c` replaces the default values; the variants draw independently of each
+other, evaluation/draws.py):
   tests_shown         prompt.num_tests_shown in 0, 1, 3: how much the tests in the prompt
                       help (synthesis only).
   temperature         sampling.temperature in 0.1, 0.3, 0.5, 0.7, 0.9: the trade between
@@ -36,7 +37,8 @@ from absl import logging
 from evaluation import report
 from evaluation import results as results_lib
 from evaluation.repair import round_dir, run_repair
-from evaluation.runner import load_examples, make_sampler, run_eval, sandbox_config
+from evaluation.runner import (load_examples, make_sampler, run_eval, sampler_for,
+                               sandbox_config)
 from evaluation.scorer import load_scored
 from model import run_dir
 
@@ -162,17 +164,20 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
     variant = variant_config(config, study.key, value)
     variants.append((study.variant_name(value), value, variant, load_examples(variant)))
   sampler = make_sampler(config)
-  rows, dirs, first_meta = [], [], None
+  rows, dirs, metas = [], [], []
   for number, (name, value, variant, examples) in enumerate(variants, 1):
     logging.info("study %s: variant %d/%d, %s", study.name, number, len(variants), name)
     dirs.append(os.path.join(workdir, name))
     results = run_eval(variant, dirs[-1], sampler, examples)
-    first_meta = first_meta or results["meta"]
+    metas.append(results["meta"])
     rows.append(_row(name, value, results))
   summary = {"study": study.name, "key": study.key, "label": study.label, "rows": rows,
              "ensemble": None}
   if study.ensemble:
-    meta = {k: v for k, v in first_meta.items() if k != "config"}  # Not the first variant's.
+    # What the variants share; of what is each variant's own, the draw variants (a list).
+    meta = {k: v for k, v in metas[0].items() if k not in (
+        "config", "throughput", "truncated_prompts", "draw_variant", "draw_variant_of")}
+    meta["draw_variant"] = [m["draw_variant"] for m in metas]
     meta["study"] = study.name
     ensemble = ensemble_results(variants[0][3], dirs, os.path.join(workdir, ENSEMBLE_DIR), meta)
     summary["ensemble"] = _row(ENSEMBLE_DIR, "union", ensemble)
@@ -185,7 +190,8 @@ def _run_repair_study(config: ml_collections.ConfigDict, workdir: str, rounds: i
   if rounds < 1:
     raise ValueError(f"the repair study needs at least 1 round, got {rounds}")
   examples = load_examples(config)
-  sampler = make_sampler(config)
+  # Round 0's sampler (config's seed and draw variant): the rounds' seeds derive from it.
+  sampler = sampler_for(config, make_sampler(config))
   results = run_eval(config, round_dir(workdir, 0), sampler, examples)
   return run_repair(sampler, examples, load_scored(round_dir(workdir, 0)), workdir,
                     rounds=rounds, num_samples=config.num_samples, meta=results["meta"],

@@ -13,6 +13,7 @@ class ScriptedSampler:
   answer: Callable[[str, Any], str]
   sampling: SamplingConfig = SamplingConfig()
   seed: int = 0
+  variant: int = 0
   batch_size: int = 8
   max_prompt_len: int = 4096
   truncated_prompts: int = 0
@@ -26,6 +27,8 @@ class ScriptedSampler:
   def sample(self, prompts, problem_keys, num_samples):
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,
                        len(prompts) * num_samples))
+    # As Sampler.encode_prompt counts them (characters stand in for tokens).
+    self.truncated_prompts += sum(len(p) > self.max_prompt_len for p in prompts)
     return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]
 
   def call_plan(self, prompts):

@@ -172,10 +172,12 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
       examples, {e["id"]: [code[e["task_id"]] if fixed_after[e["task_id"]] == 0
                            else wrong[e["task_id"]]] * num_samples for e in examples},
       repair.round_dir(str(tmp_path), 0), sandbox)
-  sampler = ScriptedSampler(answer, seed=7)
+  # Every original prompt fits, some dialogs do not.
+  longest = max(len(e["prompt"]) for e in examples)
+  sampler = ScriptedSampler(answer, seed=7, max_prompt_len=longest)
+  meta = {"model": "scripted", "config": {"seed": 7, "num_samples": num_samples}}
   summary = repair.run_repair(sampler, examples, round0, str(tmp_path), rounds=3,
-                              num_samples=num_samples, meta={"model": "scripted"},
-                              sandbox_config=sandbox)
+                              num_samples=num_samples, meta=meta, sandbox_config=sandbox)
 
   def curve(arm, *keys):
     return [tuple(r[arm][k] for k in keys) for r in summary["rounds"]]
@@ -218,11 +220,29 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
     first = {d["id"]: d["prompt"] for d in map(json.loads, f)}
   test0 = examples[2]["test_list"][0].strip()
   assert f"Feedback: the test `{test0}` raised NameError" in first[ids[2]]
-  for index in (1, 2, 3):
-    with open(os.path.join(repair.round_dir(str(tmp_path), index, "control"),
-                           "results.json")) as f:
-      meta = json.load(f)["meta"]
-    assert (meta["repair_round"], meta["repair_arm"]) == (index, "control")
+  # Each round's results.json records the seed its samples were drawn with (in its config
+  # too), and its own throughput and truncated prompts, not round 0's.
+  truncated = collections.Counter()
+  for arm in ("feedback", "control"):
+    for index in (1, 2, 3):
+      directory = repair.round_dir(str(tmp_path), index, arm)
+      with open(os.path.join(directory, "results.json")) as f:
+        results = json.load(f)
+      recorded = results["meta"]
+      assert (recorded["repair_round"], recorded["repair_arm"]) == (index, arm)
+      seed = recorded["seed"]
+      assert seed != 7 and recorded["config"] == {"seed": seed, "num_samples": num_samples}
+      assert summary["rounds"][index][arm]["seed"] == seed
+      drawn = collections.Counter(t for t, _ in by_seed[seed])
+      assert drawn == {p["task_id"]: num_samples for p in results["per_problem"]}
+      prompts = {e["id"]: e["prompt"] for e in examples}
+      prompts.update(repair._read_dialogs(directory))  # pylint: disable=protected-access
+      truncated[arm] += recorded["truncated_prompts"]
+      assert recorded["truncated_prompts"] == sum(
+          len(prompts[p["id"]]) > longest for p in results["per_problem"])
+      assert 0 < recorded["throughput"]["programs_executed"] <= results["num_samples"]
+  assert truncated["feedback"] > 0 and truncated["control"] == 0
+  assert summary["rounds"][0]["feedback"]["seed"] == 7
   for name in (repair.REPAIR_FILE, repair.REPAIR_REPORT, repair.REPAIR_PLOT):
     assert os.path.exists(os.path.join(tmp_path, name))
   table = (tmp_path / repair.REPAIR_REPORT).read_text()
@@ -233,13 +253,12 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
   calls = len(sampler.calls)
   monkeypatch.setattr(repair_probe, "run_programs", lambda *a: pytest.fail("probed again"))
   again = repair.run_repair(sampler, examples, round0, str(tmp_path), rounds=3,
-                            num_samples=num_samples, meta={"model": "scripted"},
-                            sandbox_config=sandbox)
+                            num_samples=num_samples, meta=meta, sandbox_config=sandbox)
   assert len(sampler.calls) == calls and again == summary
   # Without the control arm the same workdir gives the feedback curve alone.
   alone = repair.run_repair(sampler, examples, round0, str(tmp_path), rounds=3,
-                            num_samples=num_samples, meta={"model": "scripted"},
-                            sandbox_config=sandbox, control=False)
+                            num_samples=num_samples, meta=meta, sandbox_config=sandbox,
+                            control=False)
   assert len(sampler.calls) == calls and alone["control"] is False
   assert [r["feedback"] for r in alone["rounds"]] == [r["feedback"] for r in summary["rounds"]]
   assert {(r["control"], r["gain"]) for r in alone["rounds"]} == {(None, None)}

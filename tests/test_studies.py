@@ -7,7 +7,7 @@ import pytest
 
 from configs import eval_execution, eval_synthesis
 from data.tasks import load_task_examples
-from evaluation import studies
+from evaluation import repair, studies
 from tests.scripted_sampler import ScriptedSampler
 
 
@@ -49,8 +49,13 @@ def test_prompt_sensitivity_ensemble_is_the_union_of_samples(mbpp_dirs, tmp_path
       k: mbpp_dirs[k] for k in ("data_dir", "manual_dir")})[:6] for s in seeds}
   prompts = {p["prompt"]: p["task_id"] for s in seeds for p in by_seed[s]}
   code = _reference_code(mbpp_dirs)
-  scripted["sampler"] = ScriptedSampler(
-      lambda p, _: code[prompts[p]] if _lucky(p) else "return 1\n")
+  drawn_with = {}  # prompt -> the draw variants its samples were drawn with
+
+  def answer(prompt, sampler):
+    drawn_with.setdefault(prompt, set()).add(sampler.variant)
+    return code[prompts[prompt]] if _lucky(prompt) else "return 1\n"
+
+  scripted["sampler"] = ScriptedSampler(answer)
   summary = studies.run_study(config, str(tmp_path), "prompt_sensitivity", values="0,1,2")
 
   # Computed here from the prompts alone: which seed solves which problem.
@@ -67,6 +72,15 @@ def test_prompt_sensitivity_ensemble_is_the_union_of_samples(mbpp_dirs, tmp_path
   assert [(p["task_id"], p["n"], p["c"]) for p in results["per_problem"]] == [
       (t, 6, 2 * sum(t in solved[s] for s in seeds)) for t in range(11, 17)]
   assert len(results["meta"]["prompt_template_sha256"]) == 3
+  # Each prompt's samples drawn under its own variant's key, recorded in its results.json
+  # (tests/test_draws.py measures that they share no draws); the ensemble lists them.
+  variants = []
+  for s in seeds:
+    with open(tmp_path / f"shot_seed={s}" / "results.json") as f:
+      variants.append(json.load(f)["meta"]["draw_variant"])
+    assert {v for e in by_seed[s] for v in drawn_with[e["prompt"]]} == {variants[-1]}
+  assert len(set(variants)) == 3 and 0 not in variants
+  assert results["meta"]["draw_variant"] == variants
   for name in ("study.json", "study.md", "study.png", "shot_seed=1/report.md"):
     assert (tmp_path / name).exists()
   assert "ensemble (union of 3)" in (tmp_path / "study.md").read_text()
@@ -114,7 +128,12 @@ def test_repair_study_runs_the_control_arm_unless_told_not_to(mbpp_dirs, tmp_pat
   # Round 0, then round 1 with feedback, then round 1 of the control: the original prompts.
   assert prompts[:2] == prompts[4:] and len(prompts) == 6
   assert all("\nFeedback: " in p for p in prompts[2:4])
-  assert (tmp_path / "with" / "control" / "round_1" / "results.json").exists()
+  # Each round's results.json names the seed its samples were drawn with.
+  for directory, seed in (("round_0", 0), ("round_1", repair.round_seed(0, 1, "feedback")),
+                          ("control/round_1", repair.round_seed(0, 1, "control"))):
+    with open(tmp_path / "with" / directory / "results.json") as f:
+      meta = json.load(f)["meta"]
+    assert meta["seed"] == meta["config"]["seed"] == seed, directory
   prompts.clear()
   summary = studies.run_study(config, str(tmp_path / "without"), "repair", rounds=1,
                               control=False)
