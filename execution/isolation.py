@@ -21,18 +21,26 @@ Once per worker (the slow parts, inherited by every program):
   which a user has only for namespaces its own user namespace owns). The net namespace has
   only its own loopback interface, up (programs that serve and connect on 127.0.0.1 work, as
   they do anywhere), so programs reach nothing else, not even listeners on the host's
-  127.0.0.1.
-* A private mount view: propagation private; home directories (/root, /home, $HOME) hidden
-  under empty tmpfs except the interpreter's prefixes, which are bind-mounted back at the same
-  paths; /etc/passwd and /etc/group replaced by copies that also hold the sandbox user, whose
-  home is the scratch directory (accounts.py); every mount then read-only and nosuid; a
-  size-capped tmpfs on /tmp (the programs' scratch, cwd and HOME) and another on /dev/shm
-  (POSIX semaphores and shared memory: multiprocessing), both wiped after every program; a
-  fresh /proc (as root with hidepid=invisible, so a program sees only its own processes).
-  Why the homes: as root programs run as an unprivileged uid, and this machine's interpreter
-  lives under /root (mode 700); stdlib modules the worker did not pre-import must still be
-  importable by that uid, without opening the rest of /root. It also keeps users' keys and
-  tokens unreadable.
+  127.0.0.1 or its abstract unix sockets (those are per net namespace). After a program that
+  left any socket in it (a port in TIME_WAIT would fail the next program's plain bind()), the
+  worker moves to a fresh one; the check reads two counters, the new namespace costs
+  milliseconds, so only programs that used the network pay for it.
+* A root built from nothing (_build_mount_view): an empty tmpfs holding only the system
+  directories (SYSTEM_PATHS: /usr, /etc, the /bin and /lib links), the interpreter's paths
+  (its prefixes and sys.path, never the checkout this package was imported from), /dev/null
+  and a few other devices, a fresh /proc (as root with hidepid=invisible, so a program sees
+  only its own processes) and /etc/passwd and /etc/group replaced by copies that also hold
+  the sandbox user, whose home is the scratch directory (accounts.py); all of it read-only
+  and nosuid; the worker pivots into it. Then a size-capped tmpfs on /tmp (the programs'
+  scratch, cwd and HOME) and another on /dev/shm (POSIX semaphores and shared memory:
+  multiprocessing), both wiped after every program. So nothing else of the host can be
+  read or connected to: not /run or /var/run and their unix sockets, not the host's /tmp
+  and other jobs' files there, not the homes (users' keys and tokens), not the checkout,
+  its runs/ or the data beside it. Directories above an interpreter path are fresh ones
+  (mode 755): an interpreter under /root (mode 700) or a checkout under `mktemp -d` stays
+  usable by the unprivileged uid. An interpreter under /tmp (a CI checkout with its venv)
+  is mounted back inside the private /tmp, on a small read-only tmpfs per top-level entry,
+  so /tmp is private and writable wherever the project is installed.
 * As root, a memory cgroup under the caller's own (memory_cgroup.py): a cap on all of W's
   programs together, which RLIMIT_AS x RLIMIT_NPROC alone would allow to exceed the machine.
 * no_new_privs and the seccomp filter of seccomp.py, installed on W itself; the clean
@@ -302,7 +310,7 @@ class WorkerIsolation:
         raise
       linux.move_mount_fd(host_proc, root + "/proc")
       linux.make_tree_read_only(root + "/proc")
-    if host_proc >= 0 and self.fresh_proc:
+    if host_proc >= 0:
       os.close(host_proc)
     os.chdir(root)
     linux.pivot_root(".", ".")  # The old root now lies over the new one at "/": detach it.
@@ -536,9 +544,11 @@ class WorkerIsolation:
     if self.namespaces:
       layers += ["pid namespace per program (the kernel kills every descendant)",
                  "ipc namespace (SysV object creation denied)",
-                 "net namespace with only its own loopback" if self.loopback
+                 "net namespace with only its own loopback, renewed after a program that "
+                 "leaves sockets in it" if self.loopback
                  else "net namespace without interfaces",
-                 "read-only filesystem, homes hidden, private tmpfs " + " and ".join(
+                 "read-only filesystem of system directories and the interpreter's paths only "
+                 "(no host /run, /tmp, homes or checkout), private tmpfs " + " and ".join(
                      d for d in (self.scratch, self.shared_memory) if d),
                  "parent-death signals: nothing outlives the caller"]
       layers.append("fresh /proc" + (" (hidepid=invisible)" if is_root() else "")
