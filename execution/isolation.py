@@ -64,6 +64,7 @@ catches them. Without a mount namespace there are no passwd/group entries for th
 (as root, user lookups raise KeyError) and /dev/shm is the host's.
 """
 import os
+import re
 import resource
 import shutil
 import signal
@@ -98,6 +99,8 @@ SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_AL
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per-namespace socket counters ("inuse" and TIME_WAIT "tw" of TCP, UDP and raw sockets).
 SOCKET_COUNTERS = ("/proc/net/sockstat", "/proc/net/sockstat6")
+# Only these are per namespace ("orphan", "alloc" and "mem" count the whole host).
+_SOCKET_COUNTS = re.compile(rb" (?:inuse|tw) (\d+)")
 
 
 class IsolationUnavailable(RuntimeError):
@@ -471,13 +474,8 @@ class WorkerIsolation:
   def _sockets_in_use(self) -> tuple:
     """The namespace's "inuse" and "tw" (TIME_WAIT) counts of every protocol in the counters
     (a few microseconds: the files stay open and are read again from offset 0)."""
-    counts = []
-    for fd in self._socket_counters:
-      for line in os.pread(fd, 4096, 0).splitlines():
-        words = line.split()
-        counts += [value for key, value in zip(words[1::2], words[2::2])
-                   if key in (b"inuse", b"tw")]
-    return tuple(counts)
+    text = b"".join([os.pread(fd, 4096, 0) for fd in self._socket_counters])
+    return tuple(_SOCKET_COUNTS.findall(text))
 
   def _renew_network_if_used(self) -> None:
     """Moves the worker, and so the next programs, to a fresh net namespace (its own new
