@@ -319,12 +319,15 @@ class WorkerIsolation:
     linux.pivot_root(".", ".")  # The old root now lies over the new one at "/": detach it.
     linux.umount(".", linux.MNT_DETACH)
     os.chdir("/")
-    linux.mount("tmpfs", SCRATCH, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
+    self._mount_scratch()
     linux.mount("tmpfs", SHARED_MEMORY_DIR, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=1024")
     self.shared_memory = SHARED_MEMORY_DIR
     self._mount_back_into_scratch([(p, fd) for p, fd in trees if p in scratch_binds])
+
+  def _mount_scratch(self) -> None:
+    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
 
   def _mount_back_into_scratch(self, trees: list) -> None:
     """Interpreter paths under /tmp or /dev/shm (a CI checkout with its venv): each top-level
