@@ -87,30 +87,30 @@ class _HostBait:
 
   def __init__(self):
     tag = f"iso-{os.getpid()}-{os.urandom(4).hex()}"
-    self.socket_dir = tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp")
-    os.chmod(self.socket_dir, 0o755)
-    paths = [os.path.join(self.socket_dir, "s.sock")]
-    for run_dir, name in (("/run", "run"), ("/var/run", "var-run")):  # Often one directory.
-      if os.path.isdir(run_dir):
-        paths.append(os.path.join(run_dir, f"{tag}-{name}.sock"))
-    self.listeners = []
-    for path in paths:
-      server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-      server.bind(path)
-      os.chmod(path, 0o777)
-      server.listen(4)
-      server.setblocking(False)
-      self.listeners.append(server)
-    self.abstract = "\0" + tag
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(self.abstract)
-    server.listen(4)
-    server.setblocking(False)
-    self.listeners.append(server)
-    self.sockets = paths + [self.abstract]
+    self.listeners: list[socket.socket] = []
     self.readable = os.path.join("/tmp", f"{tag}.txt")
-    pathlib.Path(self.readable).write_text("another job's output")
-    os.chmod(self.readable, 0o644)
+    self.socket_dir = tempfile.mkdtemp(prefix=f"{tag}-", dir="/tmp")
+    try:
+      os.chmod(self.socket_dir, 0o755)
+      paths = [os.path.join(self.socket_dir, "s.sock")]
+      for run_dir, name in (("/run", "run"), ("/var/run", "var-run")):  # Often one directory.
+        if os.path.isdir(run_dir):
+          paths.append(os.path.join(run_dir, f"{tag}-{name}.sock"))
+      self.abstract = "\0" + tag
+      for address in paths + [self.abstract]:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listeners.append(server)
+        server.bind(address)
+        if address in paths:
+          os.chmod(address, 0o777)
+        server.listen(4)
+        server.setblocking(False)
+      self.sockets = paths + [self.abstract]
+      pathlib.Path(self.readable).write_text("another job's output")
+      os.chmod(self.readable, 0o644)
+    except BaseException:
+      self.close()
+      raise
 
   def connections(self) -> int:
     count = 0
@@ -128,7 +128,8 @@ class _HostBait:
       server.close()
       if isinstance(name, str) and name and not name.startswith("\0"):
         os.unlink(name)
-    os.unlink(self.readable)
+    if os.path.exists(self.readable):
+      os.unlink(self.readable)
     shutil.rmtree(self.socket_dir)
 
 
