@@ -21,18 +21,26 @@ Once per worker (the slow parts, inherited by every program):
   which a user has only for namespaces its own user namespace owns). The net namespace has
   only its own loopback interface, up (programs that serve and connect on 127.0.0.1 work, as
   they do anywhere), so programs reach nothing else, not even listeners on the host's
-  127.0.0.1.
-* A private mount view: propagation private; home directories (/root, /home, $HOME) hidden
-  under empty tmpfs except the interpreter's prefixes, which are bind-mounted back at the same
-  paths; /etc/passwd and /etc/group replaced by copies that also hold the sandbox user, whose
-  home is the scratch directory (accounts.py); every mount then read-only and nosuid; a
-  size-capped tmpfs on /tmp (the programs' scratch, cwd and HOME) and another on /dev/shm
-  (POSIX semaphores and shared memory: multiprocessing), both wiped after every program; a
-  fresh /proc (as root with hidepid=invisible, so a program sees only its own processes).
-  Why the homes: as root programs run as an unprivileged uid, and this machine's interpreter
-  lives under /root (mode 700); stdlib modules the worker did not pre-import must still be
-  importable by that uid, without opening the rest of /root. It also keeps users' keys and
-  tokens unreadable.
+  127.0.0.1 or its abstract unix sockets (those are per net namespace). After a program that
+  left any socket in it (a port in TIME_WAIT would fail the next program's plain bind()), the
+  worker moves to a fresh one; the check reads two counters, the new namespace costs
+  milliseconds, so only programs that used the network pay for it.
+* A root built from nothing (_build_mount_view): an empty tmpfs holding only the system
+  directories (SYSTEM_PATHS: /usr, /etc, the /bin and /lib links), the interpreter's paths
+  (its prefixes and sys.path, never the checkout this package was imported from), /dev/null
+  and a few other devices, a fresh /proc (as root with hidepid=invisible, so a program sees
+  only its own processes) and /etc/passwd and /etc/group replaced by copies that also hold
+  the sandbox user, whose home is the scratch directory (accounts.py); all of it read-only
+  and nosuid; the worker pivots into it. Then a size-capped tmpfs on /tmp (the programs'
+  scratch, cwd and HOME) and another on /dev/shm (POSIX semaphores and shared memory:
+  multiprocessing), both wiped after every program. So nothing else of the host can be
+  read or connected to: not /run or /var/run and their unix sockets, not the host's /tmp
+  and other jobs' files there, not the homes (users' keys and tokens), not the checkout,
+  its runs/ or the data beside it. Directories above an interpreter path are fresh ones
+  (mode 755): an interpreter under /root (mode 700) or a checkout under `mktemp -d` stays
+  usable by the unprivileged uid. An interpreter under /tmp (a CI checkout with its venv)
+  is mounted back inside the private /tmp, on a small read-only tmpfs per top-level entry,
+  so /tmp is private and writable wherever the project is installed.
 * As root, a memory cgroup under the caller's own (memory_cgroup.py): a cap on all of W's
   programs together, which RLIMIT_AS x RLIMIT_NPROC alone would allow to exceed the machine.
 * no_new_privs and the seccomp filter of seccomp.py, installed on W itself; the clean
@@ -56,6 +64,7 @@ catches them. Without a mount namespace there are no passwd/group entries for th
 (as root, user lookups raise KeyError) and /dev/shm is the host's.
 """
 import os
+import re
 import resource
 import shutil
 import signal
@@ -69,14 +78,29 @@ from execution import uid_lease
 from execution.config import NAMESPACES, SandboxConfig
 
 _MIB = 1024 * 1024
-# Where the private scratch tmpfs is mounted: /tmp, unless the interpreter or its packages
-# live under /tmp (say, a CI checkout with its venv), which the mount would hide; then the
-# next candidate, and the host's /tmp stays visible, read-only. HOME and TMPDIR point at it.
-SCRATCH_CANDIDATES = ("/tmp", "/dev/shm", "/var/tmp")
+# The programs' private scratch tmpfs (their cwd, HOME and TMPDIR), wherever the project lives.
+SCRATCH = "/tmp"
 # Where multiprocessing's semaphores and shared_memory live (sem_open, shm_open).
 SHARED_MEMORY_DIR = "/dev/shm"
+# The host's directories a program's root holds besides the interpreter's own: programs,
+# shared libraries and system configuration (ld.so.cache, zoneinfo links, certificates).
+# Whichever of them is a symlink on the host (merged /usr) is recreated as one.
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Read by libc for the number of CPUs (os.cpu_count); left out where it cannot be bound.
+OPTIONAL_PATHS = ("/sys/devices/system/cpu",)
+DEVICES = ("null", "zero", "full", "random", "urandom")
+DEVICE_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+                "stderr": "/proc/self/fd/2"}
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group")
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+# The directory that holds this package: the checkout when run from one (pool.py puts it on
+# the worker's PYTHONPATH). The worker has imported what it needs from it before its view is
+# built, and programs must not read it (runs/, the datasets' reference solutions beside it).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Per-namespace socket counters ("inuse" and TIME_WAIT "tw" of TCP, UDP and raw sockets).
+SOCKET_COUNTERS = ("/proc/net/sockstat", "/proc/net/sockstat6")
+# Only these are per namespace ("orphan", "alloc" and "mem" count the whole host).
+_SOCKET_COUNTS = re.compile(rb" (?:inuse|tw) (\d+)")
 
 
 class IsolationUnavailable(RuntimeError):
@@ -88,46 +112,25 @@ def is_root() -> bool:
 
 
 def interpreter_paths() -> list[str]:
-  """Outermost directories the child interpreter must read (stdlib, extensions, site)."""
+  """Outermost directories the child interpreter must read (stdlib, extensions, site), without
+  the directory this package was imported from (PACKAGE_PARENT) unless a prefix holds it."""
   paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
                                          sys.base_exec_prefix)}
-  paths |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+  package_parent = os.path.realpath(PACKAGE_PARENT)
+  paths |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)} - {package_parent}
+  return _outermost(paths)
+
+
+def _outermost(paths) -> list[str]:
   outermost: list[str] = []
   for p in sorted(paths, key=len):
-    if not any(p == q or p.startswith(q + os.sep) for q in outermost):
+    if not any(_within(p, q) for q in outermost):
       outermost.append(p)
   return outermost
 
 
-def _untraversable_ancestors(keep: list[str]) -> list[str]:
-  """As root, the outermost directory above each interpreter path that others cannot enter
-  (a checkout under `mktemp -d`, mode 700): the sandbox uid could not reach the interpreter
-  through it, so it is hidden like a home and the interpreter path mounted back."""
-  if not is_root():
-    return []  # Programs keep the caller's uid, which can enter them.
-  found = []
-  for path in keep:
-    parts = path.strip(os.sep).split(os.sep)
-    for depth in range(1, len(parts)):
-      d = os.sep + os.path.join(*parts[:depth])
-      if not os.stat(d).st_mode & 0o001:
-        found.append(d)
-        break
-  return found
-
-
-def _hidden_dirs(keep: list[str]) -> list[str]:
-  hidden: list[str] = []
-  for d in ("/root", "/home", os.path.expanduser("~"), *_untraversable_ancestors(keep)):
-    d = os.path.realpath(d)
-    if d == "/" or not os.path.isdir(d):
-      continue
-    if any(d == h or d.startswith(h + os.sep) for h in hidden):
-      continue
-    if any(d == k or d.startswith(k + os.sep) for k in keep):
-      continue  # Hiding it would hide the interpreter itself.
-    hidden.append(d)
-  return hidden
+def _within(path: str, directory: str) -> bool:
+  return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 class WorkerIsolation:
@@ -149,7 +152,10 @@ class WorkerIsolation:
     self._own_pid_ns = -1
     self._filter: seccomp.Filter | None = None
     self._program_rlimits: list = []
-    self.scratch = SCRATCH_CANDIDATES[0]
+    self.scratch = SCRATCH
+    self._interpreter_mounts: list[str] = []  # Under the scratch dirs (_mount_back_into_scratch).
+    self._socket_counters: list[int] = []  # Open SOCKET_COUNTERS of the current net namespace.
+    self._sockets_at_start: tuple = ()
     self.cgroup: str | None = None
 
   # --- once per worker -------------------------------------------------------------------
@@ -203,6 +209,8 @@ class WorkerIsolation:
       self.loopback = True
       step = "read-only mount view"
       self._build_mount_view()
+      step = "socket counters"
+      self._watch_sockets()
       step = "pid namespace handle"
       self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
       step = "pid namespace per program"
@@ -240,48 +248,108 @@ class WorkerIsolation:
       resource.setrlimit(which, (soft, hard))
 
   def _build_mount_view(self) -> None:
+    """Builds the programs' root from nothing and pivots into it: an empty tmpfs holding only
+    the system directories (SYSTEM_PATHS), the interpreter's paths (interpreter_paths), a few
+    device nodes, a fresh /proc and generated account files, all read-only; then private
+    tmpfs mounts on /tmp and /dev/shm. Nothing else of the host is reachable: not its /run
+    or /tmp (and the unix sockets there), not the homes, not the checkout or its runs and
+    data. Paths above an interpreter path are fresh directories (mode 755), so a checkout
+    under `mktemp -d` (mode 700) is no obstacle, and an interpreter under /tmp is mounted
+    back on a read-only tmpfs inside the private /tmp, which stays writable wherever the
+    project is installed."""
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     keep = interpreter_paths()
-    for candidate in SCRATCH_CANDIDATES:
-      if os.path.isdir(candidate) and not any(
-          p == candidate or p.startswith(candidate + os.sep) for p in keep):
-        self.scratch = candidate
-        break
-    else:
-      raise OSError(f"no scratch mount point among {SCRATCH_CANDIDATES} that would not hide "
-                    f"the interpreter ({keep})")
-    hidden = _hidden_dirs(keep)
-    exposed = [p for p in keep if any(p.startswith(h + os.sep) for h in hidden)]
-    trees = [(p, linux.open_tree_clone(p)) for p in exposed]
-    for h in hidden:
-      linux.mount("tmpfs", h, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=1m")
-    for path, tree_fd in trees:
-      os.makedirs(path, mode=0o755, exist_ok=True)
-      linux.move_mount_fd(tree_fd, path)
+    for path in keep:
+      if path in ("/", SCRATCH, SHARED_MEMORY_DIR) or _within(path, "/proc") or _within(
+          path, "/dev") and not _within(path, SHARED_MEMORY_DIR):
+        raise OSError(f"interpreter path {path} cannot be mounted back in the sandbox's view")
+    links = {p: os.readlink(p) for p in SYSTEM_PATHS if os.path.islink(p)}
+    binds = _outermost([p for p in SYSTEM_PATHS if p not in links and os.path.isdir(p)] + keep)
+    scratch_binds = [p for p in binds if _within(p, SCRATCH) or _within(p, SHARED_MEMORY_DIR)]
+    # Every tree is cloned first, while the host's view is whole: the new root is then
+    # assembled on a tmpfs mounted over the host's /tmp.
+    trees = [(p, linux.open_tree_clone(p)) for p in binds]
+    devices = [(f"/dev/{name}", linux.open_tree_clone(f"/dev/{name}")) for name in DEVICES
+               if os.path.exists(f"/dev/{name}")]
+    optional = []
+    for path in OPTIONAL_PATHS:
+      try:
+        optional.append((path, linux.open_tree_clone(path)))
+      except OSError:
+        pass
+    try:
+      host_proc = linux.open_tree_clone("/proc")
+    except OSError:
+      host_proc = -1
+    accounts_text = self._account_texts()
+    root = SCRATCH
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=1m")
+    for path, target in links.items():
+      os.symlink(target, root + path)
+    for path, tree_fd in trees + devices + optional:
+      if path in scratch_binds:
+        continue
+      _mount_point(root + path, directory=not path.startswith("/dev/"))
+      linux.move_mount_fd(tree_fd, root + path)
       os.close(tree_fd)
-    self._mount_account_files()
-    linux.make_tree_read_only("/")
-    self._mount_scratch()
-    if self.scratch != SHARED_MEMORY_DIR and os.path.isdir(SHARED_MEMORY_DIR) and not any(
-        p == SHARED_MEMORY_DIR or p.startswith(SHARED_MEMORY_DIR + os.sep) for p in keep):
-      linux.mount("tmpfs", SHARED_MEMORY_DIR, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                  f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=1024")
-      self.shared_memory = SHARED_MEMORY_DIR
+    for path in (SCRATCH, SHARED_MEMORY_DIR, "/proc"):
+      os.makedirs(root + path, mode=0o755, exist_ok=True)
+    for name, target in DEVICE_LINKS.items():
+      os.symlink(target, f"{root}/dev/{name}")
+    self._mount_account_files(root, accounts_text)
+    linux.make_tree_read_only(root)
+    # Before the pivot: in a user namespace the kernel allows a fresh proc only while a
+    # fully visible one is still in this mount namespace.
     proc_flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     try:
-      linux.mount("proc", "/proc", "proc", proc_flags, "hidepid=invisible" if is_root() else None)
+      linux.mount("proc", root + "/proc", "proc", proc_flags,
+                  "hidepid=invisible" if is_root() else None)
       self.fresh_proc = True
     except OSError:
       # Container runtimes that mask parts of /proc forbid a fresh proc mount in a user
-      # namespace. The old, read-only /proc stays; the pid namespace still hides every
+      # namespace. The host's stays, read-only; the pid namespace still hides every
       # process from signals, and describe_layers() says the layer is missing.
-      pass
+      if host_proc < 0:
+        raise
+      linux.move_mount_fd(host_proc, root + "/proc")
+      linux.make_tree_read_only(root + "/proc")
+    if host_proc >= 0:
+      os.close(host_proc)
+    os.chdir(root)
+    linux.pivot_root(".", ".")  # The old root now lies over the new one at "/": detach it.
+    linux.umount(".", linux.MNT_DETACH)
+    os.chdir("/")
+    self._mount_scratch()
+    linux.mount("tmpfs", SHARED_MEMORY_DIR, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=1024")
+    self.shared_memory = SHARED_MEMORY_DIR
+    self._mount_back_into_scratch([(p, fd) for p, fd in trees if p in scratch_binds])
 
-  def _mount_account_files(self) -> None:
-    """Bind-mounts generated /etc/passwd and /etc/group over the host's (before the view is
-    made read-only, which then covers them). They are staged on a throwaway tmpfs on the
-    scratch mount point, detached again at once: the bind mounts keep the files alive, and
-    the scratch tmpfs mounted there next starts empty."""
+  def _mount_scratch(self) -> None:
+    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
+
+  def _mount_back_into_scratch(self, trees: list) -> None:
+    """Interpreter paths under /tmp or /dev/shm (a CI checkout with its venv): each top-level
+    entry above them is a small read-only tmpfs, so that no program can rename, remove or add
+    to it, and the wipe after each program leaves it alone (a mount point)."""
+    tops = {}
+    for path, _ in trees:
+      base = SCRATCH if _within(path, SCRATCH) else SHARED_MEMORY_DIR
+      tops.setdefault(os.path.join(base, path[len(base) + 1:].split(os.sep)[0]), []).append(path)
+    for top, paths in tops.items():
+      os.mkdir(top, 0o755)
+      linux.mount("tmpfs", top, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=1m")
+      for path, tree_fd in trees:
+        if path in paths:
+          os.makedirs(path, mode=0o755, exist_ok=True)
+          linux.move_mount_fd(tree_fd, path)
+          os.close(tree_fd)
+      linux.make_tree_read_only(top)
+      self._interpreter_mounts.append(top)
+
+  @staticmethod
+  def _account_texts() -> dict[str, str]:
     texts = {}
     for path in ACCOUNT_FILES:
       try:
@@ -289,28 +357,32 @@ class WorkerIsolation:
           texts[path] = f.read()
       except FileNotFoundError:
         pass  # Nothing to mount over; lookups then fail as they would outside.
-    if "/etc/passwd" not in texts:
+    return texts
+
+  def _mount_account_files(self, root: str, texts: dict[str, str]) -> None:
+    """Bind-mounts generated /etc/passwd and /etc/group over the host's in the new root
+    (before it is made read-only, which then covers them). They are staged on a throwaway
+    tmpfs, detached again at once: the bind mounts keep the files alive."""
+    if "/etc/passwd" not in texts or not os.path.exists(root + "/etc/passwd"):
       return
+    texts = dict(texts)
     texts["/etc/passwd"], self.user_name = accounts.passwd_with_user(
         texts["/etc/passwd"], self.uid, self.gid, self.scratch)
     if "/etc/group" in texts:
       texts["/etc/group"] = accounts.group_with_group(texts["/etc/group"], self.gid,
                                                       self.user_name)
-    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV
+    staging = root + SCRATCH
+    linux.mount("tmpfs", staging, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV
                 | linux.MS_NOEXEC, "mode=755,size=1m")
     try:
       for path, text in texts.items():
-        staged = os.path.join(self.scratch, os.path.basename(path))
+        staged = os.path.join(staging, os.path.basename(path))
         with open(staged, "w", encoding="utf-8", errors="surrogateescape") as f:
           f.write(text)
         os.chmod(staged, 0o644)
-        linux.mount(staged, path, None, linux.MS_BIND)
+        linux.mount(staged, root + path, None, linux.MS_BIND)
     finally:
-      linux.umount(self.scratch, linux.MNT_DETACH)
-
-  def _mount_scratch(self) -> None:
-    linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
+      linux.umount(staging, linux.MNT_DETACH)
 
   # --- once per program ------------------------------------------------------------------
 
@@ -386,7 +458,38 @@ class WorkerIsolation:
           os.killpg(program_pid, signal.SIGKILL)
         except OSError:
           pass
+    else:
+      self._renew_network_if_used()
     self._wipe_scratch()
+
+  def _watch_sockets(self) -> None:
+    """Opens this net namespace's socket counters and notes what they read while unused."""
+    for fd in self._socket_counters:
+      os.close(fd)
+    self._socket_counters = []
+    for path in SOCKET_COUNTERS:
+      try:
+        self._socket_counters.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+      except FileNotFoundError:
+        pass  # No IPv6 in this kernel.
+    self._sockets_at_start = self._sockets_in_use()
+
+  def _sockets_in_use(self) -> tuple:
+    """The namespace's "inuse" and "tw" (TIME_WAIT) counts of every protocol in the counters
+    (a few microseconds: the files stay open and are read again from offset 0)."""
+    text = b"".join([os.pread(fd, 4096, 0) for fd in self._socket_counters])
+    return tuple(_SOCKET_COUNTS.findall(text))
+
+  def _renew_network_if_used(self) -> None:
+    """Moves the worker, and so the next programs, to a fresh net namespace (its own new
+    loopback) if the last program left sockets in this one: a port in TIME_WAIT would make
+    the next program's plain bind() fail. Every process of the program is gone by now, so
+    what is left is what the kernel still holds. Creating a namespace costs milliseconds,
+    so only programs that used the network pay for it."""
+    if self._socket_counters and self._sockets_in_use() != self._sockets_at_start:
+      linux.unshare(linux.CLONE_NEWNET)
+      linux.bring_up_loopback()
+      self._watch_sockets()
 
   def _wipe_scratch(self) -> None:
     def make_writable_and_retry(function, path, _):
@@ -404,6 +507,8 @@ class WorkerIsolation:
         continue  # Nothing in it: one stat() instead of listing it.
       with os.scandir(directory) as entries:
         for entry in entries:
+          if entry.path in self._interpreter_mounts:
+            continue  # The read-only mount an interpreter under /tmp lives in.
           if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, onerror=make_writable_and_retry)
           else:
@@ -440,9 +545,11 @@ class WorkerIsolation:
     if self.namespaces:
       layers += ["pid namespace per program (the kernel kills every descendant)",
                  "ipc namespace (SysV object creation denied)",
-                 "net namespace with only its own loopback" if self.loopback
+                 "net namespace with only its own loopback, renewed after a program that "
+                 "leaves sockets in it" if self.loopback
                  else "net namespace without interfaces",
-                 "read-only filesystem, homes hidden, private tmpfs " + " and ".join(
+                 "read-only filesystem of system directories and the interpreter's paths only "
+                 "(no host /run, /tmp, homes or checkout), private tmpfs " + " and ".join(
                      d for d in (self.scratch, self.shared_memory) if d),
                  "parent-death signals: nothing outlives the caller"]
       layers.append("fresh /proc" + (" (hidepid=invisible)" if is_root() else "")
@@ -461,6 +568,13 @@ class WorkerIsolation:
       layers.append("no memory cgroup (needs root and a memory controller); per-process "
                     "limits only")
     return layers
+
+
+def _mount_point(path: str, directory: bool) -> None:
+  """Creates an empty directory or file (for a device node) to mount on, and its parents."""
+  os.makedirs(path if directory else os.path.dirname(path), mode=0o755, exist_ok=True)
+  if not directory:
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
 
 
 def _continue_as_pid_one() -> None:

@@ -52,8 +52,8 @@ SECCOMP_MODE_FILTER = 2
 
 _SYSCALL_NUMBERS = {
     # (capset, ...) differ per architecture; only what is called through syscall() is listed.
-    "x86_64": {"capset": 126},
-    "aarch64": {"capset": 91},
+    "x86_64": {"capset": 126, "pivot_root": 155},
+    "aarch64": {"capset": 91, "pivot_root": 41},
 }
 
 
@@ -85,6 +85,15 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
 
 def umount(target: str, flags: int = 0) -> None:
   _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount2({target!r})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+  """pivot_root(2), which glibc does not wrap."""
+  numbers = _SYSCALL_NUMBERS.get(machine())
+  if numbers is None:
+    raise OSError(errno.ENOSYS, f"pivot_root: unsupported architecture {machine()}")
+  _check(_libc.syscall(ctypes.c_long(numbers["pivot_root"]), new_root.encode(),
+                       put_old.encode()), f"pivot_root({new_root!r}, {put_old!r})")
 
 
 def open_tree_clone(path: str) -> int:

@@ -131,16 +131,22 @@ def build_filter(machine: str) -> list[tuple[int, int, int, int]]:
     if name in numbers:
       program += [(_JEQ_K, 0, 1, numbers[name]), (_RET_K, 0, 0, deny)]
   # The worker, which carries this filter itself, makes each program's pid namespace with
-  # unshare(CLONE_NEWPID) and setns(fd, CLONE_NEWPID). Both also need CAP_SYS_ADMIN, which
+  # unshare(CLONE_NEWPID) and setns(fd, CLONE_NEWPID), and a fresh net namespace after a
+  # program that used the network with unshare(CLONE_NEWNET). All need CAP_SYS_ADMIN, which
   # programs never have; every other namespace request (CLONE_NEWUSER above all) is denied.
-  for name, argument_offset in (("unshare", _ARG0_LOW_OFFSET), ("setns", _ARG1_LOW_OFFSET)):
-    program += [
-        (_JEQ_K, 0, 4, numbers[name]),
-        (_LD_W_ABS, 0, 0, argument_offset),
-        (_JEQ_K, 1, 0, linux.CLONE_NEWPID),
-        (_RET_K, 0, 0, deny),
-        (_RET_K, 0, 0, _RET_ALLOW),
-    ]
+  program += [
+      (_JEQ_K, 0, 5, numbers["unshare"]),
+      (_LD_W_ABS, 0, 0, _ARG0_LOW_OFFSET),
+      (_JEQ_K, 2, 0, linux.CLONE_NEWPID),
+      (_JEQ_K, 1, 0, linux.CLONE_NEWNET),
+      (_RET_K, 0, 0, deny),
+      (_RET_K, 0, 0, _RET_ALLOW),
+      (_JEQ_K, 0, 4, numbers["setns"]),
+      (_LD_W_ABS, 0, 0, _ARG1_LOW_OFFSET),
+      (_JEQ_K, 1, 0, linux.CLONE_NEWPID),
+      (_RET_K, 0, 0, deny),
+      (_RET_K, 0, 0, _RET_ALLOW),
+  ]
   program += [(_LD_W_ABS, 0, 0, _NR_OFFSET)]
   # clone3 passes its flags in memory a filter cannot read; ENOSYS makes libc fall back to clone.
   program += [(_JEQ_K, 0, 1, numbers["clone3"]), (_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS)]

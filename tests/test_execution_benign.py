@@ -4,15 +4,13 @@ sandbox, by a plain interpreter, so the suite cannot drift into testing sandbox 
 inside, where every one must pass through the public API."""
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
-from execution import Job, SandboxConfig, WorkerPool, accounts, isolation, run_programs
+from execution import Job, SandboxConfig, WorkerPool, accounts, run_programs
 
 CONFIG = SandboxConfig(timeout_s=30, workers=2)
 
@@ -490,17 +488,3 @@ def test_eval_config_carries_run_as_main_to_the_sandbox():
   assert sandbox_config(config).run_as_main is False
   config.sandbox.run_as_main = True
   assert sandbox_config(config).run_as_main is True
-
-
-@needs_root
-def test_an_interpreter_behind_a_private_directory_is_mounted_back():
-  # A checkout under `mktemp -d` (mode 700): the sandbox uid cannot enter it, so a program
-  # that starts the interpreter again got "Permission denied" until the directory was hidden
-  # under a tmpfs like a home and the interpreter's path mounted back.
-  private = tempfile.mkdtemp(dir="/var/tmp")  # mode 700, in directories others can enter
-  try:
-    venv = os.path.join(private, "p", ".venv")
-    os.makedirs(venv)
-    assert isolation._hidden_dirs([venv])[-1] == private  # pylint: disable=protected-access
-  finally:
-    shutil.rmtree(private)

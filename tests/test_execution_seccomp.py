@@ -52,6 +52,8 @@ def test_filter_verdicts(machine, arch, numbers):
   assert run("unshare", linux.CLONE_NEWPID) == ALLOW             # Still needs CAP_SYS_ADMIN.
   assert run("unshare", linux.CLONE_NEWUSER) == EPERM
   assert run("unshare", linux.CLONE_NEWPID | linux.CLONE_NEWNS) == EPERM
+  assert run("unshare", linux.CLONE_NEWNET) == ALLOW             # A fresh loopback, likewise.
+  assert run("unshare", linux.CLONE_NEWNET | linux.CLONE_NEWUSER) == EPERM
   assert run("setns", 3, linux.CLONE_NEWPID) == ALLOW
   assert run("setns", 3, 0) == EPERM                             # "Any type" is refused.
   other_arch = AARCH64 if arch == X86_64 else X86_64
