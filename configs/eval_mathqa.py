@@ -24,5 +24,4 @@ def get_config():
   config.task = "mathqa"
   config.data.mathqa_compat = "trax"  # the paper's split (test 1,883); or "faithful" (1,893)
   config.prompt.num_shots = 0
-  config.sampling.max_new_tokens = 256
   return config

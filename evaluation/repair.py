@@ -47,6 +47,7 @@ from typing import Any, Sequence
 from absl import logging
 
 from data import tasks
+from data.prompt_fit import PROMPT_TOO_LONG
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
 from evaluation.sampler import sample_problems
@@ -159,7 +160,9 @@ def next_round(examples: Sequence[dict[str, Any]],
   unsolved = []
   for example in examples:
     records = records_by_id.get(example["id"])
-    if records and not any(r["passed"] for r in records):
+    # A problem whose prompt did not fit was never sampled: no program to give feedback on.
+    if (records and not any(r["passed"] for r in records)
+        and records[0]["status"] != PROMPT_TOO_LONG):
       unsolved.append((example, best_failure(records)))
   probes = [p for p in (feedback_probe(e, r) for e, r in unsolved if e["id"] not in known) if p]
   returned = repair_probe.returned_values(probes, sandbox_config)
@@ -200,6 +203,7 @@ def _sample_round(sampler, todo: Sequence[dict[str, Any]], directory: str, seed:
   if not todo:
     return {}
   sampler.seed = seed
+  todo = sampler.fit_prompts(todo)  # a grown dialog may lose whole shots (data/prompt_fit.py)
   with Scorer(directory, sandbox_config, expected_programs=len(todo) * num_samples) as scorer:
     sample_problems(sampler, todo, num_samples, scorer.done_ids, scorer.score)
     records = {e["id"]: scorer.records[e["id"]] for e in todo if e["id"] in scorer.records}

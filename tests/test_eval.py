@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import eval_execution, eval_synthesis
+from data import prompt_fit
 from data.prompts import cut_at_done
 from evaluation.runner import load_examples, run_eval
 from model import run_dir
@@ -103,7 +104,11 @@ def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path
   full_forward = jax.jit(lambda p, tokens_1xL: forward(graphdef, p, tokens_1xL))
   checked = 0
   for record in records:
-    tokens = tokenizer.encode_prompt(examples[record["id"]]["prompt"])[-config.max_prompt_len:]
+    # The prompt the eval fitted into max_prompt_len (whole shots dropped, never cut).
+    fitted = prompt_fit.fit_example(examples[record["id"]],
+                                    lambda text: len(tokenizer.encode_prompt(text)),
+                                    config.max_prompt_len, "drop_shots")
+    tokens = tokenizer.encode_prompt(fitted["prompt"])
     generated, tied = [], False
     for _ in range(config.sampling.max_new_tokens):
       context = tokens + generated
