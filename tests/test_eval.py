@@ -57,6 +57,11 @@ def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
   config.mesh.data = 8
   results = run_eval(config, workdir)
   assert [(p["task_id"], p["n"]) for p in results["per_problem"]] == [(11, 2), (12, 2), (13, 2)]
+  # This tokenizer's 3-shot prompts take 1,327-1,713 tokens, their queries alone 226, 380 and
+  # 612: two lose all their shots to fit 512, and task 13 is not sampled (prompt_too_long).
+  assert results["prompt_fit"] == {"shots_dropped": {"mbpp/11": 3, "mbpp/12": 3},
+                                   "prompt_too_long": ["mbpp/13"]}
+  assert results["status_counts"]["prompt_too_long"] == 2
   assert set(results["pass_at_k"]) == {"1"}
   with open(os.path.join(workdir, "samples.jsonl")) as f:
     first = f.read()
