@@ -21,6 +21,8 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
+from data import prompt_fit
+
 RUNS_DIR = "runs"
 CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EVAL_CONFIG = os.path.join(CONFIGS_DIR, "eval_synthesis.py")
@@ -90,6 +92,14 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
     return problem
   if config.get("cpu_devices", 0) < 0:
     return f"--config.cpu_devices={config.cpu_devices}: must be >= 0 (0 = one per CPU core)"
+  overflow = config.get("prompt_overflow", "drop_shots")
+  if overflow not in prompt_fit.OVERFLOW_MODES:
+    return (f"--config.prompt_overflow={overflow}: must be drop_shots (a prompt too long for "
+            "the model loses whole shots) or fail (it is scored prompt_too_long)")
+  for key, value in (("max_prompt_len", config.get("max_prompt_len", 0)),
+                     ("sampling.max_new_tokens", config.sampling.get("max_new_tokens", 0))):
+    if value < 0:
+      return f"--config.{key}={value}: must be >= 0 (0 = computed for the model and task)"
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"

@@ -44,13 +44,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_samples = 80              # per problem (the paper: 80)
   config.pass_at_k = (1, 10, 80)       # reported where every problem has >= k samples
   config.batch_size = 0                # sampling slots per call; 0 = model/decode_budget.py
-  config.max_prompt_len = 1024         # longer prompts keep their end
+  # Prompt tokens at most; 0 = the model's context less max_new_tokens where it declares one
+  # (imported checkpoints), else 1,024 (evaluation/token_budgets.py).
+  config.max_prompt_len = 0
+  # A longer prompt: "drop_shots" (its last shots go, whole, until it fits; the task and its
+  # tests stay) or "fail" (not sampled, scored prompt_too_long); results.json prompt_fit
+  # lists the problems (data/prompt_fit.py).
+  config.prompt_overflow = "drop_shots"
   config.seed = 0
   config.sampling = ml_collections.ConfigDict()
   config.sampling.temperature = 0.5    # the paper's; 0 = greedy
   config.sampling.top_k = 0
   config.sampling.top_p = 1.0
-  config.sampling.max_new_tokens = 256
+  # 0 = enough for every evaluated problem's reference answer and its [DONE] with the
+  # model's tokenizer, rounded up to 32 (evaluation/token_budgets.py); a set value lists the
+  # problems whose reference it cannot hold (results.json meta.token_budgets).
+  config.sampling.max_new_tokens = 0
   # shot_separator, shot_task_ids, shot_seed, num_tests_shown, variant, shot_indices,
   # normalize_line_endings, ...: each None = the task's default (data/prompts.py).
   config.prompt = prompt_options_config()

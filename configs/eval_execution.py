@@ -23,6 +23,5 @@ def get_config():
   config.task = "mbpp_execution"
   config.num_samples = 1
   config.sampling.temperature = 0.0
-  config.sampling.max_new_tokens = 64
   config.prompt.variant = "code"
   return config

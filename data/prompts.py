@@ -124,6 +124,30 @@ class MathqaPromptOptions:
 PromptOptions = SynthesisPromptOptions | ExecutionPromptOptions | MathqaPromptOptions
 
 
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  """A prompt in its parts: the rendered shots (each with its separator), then the query.
+
+  `text` is what the model sees. `shot_ends` says where each shot ends in it, so that a
+  prompt too long for a model's context can lose whole shots and never part of one
+  (data/prompt_fit.py).
+  """
+  shots: tuple[str, ...]
+  query: str
+
+  @property
+  def text(self) -> str:
+    return "".join(self.shots) + self.query
+
+  @property
+  def shot_ends(self) -> tuple[int, ...]:
+    ends, end = [], 0
+    for shot in self.shots:
+      end += len(shot)
+      ends.append(end)
+    return tuple(ends)
+
+
 def template_fingerprint(options: PromptOptions) -> str:
   """sha256 of the template strings and options: logged per run to tell prompts apart."""
   description = {
@@ -191,14 +215,20 @@ def synthesis_target(problem: dict[str, Any], options: SynthesisPromptOptions) -
   return f"{_normalized(problem['code'], options.normalize_line_endings)}\n{DONE}"
 
 
-def synthesis_prompt(problem: dict[str, Any], shot_candidates: Sequence[dict[str, Any]],
-                     options: SynthesisPromptOptions = SynthesisPromptOptions()) -> str:
-  """The full few-shot prompt for `problem`; shots come from `shot_candidates`."""
+def synthesis_prompt_parts(problem: dict[str, Any], shot_candidates: Sequence[dict[str, Any]],
+                           options: SynthesisPromptOptions = SynthesisPromptOptions()) -> Prompt:
+  """The few-shot prompt for `problem` in its parts; shots come from `shot_candidates`."""
   shots = choose_shots(shot_candidates, problem["task_id"], options.num_shots,
                        options.shot_task_ids, options.shot_seed)
   rendered = [synthesis_query(s, options) + synthesis_target(s, options)
               + options.shot_separator for s in shots]
-  return "".join(rendered) + synthesis_query(problem, options)
+  return Prompt(tuple(rendered), synthesis_query(problem, options))
+
+
+def synthesis_prompt(problem: dict[str, Any], shot_candidates: Sequence[dict[str, Any]],
+                     options: SynthesisPromptOptions = SynthesisPromptOptions()) -> str:
+  """The full few-shot prompt for `problem`; shots come from `shot_candidates`."""
+  return synthesis_prompt_parts(problem, shot_candidates, options).text
 
 
 # --- Execution prediction -------------------------------------------------------------
@@ -235,6 +265,14 @@ def execution_prompt(problem: dict[str, Any], case: execution_examples.Execution
                      shot_candidates: Sequence[dict[str, Any]],
                      options: ExecutionPromptOptions = ExecutionPromptOptions()) -> str:
   """Few-shot prompt asking for the value of `case.call`; each shot asks its first test."""
+  return execution_prompt_parts(problem, case, shot_candidates, options).text
+
+
+def execution_prompt_parts(problem: dict[str, Any], case: execution_examples.ExecutionCase,
+                           shot_candidates: Sequence[dict[str, Any]],
+                           options: ExecutionPromptOptions = ExecutionPromptOptions()
+                           ) -> Prompt:
+  """execution_prompt in its parts."""
   shots = choose_shots(shot_candidates, problem["task_id"], options.num_shots,
                        options.shot_task_ids, options.shot_seed)
   rendered = []
@@ -244,7 +282,7 @@ def execution_prompt(problem: dict[str, Any], case: execution_examples.Execution
       raise ValueError(f"shot task {shot['task_id']} has no parseable test")
     rendered.append(execution_query(shot, shot_cases[0], options)
                     + execution_target(shot_cases[0]) + options.shot_separator)
-  return "".join(rendered) + execution_query(problem, case, options)
+  return Prompt(tuple(rendered), execution_query(problem, case, options))
 
 
 # --- MathQA-Python --------------------------------------------------------------------
@@ -260,6 +298,11 @@ def mathqa_target(problem: dict[str, Any]) -> str:
 
 def mathqa_prompt(problem: dict[str, Any], shot_candidates: Sequence[dict[str, Any]] = (),
                   options: MathqaPromptOptions = MathqaPromptOptions()) -> str:
+  return mathqa_prompt_parts(problem, shot_candidates, options).text
+
+
+def mathqa_prompt_parts(problem: dict[str, Any], shot_candidates: Sequence[dict[str, Any]] = (),
+                        options: MathqaPromptOptions = MathqaPromptOptions()) -> Prompt:
   # The query is never its own shot, even when shots come from the query's split.
   pool = [c for c in shot_candidates if c["text"] != problem["text"]]
   if options.num_shots == 0:
@@ -269,4 +312,4 @@ def mathqa_prompt(problem: dict[str, Any], shot_candidates: Sequence[dict[str, A
   else:
     shots = random.Random(options.shot_seed).sample(pool, options.num_shots)
   rendered = [_mathqa_example(s) + mathqa_target(s) + options.shot_separator for s in shots]
-  return "".join(rendered) + _mathqa_example(problem)
+  return Prompt(tuple(rendered), _mathqa_example(problem))

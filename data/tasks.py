@@ -2,6 +2,8 @@
 
 `load_task_examples(task, split, ...)` returns plain dicts, each with at least
   * "prompt": exactly what the model sees before its answer,
+  * "prompt_shot_ends": where each of the prompt's shots ends in it (character offsets), so
+    that a prompt too long for a model loses whole shots only (data/prompt_fit.py),
   * "target": what it should write, ending with `[DONE]` where generation stops,
   * "task", "task_id", "id": what the example is,
 plus what a scorer needs. `execution_request(example, completion)` turns a model's
@@ -60,6 +62,11 @@ def _options(options_type: type, split: str, options: dict[str, Any]) -> Any:
   return options_type(**options)
 
 
+def _prompt_fields(prompt: prompts.Prompt) -> dict[str, Any]:
+  """"prompt", and "prompt_shot_ends": where its shots end (data/prompt_fit.py drops them)."""
+  return {"prompt": prompt.text, "prompt_shot_ends": list(prompt.shot_ends)}
+
+
 def _log_template(task: str, split: str, options: Any) -> str:
   fingerprint = prompts.template_fingerprint(options)
   logging.info("task %s split %s prompt template sha256 %s options %s", task, split,
@@ -92,7 +99,7 @@ def _synthesis_examples(split: str, data_dir: str | None, manual_dir: str | None
       "task": "mbpp_synthesis",
       "task_id": p["task_id"],
       "id": f"mbpp/{p['task_id']}",
-      "prompt": prompts.synthesis_prompt(p, shot_candidates, prompt_options),
+      **_prompt_fields(prompts.synthesis_prompt_parts(p, shot_candidates, prompt_options)),
       "target": prompts.synthesis_target(p, prompt_options),
       "text": p["text"] if "text" in p else p["prompt"],  # The task's description.
       "test_list": p["test_list"],
@@ -117,7 +124,8 @@ def _execution_examples(split: str, data_dir: str | None, manual_dir: str | None
           "task_id": p["task_id"],
           "test_index": case.test_index,
           "id": f"mbpp/{p['task_id']}/{case.test_index}",
-          "prompt": prompts.execution_prompt(p, case, shot_candidates, prompt_options),
+          **_prompt_fields(prompts.execution_prompt_parts(p, case, shot_candidates,
+                                                          prompt_options)),
           "target": prompts.execution_target(case),
           "call": case.call,
           "expected": case.expected,
@@ -147,7 +155,7 @@ def _mathqa_examples(split: str, data_dir: str | None, manual_dir: str | None,
       "task": "mathqa",
       "task_id": p["source_index"],
       "id": f"mathqa/{split}/{p['source_index']}",
-      "prompt": prompts.mathqa_prompt(p, shot_candidates, prompt_options),
+      **_prompt_fields(prompts.mathqa_prompt_parts(p, shot_candidates, prompt_options)),
       "target": prompts.mathqa_target(p),
       "answer": p["answer"],
       "prompt_template_sha256": fingerprint,

@@ -47,6 +47,7 @@ from typing import Any, Sequence
 from absl import logging
 
 from data import tasks
+from data.prompt_fit import PROMPT_TOO_LONG
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
 from evaluation.runner import throughput
@@ -160,7 +161,9 @@ def next_round(examples: Sequence[dict[str, Any]],
   unsolved = []
   for example in examples:
     records = records_by_id.get(example["id"])
-    if records and not any(r["passed"] for r in records):
+    # A problem whose prompt did not fit was never sampled: no program to give feedback on.
+    if (records and not any(r["passed"] for r in records)
+        and records[0]["status"] != PROMPT_TOO_LONG):
       unsolved.append((example, best_failure(records)))
   probes = [p for p in (feedback_probe(e, r) for e, r in unsolved if e["id"] not in known) if p]
   returned = repair_probe.returned_values(probes, sandbox_config)
@@ -209,18 +212,18 @@ def _sample_round(sampler, todo: Sequence[dict[str, Any]], directory: str, seed:
                   num_samples: int, meta: dict[str, Any],
                   sandbox_config: SandboxConfig | None) -> dict[str, list[dict[str, Any]]]:
   """Samples and scores one round of one arm in its own (resumable) workdir; its
-  results.json has the round's own throughput and truncated prompts."""
+  results.json has the round's own throughput and prompt fit."""
   if not todo:
     return {}
   sampler.seed = seed
-  truncated_before, tokens_before = sampler.truncated_prompts, sampler.tokens_generated
+  tokens_before = sampler.tokens_generated
+  todo = sampler.fit_prompts(todo)  # a grown dialog may lose whole shots (data/prompt_fit.py)
   with Scorer(directory, sandbox_config, expected_programs=len(todo) * num_samples) as scorer:
     times = sample_problems(sampler, todo, num_samples, scorer.done_ids, scorer.score)
     records = {e["id"]: scorer.records[e["id"]] for e in todo if e["id"] in scorer.records}
     meta = {**meta, "throughput": throughput(
         times, sampler.tokens_generated - tokens_before, scorer.programs_executed,
-        scorer.programs_screened), "truncated_prompts":
-            sampler.truncated_prompts - truncated_before}
+        scorer.programs_screened)}
   evaluate.finish(directory, todo, records, meta=meta, sandbox_config=sandbox_config)
   return records
 
@@ -241,7 +244,7 @@ def run_repair(sampler, examples: Sequence[dict[str, Any]],
     rounds: repair rounds after round 0.
     num_samples: samples per problem per round, in each arm.
     meta: the eval's meta, recorded in each round's results.json with the round's own
-      seed (round_meta), throughput and truncated prompts.
+      seed (round_meta), throughput and prompt fit.
     sandbox_config: limits for executing the repaired programs and the probes.
     control: also run the control arm (the same rounds without feedback).
   """

@@ -24,9 +24,14 @@ Schema (keys other tools rely on are marked *):
   num_problems, num_samples, samples_per_problem: {min, max},
   num_examples (problems in the split), unscored_problems (examples without samples),
   pass_rate: share of samples that pass; problems_solved: share of problems with c > 0,
-  status_counts: {passed, failed, error, syntax_error, timeout, killed, invalid_prediction}
-    (evaluation.scorer.RECORD_STATUSES; invalid_prediction: an execution prediction that
-    is not a value, never run),
+  status_counts: {passed, failed, error, syntax_error, timeout, killed, invalid_prediction,
+    prompt_too_long} (evaluation.scorer.RECORD_STATUSES; invalid_prediction: an execution
+    prediction that is not a value, never run; prompt_too_long: not sampled),
+  prompt_fit: {shots_dropped: {id: shots}, prompt_too_long: [ids]}: the problems whose prompt
+    did not fit max_prompt_len tokens and lost whole shots, or were not sampled (their
+    samples' status is prompt_too_long); data/prompt_fit.py. meta.token_budgets (sampled
+    runs) holds max_prompt_len, max_new_tokens and the problems whose reference answer
+    max_new_tokens cannot hold (evaluation/token_budgets.py).
   challenge: null, or for synthesis problems with challenge tests, scored separately:
     {num_problems, num_samples, pass_at_k, pass_rate, problems_solved, status_counts}.
 """
@@ -34,6 +39,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from data import prompt_fit
 from evaluation.scorer import RECORD_STATUSES
 from execution import Result, score
 from model import run_dir
@@ -133,6 +139,7 @@ def summarize(examples: Sequence[dict[str, Any]], records_by_id: dict[str, list[
       "samples_per_problem": {"min": min(counts, default=0), "max": max(counts, default=0)},
       "num_examples": len(examples),
       "unscored_problems": len(examples) - len(per_problem),
+      "prompt_fit": prompt_fit.fit_report(examples),
       "challenge": challenge,
       "per_problem": per_problem,
   }

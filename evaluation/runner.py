@@ -14,7 +14,9 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from data import prompt_fit
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
+from evaluation import token_budgets
 from evaluation.draws import draw_variant, draw_variant_of
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.results import PAPER_KS
@@ -74,7 +76,9 @@ def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def draws_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What the samples are drawn with besides the model: {seed, draw_variant,
   draw_variant_of} (evaluation/draws.py), for the sampler and results.json's meta."""
-  variant_of = draw_variant_of(config.task, prompt_options(config), sampling_config(config))
+  # The token budget is no part of a draw variant (evaluation/draws.py): any will do here.
+  token_rule = sampling_config(config, max(config.sampling.max_new_tokens, 1))
+  variant_of = draw_variant_of(config.task, prompt_options(config), token_rule)
   return {"seed": config.seed, "draw_variant": draw_variant(variant_of),
           "draw_variant_of": variant_of}
 
@@ -97,8 +101,34 @@ def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
   return candidate
 
 
-def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
-  """Loads the checkpoint's model, sharded on the configured mesh, and checks the tokenizer."""
+def context_len(checkpoint: str) -> int | None:
+  """The model's context length where it declares one: an imported checkpoint's
+  max_position_embeddings (our own RoPE models have no position table, so none)."""
+  metadata = run_dir.import_metadata(run_dir.run_of(checkpoint))
+  length = (metadata or {}).get("max_position_embeddings")
+  return int(length) if length else None
+
+
+def prompt_overflow(config: ml_collections.ConfigDict) -> str:
+  overflow = config.get("prompt_overflow", "drop_shots")
+  prompt_fit.check_overflow(overflow)
+  return overflow
+
+
+def budgets(config: ml_collections.ConfigDict, examples: list[dict[str, Any]],
+            completion_tokens, model_context_len: int | None) -> token_budgets.TokenBudgets:
+  """max_new_tokens and max_prompt_len for `examples` (evaluation/token_budgets.py)."""
+  return token_budgets.resolve(
+      max_new_tokens=config.sampling.max_new_tokens, max_prompt_len=config.max_prompt_len,
+      examples=examples, completion_tokens=completion_tokens, context_len=model_context_len)
+
+
+def make_sampler(config: ml_collections.ConfigDict,
+                 examples: list[dict[str, Any]] | None = None) -> Sampler:
+  """Loads the checkpoint's model, sharded on the configured mesh, and checks the tokenizer.
+
+  Its token budgets are those of `examples` (default: load_examples(config)); run_eval sets
+  them for the examples it evaluates (sampler_for)."""
   if not config.checkpoint:
     raise ValueError("set --config.checkpoint=RUN_DIR (or --config.samples_path=FILE to score "
                      "completions made elsewhere)")
@@ -112,29 +142,39 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
     logging.warning("mesh.fsdp=%d: every decode step all-gathers the fsdp-sharded weights; "
                     "to sample with a model that does not fit one device, shard it with "
                     "--config.mesh.tensor instead (README: Evaluation)", mesh.shape["fsdp"])
+  model_context_len = context_len(config.checkpoint)
+  limits = budgets(config, load_examples(config) if examples is None else examples,
+                   lambda text: len(tokenizer.encode_continuation(text)), model_context_len)
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
-  return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,
-                 config.max_prompt_len, config.seed, draws_of(config)["draw_variant"])
+  return Sampler(graphdef, params, tokenizer, mesh,
+                 sampling_config(config, limits.max_new_tokens), config.batch_size,
+                 limits.max_prompt_len, config.seed, draws_of(config)["draw_variant"],
+                 prompt_overflow(config), model_context_len)
 
 
-def sampling_config(config: ml_collections.ConfigDict) -> SamplingConfig:
-  return SamplingConfig(max_new_tokens=config.sampling.max_new_tokens,
+def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> SamplingConfig:
+  return SamplingConfig(max_new_tokens=max_new_tokens,
                         temperature=config.sampling.temperature, top_k=config.sampling.top_k,
                         top_p=config.sampling.top_p)
 
 
-def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
-  """`sampler` (its loaded params) with `config`'s sampling settings, draws and batching.
+def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
+                examples: list[dict[str, Any]]) -> Sampler:
+  """`sampler` (its loaded params) with `config`'s sampling settings, draws, batching and the
+  token budgets of `examples`.
 
   Studies load a checkpoint once and run many eval configs against it; only a change of the
   sampling settings or batching builds a new generate function. A change of the draws alone
   (seed, draw variant: arguments of the compiled loop) keeps the compiled ones.
   """
   draws = draws_of(config)
-  changes = {"sampling": sampling_config(config), "batch_size": config.batch_size,
-             "max_prompt_len": config.max_prompt_len}
-  keys = {"seed": draws["seed"], "variant": draws["draw_variant"]}
+  limits = budgets(config, examples, sampler.completion_tokens, sampler.context_len)
+  changes = {"sampling": sampling_config(config, limits.max_new_tokens),
+             "batch_size": config.batch_size, "max_prompt_len": limits.max_prompt_len}
+  # Neither the draws nor the overflow mode are in the compiled functions.
+  keys = {"seed": draws["seed"], "variant": draws["draw_variant"],
+          "prompt_overflow": prompt_overflow(config)}
   if any(getattr(sampler, k) != v for k, v in changes.items()):
     return dataclasses.replace(sampler, **changes, **keys)
   if all(getattr(sampler, k) == v for k, v in keys.items()):
@@ -194,10 +234,25 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                                       sandbox_config=sandbox, ks=pass_at_ks(config),
                                       samples_format=config.get("samples_format", "")),
         "scoring the samples file"))
-  sampler = make_sampler(config) if sampler is None else sampler_for(config, sampler)
+  sampler = (make_sampler(config, examples) if sampler is None
+             else sampler_for(config, sampler, examples))
   meta.update(draws_of(config))
+  meta["token_budgets"] = budgets(config, examples, sampler.completion_tokens,
+                                 sampler.context_len).report
+  if meta["token_budgets"]["references_over_budget"]:
+    logging.warning("max_new_tokens=%d cannot hold the reference answer of %d problems "
+                    "(results.json meta.token_budgets.references_over_budget)",
+                    sampler.sampling.max_new_tokens,
+                    len(meta["token_budgets"]["references_over_budget"]))
+  examples = sampler.fit_prompts(examples)
+  fitted = prompt_fit.fit_report(examples)
+  if fitted["shots_dropped"] or fitted["prompt_too_long"]:
+    logging.warning("prompts over max_prompt_len=%d: %d lost whole shots, %d were not sampled "
+                    "(prompt_too_long); results.json prompt_fit lists them",
+                    sampler.max_prompt_len, len(fitted["shots_dropped"]),
+                    len(fitted["prompt_too_long"]))
   _record_config(config, workdir)
-  truncated_before, tokens_before = sampler.truncated_prompts, sampler.tokens_generated
+  tokens_before = sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
   with ProcessZeroScorer(workdir, sandbox,
@@ -207,11 +262,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
     records = scorer.records
     meta["throughput"] = throughput(times, sampler.tokens_generated - tokens_before,
                                     scorer.programs_executed, scorer.programs_screened)
-  truncated = sampler.truncated_prompts - truncated_before
-  if truncated:
-    logging.warning("%d prompts were longer than max_prompt_len=%d and lost their beginning",
-                    truncated, config.max_prompt_len)
-  meta["truncated_prompts"] = truncated
+  meta["prompt_overflow"] = sampler.prompt_overflow
   # One writer (process 0); every process returns its results.
   return distributed.broadcast_json(distributed.on_process_zero(
       lambda: finish(workdir, examples, records, meta=meta, sandbox_config=sandbox,

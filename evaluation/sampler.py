@@ -31,6 +31,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data import prompt_fit
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
 from execution.progress import progress_line
@@ -60,6 +61,8 @@ class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
 
   batch_size: slots per call; 0 = model/decode_budget.py's rule (model size, device memory).
+  max_prompt_len: the most tokens a prompt may have; `fit_prompts` makes them fit
+    (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
   """
   graphdef: Any
   params: Any
@@ -70,6 +73,8 @@ class Sampler:
   max_prompt_len: int
   seed: int = 0
   variant: int = 0  # evaluation/draws.py: folded into the seed's key unless 0
+  prompt_overflow: str = "drop_shots"  # data/prompt_fit.OVERFLOW_MODES
+  context_len: int | None = None  # the model's, where it declares one (evaluation/runner.py)
 
   def __post_init__(self):
     texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
@@ -78,7 +83,6 @@ class Sampler:
     self._stop = (jax.device_put(stop_next, replicated),
                   jax.device_put(stop_completes, replicated))
     self._sample_fns: dict[tuple[int, int], Any] = {}
-    self.truncated_prompts = 0
     self.tokens_generated = 0
 
   @property
@@ -99,12 +103,24 @@ class Sampler:
         batch_shards=shards, param_bytes_per_device=params_bytes,
         memory_bytes=device_memory_bytes())
 
+  def prompt_tokens(self, prompt: str) -> int:
+    return len(self.tokenizer.encode_prompt(prompt))
+
+  def completion_tokens(self, completion: str) -> int:
+    """Tokens the model writes to produce `completion` after a prompt."""
+    return len(self.tokenizer.encode_continuation(completion))
+
+  def fit_prompts(self, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples with prompts of at most max_prompt_len tokens (data/prompt_fit.py)."""
+    return prompt_fit.fit_examples(examples, self.prompt_tokens, self.max_prompt_len,
+                                   self.prompt_overflow)
+
   def encode_prompt(self, prompt: str) -> list[int]:
     tokens = self.tokenizer.encode_prompt(prompt)  # BOS first for models that expect it
     if len(tokens) > self.max_prompt_len:
-      # Keep the end: the query and its [BEGIN] matter more than the first shot.
-      self.truncated_prompts += 1
-      tokens = tokens[-self.max_prompt_len:]
+      # Never cut: a cut prompt starts inside a shot and loses its BOS.
+      raise ValueError(f"a prompt of {len(tokens)} tokens exceeds max_prompt_len="
+                       f"{self.max_prompt_len}; fit the prompts first (Sampler.fit_prompts)")
     return tokens
 
   def sample(self, prompts: Sequence[str], problem_keys: Sequence[int],
@@ -250,11 +266,19 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
                     done_ids: set[str], on_chunk) -> PhaseTimes:
   """Samples every problem not in done_ids and hands each finished chunk to on_chunk.
 
+  `examples` have been through Sampler.fit_prompts: those marked prompt_too_long go to
+  on_chunk first, with empty completions and unsampled.
+
   A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
   problems; only its unfinished problems are sampled (a sample does not depend on the others
   in its call). CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so
   the devices sample while the host executes programs.
   """
+  # Problems whose prompt does not fit (Sampler.fit_prompts) are scored without samples.
+  too_long = [e for e in examples if prompt_fit.is_too_long(e) and e["id"] not in done_ids]
+  if too_long:
+    on_chunk(too_long, {e["id"]: [""] * num_samples for e in too_long})
+  examples = [e for e in examples if not prompt_fit.is_too_long(e)]
   todo_total = sum(e["id"] not in done_ids for e in examples)
   started, finished = time.perf_counter(), 0
   times = PhaseTimes()

@@ -19,15 +19,16 @@ from typing import Any, Callable, Iterable, Sequence
 
 from absl import logging
 
-from data import tasks
+from data import prompt_fit, tasks
 from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
 from execution.progress import ProgressLog
 from model import run_dir
 
 SAMPLES_FILE = run_dir.SAMPLES_FILE
-# The sandbox's verdicts, and the one that is decided without running anything: an
-# execution prediction that is not a value (data/execution_examples.py).
-RECORD_STATUSES = (*STATUSES, tasks.INVALID_PREDICTION)
+# The sandbox's verdicts, and those decided without running anything: an execution
+# prediction that is not a value (data/execution_examples.py), and a problem whose prompt
+# does not fit the model's context with prompt_overflow="fail" (data/prompt_fit.py).
+RECORD_STATUSES = (*STATUSES, tasks.INVALID_PREDICTION, prompt_fit.PROMPT_TOO_LONG)
 # A chunk is what is lost at worst when a run is killed; large enough to keep every worker
 # busy, small enough that a kill costs seconds.
 DEFAULT_CHUNK_PROGRAMS = 512
@@ -52,6 +53,13 @@ def _invalid_prediction(example: dict[str, Any], error: tasks.InvalidPrediction
   """The job that was not run (the problem's code) and its verdict."""
   return (Job(example["id"], example["code"], (), example["test_setup"]),
           Result(example["id"], tasks.INVALID_PREDICTION, False, 0, 1, str(error), 0.0))
+
+
+def _prompt_too_long(example: dict[str, Any]) -> tuple[Job, Result]:
+  """Nothing was sampled or run: the prompt does not fit the model's context."""
+  return (Job(example["id"], "", (), ""),
+          Result(example["id"], prompt_fit.PROMPT_TOO_LONG, False, 0, 0,
+                 "the prompt does not fit max_prompt_len tokens; nothing was sampled", 0.0))
 
 
 def _record(example: dict[str, Any], sample_index: int, num_samples: int, completion: str,
@@ -225,6 +233,10 @@ class Scorer:
       plan = []
       with_challenge = bool(example.get("challenge_test_list"))
       for completion in completions:
+        if prompt_fit.is_too_long(example):
+          verdict = _prompt_too_long(example)
+          plan.append((completion, verdict, verdict if with_challenge else None))
+          continue
         indices = []
         for challenge in ((False, True) if with_challenge else (False,)):
           try:
@@ -262,7 +274,8 @@ class Scorer:
       records = [
           _record(example, i, len(plan), completion,
                   *(main if isinstance(main, tuple) else (jobs[main], results[main])),
-                  None if challenge is None else results[challenge])
+                  None if challenge is None else
+                  challenge[1] if isinstance(challenge, tuple) else results[challenge])
           for i, (completion, main, challenge) in enumerate(plan)]
       self.records[example["id"]] = records
       lines.extend(json.dumps(r) + "\n" for r in records)

@@ -37,7 +37,7 @@ from absl import logging
 from evaluation import report
 from evaluation import results as results_lib
 from evaluation.repair import round_dir, run_repair
-from evaluation.runner import (load_examples, make_sampler, run_eval, sampler_for,
+from evaluation.runner import (load_examples, make_sampler, run_eval,
                                sandbox_config)
 from evaluation.scorer import load_scored
 from model import run_dir
@@ -176,7 +176,7 @@ def _run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
   if study.ensemble:
     # What the variants share; of what is each variant's own, the draw variants (a list).
     meta = {k: v for k, v in metas[0].items() if k not in (
-        "config", "throughput", "truncated_prompts", "draw_variant", "draw_variant_of")}
+        "config", "throughput", "token_budgets", "draw_variant", "draw_variant_of")}
     meta["draw_variant"] = [m["draw_variant"] for m in metas]
     meta["study"] = study.name
     ensemble = ensemble_results(variants[0][3], dirs, os.path.join(workdir, ENSEMBLE_DIR), meta)
@@ -191,7 +191,7 @@ def _run_repair_study(config: ml_collections.ConfigDict, workdir: str, rounds: i
     raise ValueError(f"the repair study needs at least 1 round, got {rounds}")
   examples = load_examples(config)
   # Round 0's sampler (config's seed and draw variant): the rounds' seeds derive from it.
-  sampler = sampler_for(config, make_sampler(config))
+  sampler = make_sampler(config, examples)
   results = run_eval(config, round_dir(workdir, 0), sampler, examples)
   return run_repair(sampler, examples, load_scored(round_dir(workdir, 0)), workdir,
                     rounds=rounds, num_samples=config.num_samples, meta=results["meta"],

@@ -101,7 +101,9 @@ def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
       config.prompt.num_shots = shots
       config.max_problems = scale.eval_problems
       config.batch_size = scale.eval_batch
-      config.sampling.max_new_tokens = min(scale.max_new_tokens, config.sampling.max_new_tokens)
+      # The scale's cap (cost); results.json lists the problems whose reference it cuts.
+      config.sampling.max_new_tokens = min(filter(None, (scale.max_new_tokens,
+                                                         config.sampling.max_new_tokens)))
       if task == "synthesis":
         config.num_samples = scale.eval_samples
       config.data.manual_dir = mbpp_dir

@@ -4,6 +4,7 @@ nothing). It has the fields that evaluation.runner.sampler_for compares and repl
 import dataclasses
 from typing import Any, Callable
 
+from data import prompt_fit
 from model.sampling import SamplingConfig
 
 
@@ -16,7 +17,9 @@ class ScriptedSampler:
   variant: int = 0
   batch_size: int = 8
   max_prompt_len: int = 4096
-  truncated_prompts: int = 0
+  prompt_overflow: str = "drop_shots"
+  # A scripted model reads any prompt whole: a context no prompt reaches (in characters).
+  context_len: int | None = 10**9
   tokens_generated: int = 0
   calls: list = dataclasses.field(default_factory=list)
 
@@ -24,11 +27,20 @@ class ScriptedSampler:
     del num_samples
     return self.batch_size
 
+  # Characters stand in for tokens.
+  def prompt_tokens(self, prompt):
+    return len(prompt)
+
+  def completion_tokens(self, completion):
+    return len(completion)
+
+  def fit_prompts(self, examples):
+    return prompt_fit.fit_examples(examples, self.prompt_tokens, self.max_prompt_len,
+                                   self.prompt_overflow)
+
   def sample(self, prompts, problem_keys, num_samples):
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,
                        len(prompts) * num_samples))
-    # As Sampler.encode_prompt counts them (characters stand in for tokens).
-    self.truncated_prompts += sum(len(p) > self.max_prompt_len for p in prompts)
     return [[self.answer(p, self) for _ in range(num_samples)] for p in prompts]
 
   def call_plan(self, prompts):

@@ -50,11 +50,10 @@ def test_every_variant_of_a_study_draws_its_own():
 
 def test_a_variant_config_gets_the_same_sampler_with_its_own_draws():
   config = eval_synthesis.get_config()
-  sampler = ScriptedSampler(lambda p, s: "", batch_size=config.batch_size,
-                            max_prompt_len=config.max_prompt_len)
-  assert runner.sampler_for(config, sampler) is sampler
+  sampler = runner.sampler_for(config, ScriptedSampler(lambda p, s: ""), [])
+  assert runner.sampler_for(config, sampler, []) is sampler
   variant = runner.sampler_for(
-      studies.variant_config(config, "prompt.shot_seed", 3), sampler)
+      studies.variant_config(config, "prompt.shot_seed", 3), sampler, [])
   assert variant is not sampler and sampler.variant == 0
   assert variant.variant == runner.draws_of(
       studies.variant_config(config, "prompt.shot_seed", 3))["draw_variant"] != 0
@@ -66,6 +65,9 @@ class _CharTokenizer:
   vocab_size, eos_id = 64, 1
 
   def encode_prompt(self, text):
+    return [2 + ord(c) % 62 for c in text]
+
+  def encode_continuation(self, text):
     return [2 + ord(c) % 62 for c in text]
 
   def decode(self, ids):
@@ -91,7 +93,8 @@ def test_prompt_variants_share_no_draws(mbpp_dirs):
   each consumed the same uniforms and nearly every such pair started with the same token."""
   config = eval_synthesis.get_config()
   config.data.manual_dir, config.data.data_dir = mbpp_dirs["manual_dir"], mbpp_dirs["data_dir"]
-  config.update({"max_problems": 4, "num_samples": 10, "batch_size": 8})
+  config.update({"max_problems": 4, "num_samples": 10, "batch_size": 8,
+                 "max_prompt_len": 4096})  # a character per token: 3-shot prompts are long
   # T = 1 on a random model: nearly uniform draws, so the same uniform gives the same token
   # even where the prompts differ, and two independent draws rarely agree.
   config.sampling.max_new_tokens, config.sampling.temperature = 5, 1.0
@@ -99,13 +102,13 @@ def test_prompt_variants_share_no_draws(mbpp_dirs):
                     head_dim=8, d_ff=64)
   graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
   sampler = Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
-                    make_mesh(devices=jax.devices()[:1]), runner.sampling_config(config),
+                    make_mesh(devices=jax.devices()[:1]), runner.sampling_config(config, 5),
                     config.batch_size, config.max_prompt_len)
   variants = [studies.variant_config(config, "prompt.shot_seed", s) for s in (0, 1)]
   prompts = [runner.load_examples(v) for v in variants]
 
   def samples(examples, variant):
-    completions = runner.sampler_for(variant, sampler).sample(
+    completions = runner.sampler_for(variant, sampler, examples).sample(
         [e["prompt"] for e in examples], [problem_key(e["id"]) for e in examples],
         config.num_samples)
     return {(e["id"], i): c for e, texts in zip(examples, completions)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import eval_execution, eval_synthesis
+from data import prompt_fit
 from data.prompts import cut_at_done
 from evaluation.runner import load_examples, run_eval
 from model import run_dir
@@ -56,6 +57,11 @@ def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
   config.mesh.data = 8
   results = run_eval(config, workdir)
   assert [(p["task_id"], p["n"]) for p in results["per_problem"]] == [(11, 2), (12, 2), (13, 2)]
+  # This tokenizer's 3-shot prompts take 1,327-1,713 tokens, their queries alone 226, 380 and
+  # 612: two lose all their shots to fit 512, and task 13 is not sampled (prompt_too_long).
+  assert results["prompt_fit"] == {"shots_dropped": {"mbpp/11": 3, "mbpp/12": 3},
+                                   "prompt_too_long": ["mbpp/13"]}
+  assert results["status_counts"]["prompt_too_long"] == 2
   assert set(results["pass_at_k"]) == {"1"}
   with open(os.path.join(workdir, "samples.jsonl")) as f:
     first = f.read()
@@ -103,7 +109,11 @@ def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path
   full_forward = jax.jit(lambda p, tokens_1xL: forward(graphdef, p, tokens_1xL))
   checked = 0
   for record in records:
-    tokens = tokenizer.encode_prompt(examples[record["id"]]["prompt"])[-config.max_prompt_len:]
+    # The prompt the eval fitted into max_prompt_len (whole shots dropped, never cut).
+    fitted = prompt_fit.fit_example(examples[record["id"]],
+                                    lambda text: len(tokenizer.encode_prompt(text)),
+                                    config.max_prompt_len, "drop_shots")
+    tokens = tokenizer.encode_prompt(fitted["prompt"])
     generated, tied = [], False
     for _ in range(config.sampling.max_new_tokens):
       context = tokens + generated

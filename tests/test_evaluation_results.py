@@ -56,7 +56,8 @@ def test_pass_at_k_only_for_k_every_problem_reaches():
   assert results["pass_rate"] == pytest.approx(2 / 7)
   assert results["problems_solved"] == 0.5
   assert results["status_counts"] == {"passed": 2, "failed": 2, "error": 1, "syntax_error": 1,
-                                      "timeout": 1, "killed": 0, "invalid_prediction": 0}
+                                      "timeout": 1, "killed": 0, "invalid_prediction": 0,
+                                      "prompt_too_long": 0}
   challenge = results["challenge"]
   assert (challenge["num_problems"], challenge["num_samples"]) == (1, 4)
   assert challenge["pass_at_k"] == pytest.approx({"1": 0.25, "2": 0.5, "3": 0.75})

@@ -33,18 +33,28 @@ def test_trax_config_has_the_papers_split_sizes(mathqa_dirs, split, size):
     assert records == mathqa.load(split, config="trax_eval_splits", **mathqa_dirs)
 
 
-def test_config_key_mathqa_compat_selects_the_papers_split(mathqa_dirs):
-  """config.data.mathqa_compat reaches the data in eval.py and train.py alike."""
+def test_configs_default_to_the_papers_split(mathqa_dirs):
+  """eval_mathqa.py and mathqa.py read the paper's (trax) split unless told otherwise."""
   config = eval_mathqa.get_config()
-  config.data.update(mathqa_compat="trax", **mathqa_dirs)
+  config.data.update(**mathqa_dirs)
   examples = runner.load_examples(config)
-  assert len(examples) == mathqa.PAPER_SPLIT_SIZES["test"]
+  assert len(examples) == mathqa.PAPER_SPLIT_SIZES["test"] == 1883
   assert examples[0]["id"] == "mathqa/test/0"
   assert examples[0]["target"] == mathqa.load("test", compat="trax", **mathqa_dirs)[0][
       "program"] + "[DONE]"
   train_config = finetune_mathqa.get_config()
-  train_config.data.update(mathqa_compat="trax", **mathqa_dirs)
+  train_config.data.update(**mathqa_dirs)
   assert len(inputs.load_records(train_config.data, "validation")) == 2822
+
+
+def test_config_key_mathqa_compat_faithful_stays_an_option(mathqa_dirs):
+  """config.data.mathqa_compat reaches the data in eval.py and train.py alike."""
+  config = eval_mathqa.get_config()
+  config.data.update(mathqa_compat="faithful", **mathqa_dirs)
+  assert len(runner.load_examples(config)) == 1893
+  train_config = finetune_mathqa.get_config()
+  train_config.data.update(mathqa_compat="faithful", **mathqa_dirs)
+  assert len(inputs.load_records(train_config.data, "validation")) == 2839
 
 
 def test_unknown_compat_is_refused(mathqa_dirs):

@@ -172,9 +172,7 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
       examples, {e["id"]: [code[e["task_id"]] if fixed_after[e["task_id"]] == 0
                            else wrong[e["task_id"]]] * num_samples for e in examples},
       repair.round_dir(str(tmp_path), 0), sandbox)
-  # Every original prompt fits, some dialogs do not.
-  longest = max(len(e["prompt"]) for e in examples)
-  sampler = ScriptedSampler(answer, seed=7, max_prompt_len=longest)
+  sampler = ScriptedSampler(answer, seed=7)
   meta = {"model": "scripted", "config": {"seed": 7, "num_samples": num_samples}}
   summary = repair.run_repair(sampler, examples, round0, str(tmp_path), rounds=3,
                               num_samples=num_samples, meta=meta, sandbox_config=sandbox)
@@ -221,8 +219,7 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
   test0 = examples[2]["test_list"][0].strip()
   assert f"Feedback: the test `{test0}` raised NameError" in first[ids[2]]
   # Each round's results.json records the seed its samples were drawn with (in its config
-  # too), and its own throughput and truncated prompts, not round 0's.
-  truncated = collections.Counter()
+  # too), and its own throughput and prompt fit, not round 0's.
   for arm in ("feedback", "control"):
     for index in (1, 2, 3):
       directory = repair.round_dir(str(tmp_path), index, arm)
@@ -235,13 +232,9 @@ def test_feedback_and_control_arms_by_round_and_resume(mbpp_dirs, tmp_path, monk
       assert summary["rounds"][index][arm]["seed"] == seed
       drawn = collections.Counter(t for t, _ in by_seed[seed])
       assert drawn == {p["task_id"]: num_samples for p in results["per_problem"]}
-      prompts = {e["id"]: e["prompt"] for e in examples}
-      prompts.update(repair._read_dialogs(directory))  # pylint: disable=protected-access
-      truncated[arm] += recorded["truncated_prompts"]
-      assert recorded["truncated_prompts"] == sum(
-          len(prompts[p["id"]]) > longest for p in results["per_problem"])
+      # Every dialog fits here (tests/test_prompt_fit.py has one that loses a shot).
+      assert results["prompt_fit"] == {"shots_dropped": {}, "prompt_too_long": []}
       assert 0 < recorded["throughput"]["programs_executed"] <= results["num_samples"]
-  assert truncated["feedback"] > 0 and truncated["control"] == 0
   assert summary["rounds"][0]["feedback"]["seed"] == 7
   for name in (repair.REPAIR_FILE, repair.REPAIR_REPORT, repair.REPAIR_PLOT):
     assert os.path.exists(os.path.join(tmp_path, name))

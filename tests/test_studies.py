@@ -38,7 +38,7 @@ def _query_task(prompt: str, examples) -> int:
 def scripted(monkeypatch):
   """Routes the studies' model load to a ScriptedSampler made by the test."""
   holder = {}
-  monkeypatch.setattr(studies, "make_sampler", lambda config: holder["sampler"])
+  monkeypatch.setattr(studies, "make_sampler", lambda config, examples=None: holder["sampler"])
   return holder
 
 
