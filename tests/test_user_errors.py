@@ -13,6 +13,8 @@ from safetensors.numpy import save_file
 
 from configs import pretrain
 from configs.overrides import closest_keys, unknown_override
+from evaluation import sample_formats
+from execution import cli as execution_cli
 from evaluation.samples import SamplesFileError, read_samples_file
 from model import import_checkpoint
 from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
@@ -109,3 +111,63 @@ def test_importer_reports_a_truncated_shard_in_one_line(tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert err.startswith(f"error: {shard}: tensor ") and len(err.splitlines()) == 1
   assert not os.path.exists(tmp_path / "out")
+
+
+_EXAMPLES = [{"task": "mbpp_synthesis", "task_id": 11, "id": "mbpp/11"}]
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("content, where, why", [
+    # ours: the nesting is inside the first record's value
+    ('{"task_id": 11, "completion": "x"}\n{"task_id": 11, "completion": %s}\n' % _DEEP,
+     ":2: ", "nested too deeply"),
+    (_DEEP + "\n", ": ", "nested too deeply"),                      # bigcode (a JSON list)
+    ('{"task_id": "Mbpp/11", "solution": %s}\n' % _DEEP, ":1: ", "nested too deeply"),
+])
+def test_deeply_nested_samples_are_one_error_naming_the_file(tmp_path, content, where, why):
+  path = tmp_path / "s.jsonl"
+  path.write_text(content)
+  with pytest.raises(SamplesFileError) as error:
+    sample_formats.read_samples(str(path), _EXAMPLES)
+  assert str(error.value).startswith(f"{path}{where}") and why in str(error.value)
+
+
+@pytest.mark.parametrize("content, where", [
+    (b'{"task_id": 11, "completion": "caf\xe9"}\n', ":1: "),          # ours, detected
+    (b'[["def f():\\n  return 1"],\n ["caf\xe9"]]\n', ":2: "),          # bigcode
+    (b'{"task_id": "Mbpp/11", "solution": "ok"}\n{"task_id": "Mbpp/11", "solution": "\xff"}\n',
+     ":2: "),                                                            # evalplus
+])
+def test_invalid_utf8_early_in_any_samples_format_names_file_and_line(tmp_path, content, where):
+  path = tmp_path / "s.jsonl"
+  path.write_bytes(content)
+  with pytest.raises(SamplesFileError) as error:
+    sample_formats.read_samples(str(path), _EXAMPLES)
+  assert str(error.value).startswith(f"{path}{where}not valid UTF-8 (byte 0x")
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--timeout", "-1", "--timeout -1.0: must be a positive number of seconds"),
+    ("--timeout", "nan", "--timeout nan: must be a positive"),
+    ("--memory-mb", "10", "--memory-mb 10: must be at least 64"),
+    ("--screen-batch", "-1", "--screen-batch -1: must be >= 0"),
+    ("--workers", "-3", "--workers -3: must be >= 0"),
+    ("--k", "0,10", "--k 0,10: expected comma-separated positive integers"),
+])
+def test_execution_cli_rejects_unusable_limits_in_one_line(tmp_path, capsys, flag, value, says):
+  source = tmp_path / "in.jsonl"
+  source.write_text('{"id": "a", "program": "", "tests": []}\n')
+  status = execution_cli.main(["--input", str(source), "--output", str(tmp_path / "out.jsonl"),
+                               flag, value])
+  assert status == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: {says}"), lines
+  assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_execution_cli_reports_a_deeply_nested_job_line(tmp_path, capsys):
+  source = tmp_path / "in.jsonl"
+  source.write_text('{"id": "a", "program": "", "tests": []}\n' + _DEEP + "\n")
+  assert execution_cli.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 2
+  assert capsys.readouterr().err == f"error: {source}:2: JSON nested too deeply to parse (a job " \
+                                    "is an object of strings)\n"
