@@ -21,6 +21,8 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
+from configs import validate
+
 RUNS_DIR = "runs"
 CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_EVAL_CONFIG = os.path.join(CONFIGS_DIR, "eval_synthesis.py")
@@ -69,7 +71,7 @@ def _wandb_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def train_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why train.py cannot start with `config`, in one line; None when it can."""
-  problem = _wandb_problem(config)
+  problem = validate.train_problem(config) or _wandb_problem(config)
   if problem:
     return problem
   init_from = config.get("init_from", "")
@@ -85,11 +87,9 @@ def train_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why eval.py cannot start with `config`, in one line; None when it can."""
-  problem = _wandb_problem(config)
+  problem = validate.eval_problem(config) or _wandb_problem(config)
   if problem:
     return problem
-  if config.get("cpu_devices", 0) < 0:
-    return f"--config.cpu_devices={config.cpu_devices}: must be >= 0 (0 = one per CPU core)"
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"

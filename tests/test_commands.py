@@ -76,7 +76,7 @@ def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
   assert commands.eval_problem(config) is None
   config.cpu_devices = -2
   assert commands.eval_problem(config) == (
-      "--config.cpu_devices=-2: must be >= 0 (0 = one per CPU core)")
+      "--config.cpu_devices=-2: must be an integer >= 0 (0 = one per CPU core)")
 
 
 @pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])

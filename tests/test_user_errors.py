@@ -11,7 +11,9 @@ import pytest
 import sentencepiece as spm
 from safetensors.numpy import save_file
 
-from configs import pretrain
+from configs import eval_execution, eval_mathqa, eval_synthesis, mathqa, pretrain, synthesis
+from configs import execution as execution_config
+from configs import validate
 from configs.overrides import closest_keys, unknown_override
 from evaluation import sample_formats
 from execution import cli as execution_cli
@@ -19,6 +21,7 @@ from evaluation.samples import SamplesFileError, read_samples_file
 from model import import_checkpoint
 from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
 from tests.conftest import REPO_ROOT
+from training import inputs
 
 
 @pytest.mark.parametrize("script, config, key, closest", [
@@ -171,3 +174,68 @@ def test_execution_cli_reports_a_deeply_nested_job_line(tmp_path, capsys):
   assert execution_cli.main(["--input", str(source), "--output", str(tmp_path / "o.jsonl")]) == 2
   assert capsys.readouterr().err == f"error: {source}:2: JSON nested too deeply to parse (a job " \
                                     "is an object of strings)\n"
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("num_train_steps", -5, "--config.num_train_steps=-5: must be a positive integer"),
+    ("seq_len", 0, "--config.seq_len=0: must be a positive integer"),
+    ("model", "huge", "--config.model='huge': must be a preset (tiny, 244m"),
+    ("model_overrides.dtype", "float16",
+     "--config.model_overrides.dtype='float16': must be one of float32, bfloat16"),
+    ("optimizer.learning_rate", float("nan"),
+     "--config.optimizer.learning_rate=nan: must be a finite number > 0"),
+    ("optimizer.decay", "step", "--config.optimizer.decay='step': must be one of cosine"),
+    ("data.task", "c_code", "--config.data.task='c_code': must be one of python_code, "),
+    ("grad_accum_steps", 3, "--config.batch_size=16 must be a multiple of "
+                            "--config.grad_accum_steps=3"),
+])
+def test_train_config_values_are_checked_up_front(key, value, says):
+  config = pretrain.get_config()
+  assert validate.train_problem(config) is None
+  with config.unlocked():
+    parent, _, leaf = key.rpartition(".")
+    (config[parent] if parent else config)[leaf] = value
+  assert validate.train_problem(config).startswith(says)
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("split", "dev", "--config.split='dev': must be one of prompt, test, validation, train"),
+    ("task", "humaneval", "--config.task='humaneval': must be one of mbpp_synthesis"),
+    ("pass_at_k", (0,), "--config.pass_at_k=(0,): must be positive integers"),
+    ("num_samples", 0, "--config.num_samples=0: must be a positive integer"),
+    ("sandbox.timeout_s", -1.0, "--config.sandbox.timeout_s=-1.0: must be a positive number"),
+    ("sandbox.memory_mb", 10, "--config.sandbox.memory_mb=10: must be an integer >= 64"),
+    ("sandbox.workers", -3, "--config.sandbox.workers=-3: must be an integer >= 0"),
+    ("sandbox.screen_batch", -1, "--config.sandbox.screen_batch=-1: must be an integer >= 0"),
+    ("sampling.top_p", 0.0, "--config.sampling.top_p=0.0: must be a number in (0, 1]"),
+    ("prompt.variant", "x", "--config.prompt.variant='x': task mbpp_synthesis has no such"),
+])
+def test_eval_config_values_are_checked_up_front(key, value, says):
+  config = eval_synthesis.get_config()
+  assert validate.eval_problem(config) is None
+  parent, _, leaf = key.rpartition(".")
+  (config[parent] if parent else config)[leaf] = value
+  assert validate.eval_problem(config).startswith(says)
+
+
+def test_shipped_configs_pass_and_the_task_lists_agree():
+  for module in (pretrain, synthesis, execution_config, mathqa):
+    assert validate.train_problem(module.get_config()) is None, module.__name__
+  for module in (eval_synthesis, eval_execution, eval_mathqa):
+    assert validate.eval_problem(module.get_config()) is None, module.__name__
+  assert validate.TRAIN_TASKS == inputs.TASKS
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train.py", "--config=configs/pretrain.py", "--config.optimizer.learning_rate=nan"],
+     "error: --config.optimizer.learning_rate=nan: must be a finite number > 0"),
+    (["eval.py", "--config.samples_path=x.jsonl", "--config.pass_at_k=(0,)"],
+     "error: --config.pass_at_k=(0,): must be positive integers"),
+])
+def test_entry_points_refuse_a_bad_value_in_one_line(tmp_path, args, says):
+  done = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'run'}"],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+  assert done.stderr.startswith(says), done.stderr
+  assert not (tmp_path / "run").exists()

@@ -40,6 +40,10 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   return get_model_config(config.model, overrides)
 
 
+class InvalidConfig(ValueError):
+  """Settings that cannot work together here; train.py reports it as one line (exit 2)."""
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Fails fast, before any expensive work, on settings that cannot work together."""
   problems = []
@@ -67,7 +71,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     problems.append(f"config.data.task={config.data.task!r} is unknown; choose one of "
                     f"{inputs.TASKS}")
   if problems:
-    raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
+    raise InvalidConfig("invalid config: " + "; ".join(problems))
 
 
 def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
