@@ -122,14 +122,16 @@ def fail(message: str) -> None:
 def run_or_fail(run: Callable[[], Any],
                 problems: tuple[type[BaseException], ...] = ()) -> Any:
   """Runs an entry point's job; what the user must fix first becomes fail()'s one line: a
-  workdir in use or not writable, a checkpoint that cannot be used, a full disk (found
+  workdir in use or not writable, a checkpoint that cannot be used, a dataset's files
+  missing or unusable (an empty corpus directory, MBPP offline), a full disk (found
   anywhere in an exception's chain: orbax wraps it), or one of `problems`. Anything else
   propagates with its traceback (a bug)."""
   # Imported here: the checks above this function fail fast without loading JAX and orbax.
+  from data.source_files import DatasetFileError  # pylint: disable=g-import-not-at-top
   from model import run_dir, workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     return run()
-  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError) + problems as e:
+  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError, DatasetFileError) + problems as e:
     fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
     message = workdir_lock.storage_failure(e)

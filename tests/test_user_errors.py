@@ -13,8 +13,10 @@ from safetensors.numpy import save_file
 
 from configs import eval_execution, eval_mathqa, eval_synthesis, mathqa, pretrain, synthesis
 from configs import execution as execution_config
-from configs import validate
+from configs import commands, validate
 from configs.overrides import closest_keys, unknown_override
+from data import code_corpus
+from data.source_files import DatasetFileError
 from evaluation import sample_formats
 from execution import cli as execution_cli
 from evaluation.samples import SamplesFileError, read_samples_file
@@ -239,3 +241,32 @@ def test_entry_points_refuse_a_bad_value_in_one_line(tmp_path, args, says):
   assert len(done.stderr.strip().splitlines()) == 1, done.stderr
   assert done.stderr.startswith(says), done.stderr
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("files, says", [
+    ({}, "has 0 usable .py files"),
+    ({"only.py": "x = 1\n", "empty.py": "", "notes.txt": "x"}, "has 1 usable .py files"),
+    (None, "does not exist (or is not a directory)"),
+])
+def test_an_empty_or_missing_corpus_directory_is_one_error(tmp_path, files, says):
+  source = tmp_path / "src"
+  if files is not None:
+    source.mkdir()
+    for name, text in files.items():
+      (source / name).write_text(text)
+  with pytest.raises(DatasetFileError) as error:
+    code_corpus.load_code_corpus("train", data_dir=tmp_path / "tfds", source_dir=source)
+  assert str(error.value).startswith(f"code corpus source directory {source} {says}")
+  assert "--config.data.source_dir" in str(error.value)
+
+
+def test_entry_points_report_a_dataset_problem_in_one_line(monkeypatch):
+  """run_or_fail gives a DatasetFileError (an empty corpus, MBPP offline) to fail(): one
+  line and exit status 2, where it used to propagate as a 100-line trace."""
+  failed = []
+  monkeypatch.setattr(commands, "fail", failed.append)
+
+  def run():
+    raise DatasetFileError("mbpp.jsonl is not in the local directory and downloading failed")
+  commands.run_or_fail(run)
+  assert failed == ["mbpp.jsonl is not in the local directory and downloading failed"]
