@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import ml_dtypes
 import numpy as np
 import pytest
 import sentencepiece as spm
@@ -270,3 +271,59 @@ def test_entry_points_report_a_dataset_problem_in_one_line(monkeypatch):
     raise DatasetFileError("mbpp.jsonl is not in the local directory and downloading failed")
   commands.run_or_fail(run)
   assert failed == ["mbpp.jsonl is not in the local directory and downloading failed"]
+
+
+def _raw_safetensors(path, header, data=b""):
+  text = json.dumps(header).encode()
+  path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+@pytest.mark.parametrize("entry, data, says", [
+    ({"dtype": "F32", "shape": [-2, -2], "data_offsets": [0, 16]}, b"\0" * 16,
+     "tensor w: shape [-2, -2] is not a list of non-negative integers"),
+    ({"dtype": "F32", "shape": [2, -1], "data_offsets": [0, 8]}, b"\0" * 8,
+     "tensor w: shape [2, -1] is not a list"),
+    # 2**32 x 2**32 x 4 bytes wraps to 0 in numpy's int64: it must not pass for 0 bytes.
+    ({"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}, b"",
+     "tensor w: 0 bytes for shape [4294967296, 4294967296] of F32"),
+    ({"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}, b"\0" * 16, "is not a list"),
+    ({"dtype": "C64", "shape": [2], "data_offsets": [0, 16]}, b"\0" * 16,
+     "tensor w has dtype 'C64', which this reader does not support (F64, "),
+])
+def test_malformed_safetensors_headers_are_one_error(tmp_path, entry, data, says):
+  path = tmp_path / "model.safetensors"
+  _raw_safetensors(path, {"w": entry}, data)
+  with pytest.raises(SafetensorsError) as error:
+    SafetensorsCheckpoint(str(tmp_path))
+  assert str(error.value).startswith(f"{path}: ") and says in str(error.value), error.value
+
+
+def test_fp8_safetensors_tensors_are_read(tmp_path):
+  values = np.array([1.0, -2.0, 0.5, 448.0], np.float32)
+  e4m3, e5m2 = (values.astype(t).tobytes() for t in (ml_dtypes.float8_e4m3fn,
+                                                     ml_dtypes.float8_e5m2))
+  _raw_safetensors(tmp_path / "model.safetensors", {
+      "a": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]},
+      "b": {"dtype": "F8_E5M2", "shape": [2, 2], "data_offsets": [4, 8]}}, e4m3 + e5m2)
+  checkpoint = SafetensorsCheckpoint(str(tmp_path))
+  np.testing.assert_array_equal(checkpoint.get("a").astype(np.float32), values)
+  np.testing.assert_array_equal(checkpoint.get("b").astype(np.float32), values.reshape(2, 2))
+
+
+@pytest.mark.parametrize("layout, says", [
+    ("dir_as_file", "model.safetensors: not a regular file (a directory?)"),
+    ("dir_as_index", "model.safetensors.index.json: not an index"),
+    ("file_as_source", "is not a directory: pass the checkpoint's directory"),
+])
+def test_a_directory_where_a_file_belongs_and_vice_versa(tmp_path, layout, says):
+  source = tmp_path / "hf"
+  source.mkdir()
+  if layout == "dir_as_file":
+    (source / "model.safetensors").mkdir()
+  elif layout == "dir_as_index":
+    (source / "model.safetensors.index.json").mkdir()
+  else:
+    source = _safetensors(source)
+  with pytest.raises((SafetensorsError, FileNotFoundError)) as error:
+    SafetensorsCheckpoint(str(source))
+  assert says in str(error.value)
