@@ -50,6 +50,8 @@ def main(argv):
   maybe_initialize_distributed(_DISTRIBUTED.value)
   # pylint: disable=g-import-not-at-top  (after distributed init)
   from training.loop import InvalidConfig, train
+  from training.save_failures import quiet_storage_failures
+  quiet_storage_failures()
   logging.info("Config:\n%s", _CONFIG.value)
   if preemption.early_signal() and not _DISTRIBUTED.value:
     # Several processes must stop at one agreed step, so they go on to train() (StopSignals
