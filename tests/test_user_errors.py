@@ -327,3 +327,34 @@ def test_a_directory_where_a_file_belongs_and_vice_versa(tmp_path, layout, says)
   with pytest.raises((SafetensorsError, FileNotFoundError)) as error:
     SafetensorsCheckpoint(str(source))
   assert says in str(error.value)
+
+
+@pytest.mark.parametrize("damage", ["metadata", "data", "model_config"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_steps_to_use(tmp_path, damage):
+  import jax  # pylint: disable=import-outside-toplevel
+  from model import run_dir  # pylint: disable=import-outside-toplevel
+  from model.presets import PRESETS  # pylint: disable=import-outside-toplevel
+  params = {"w": np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)}
+  for step in (1, 2):
+    run_dir.save_params_checkpoint(str(tmp_path), params, PRESETS["tiny"], step=step)
+  newest = tmp_path / "checkpoints" / "2"
+  if damage == "metadata":
+    (newest / "params" / "_METADATA").write_text("{}")
+  elif damage == "data":
+    biggest = max((p for p in (newest / "params").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+  else:
+    (newest / "model_config" / "metadata").write_text('{"vocab_size": ')
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  with pytest.raises(run_dir.CheckpointError) as error:
+    if damage == "model_config":
+      run_dir.load_model_config(str(tmp_path))
+    else:
+      run_dir.load_params(str(tmp_path), abstract)
+  message = str(error.value)
+  assert message.startswith(f"{newest}/") and "\n" not in message, message
+  assert "the checkpoint is damaged or incomplete; evaluate or start from an earlier step" \
+      in message and message.endswith("steps here: 1)")
+  np.testing.assert_array_equal(  # the step named instead reads
+      run_dir.load_params(str(tmp_path / "checkpoints" / "1"), abstract)["w"], params["w"])
