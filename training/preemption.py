@@ -44,8 +44,7 @@ class _ArrivalClock:
   wakeup pipe at delivery; a daemon thread blocked on the pipe stamps it (it needs only the
   GIL, which compiles and checkpoint I/O release, not the main thread's attention)."""
 
-  def __init__(self, wakeup_fd: int, read_fd: int):
-    self._wakeup_fd = wakeup_fd
+  def __init__(self, read_fd: int):
     self._arrivals: dict[int, float] = {}
     self._lock = threading.Lock()
     threading.Thread(target=self._watch, args=(read_fd,), daemon=True,
@@ -86,7 +85,7 @@ def _arrival_clock() -> _ArrivalClock | None:
       os.close(read_fd)
       os.close(write_fd)
       return None
-    _clock = _ArrivalClock(write_fd, read_fd)
+    _clock = _ArrivalClock(read_fd)
   return _clock
 
 
@@ -104,6 +103,8 @@ def _note_early(signum: int, frame: Any) -> None:
   global _early
   if _early is None:
     _early = (signal.Signals(signum).name, _arrived_at(signum))
+  elif signum == signal.SIGINT:
+    raise KeyboardInterrupt  # second Ctrl-C: stop now
 
 
 def catch_early() -> None:
@@ -130,8 +131,9 @@ def _end_preempted_process() -> None:
 def exit_preempted() -> None:
   """sys.exit(EXIT_PREEMPTED), and where catch_early() ran, without the interpreter's
   teardown: every library's exit handler still runs first (they flush what they hold), but
-  freeing a JAX process's heap and its C++ objects took 2-3 s more after the stop message,
-  time a preempted job may not have and that its "s from the signal to exit" left out."""
+  freeing a JAX process's heap and its C++ objects takes seconds after the stop message,
+  time a preempted job may not have and that its "s from the signal to exit" would leave
+  out."""
   global _preempted_exit
   _preempted_exit = True
   sys.exit(EXIT_PREEMPTED)
