@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
       raise
     # The verdicts written so far stay (flushed line by line): rerunning resumes after them.
+    fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+           "choose another --output")
     print(f"\nerror: writing the results failed: {e.strerror} ({e.filename or args.output}); "
-          "free some space and run the same command again to continue", file=sys.stderr)
+          f"{fix} and run the same command again to continue", file=sys.stderr)
     return 2
   finally:
     verdict_file.unlock(args.output, lock_fd)
