@@ -53,10 +53,11 @@ def main(argv):
   from training.save_failures import quiet_storage_failures
   quiet_storage_failures()
   logging.info("Config:\n%s", _CONFIG.value)
-  if preemption.early_signal() and not _DISTRIBUTED.value:
+  stopped = preemption.stopped_early()
+  if stopped and not _DISTRIBUTED.value:
     # Several processes must stop at one agreed step, so they go on to train() (StopSignals
     # hands the signal to JAX's protocol); a single one has nothing to save yet.
-    logging.warning("%s", preemption.stopped_before_start_message())
+    logging.warning("%s", stopped)
     preemption.exit_preempted()
 
   def run() -> None:

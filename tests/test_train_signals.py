@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from tests.conftest import REPO_ROOT
-from training import preemption
+from tests.test_train_loop import _config, corpus  # noqa: F401  (fixture)
+from training import loop, preemption
 
 
 def _catches_sigterm(pid: int) -> bool:
@@ -37,7 +38,9 @@ def test_sigterm_during_train_py_imports_exits_75(tmp_path):
     process.kill()
   assert process.returncode == preemption.EXIT_PREEMPTED, output[-3000:]
   stopped = [line for line in output.splitlines() if "stopped on SIGTERM" in line]
-  assert len(stopped) == 1 and "before training started: nothing to save" in stopped[0], output
+  assert len(stopped) == 1, output
+  assert "stopped on SIGTERM during setup, before the first step: nothing new to save" \
+      in stopped[0], output
   assert "s from the signal to exit" in stopped[0]
   assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -74,3 +77,18 @@ def test_the_signal_is_timed_when_it_arrives_not_when_python_gets_to_its_handler
     sender.join()
     assert stop.requested  # the handler has run by now
   assert stop.received_at <= seen["stamped_by"] < released
+
+
+def test_a_signal_during_setup_stops_before_the_compile(corpus, tmp_path, monkeypatch):  # noqa: F811
+  real_prepare, compiled = loop.inputs.prepare_tokenizer, []
+
+  def prepare_then_sigterm(*args):
+    signal.raise_signal(signal.SIGTERM)  # as if it came while the tokenizer was prepared
+    return real_prepare(*args)
+  monkeypatch.setattr(loop.inputs, "prepare_tokenizer", prepare_then_sigterm)
+  monkeypatch.setattr(loop.aot, "jit_train_step", lambda *a: compiled.append(a))
+  with pytest.raises(preemption.Preempted) as stopped:
+    loop.train(_config(corpus), str(tmp_path / "run"))
+  assert (stopped.value.step, stopped.value.saved, compiled) == (None, False, [])
+  assert str(stopped.value).startswith("stopped on SIGTERM during setup, before the first "
+                                       "step: nothing new to save")

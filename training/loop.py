@@ -126,6 +126,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   train_iter, make_eval_iter = inputs.make_iterators(config, tokenizer)
   data_sharding = batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
+  if stop.requested:  # a signal during setup: stop before the compile and the restore
+    raise preemption.Preempted(None, stop.signal_name, False, 0.0, stop.seconds_since_signal())
   # The step as it will run, compiled now from abstract arrays: a run whose step cannot fit
   # in device memory is refused before any state is allocated (training/aot.py).
   train_step = aot.jit_train_step(layout, schedule, config.grad_accum_steps, data_sharding)

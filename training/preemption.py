@@ -139,34 +139,33 @@ def exit_preempted() -> None:
   sys.exit(EXIT_PREEMPTED)
 
 
-def early_signal() -> str | None:
-  """The name of the stop signal noted by catch_early() (before any run started), or None."""
-  return _early[0] if _early else None
-
-
-def stopped_before_start_message() -> str:
-  """train.py's line when a signal came before the run started (nothing was trained)."""
+def stopped_early() -> Preempted | None:
+  """The stop for a signal noted by catch_early() before any run started, or None."""
+  if _early is None:
+    return None
   name, arrived = _early
-  return (f"stopped on {name} before training started: nothing to save; "
-          f"{time.monotonic() - arrived:.1f} s from the signal to exit. Run the same command "
-          "again to start.")
+  return Preempted(None, name, False, 0.0, time.monotonic() - arrived)
 
 
 class Preempted(Exception):
   """The run stopped on a signal; everything up to `step` is in its latest checkpoint."""
 
-  def __init__(self, step: int, signal_name: str, saved: bool, save_seconds: float,
+  def __init__(self, step: int | None, signal_name: str, saved: bool, save_seconds: float,
                since_signal_seconds: float | None):
+    """`step` None: the signal came during setup, before the run knew its step."""
     self.step = step
     self.signal_name = signal_name
     self.saved = saved
-    if saved:
+    if step is None:
+      what = "nothing new to save (the run's checkpoints, if any, stand)"
+    elif saved:
       what = f"checkpoint of step {step} saved in {save_seconds:.1f} s"
     elif step == 0:  # checkpoints are saved after a step, so a run at step 0 has none
       what = "no step trained yet, so there is no checkpoint"
     else:
       what = f"no new step to save; the latest checkpoint (step {step}) stands"
-    self._what = f"stopped on {signal_name} at step {step}: {what}"
+    where = "during setup, before the first step" if step is None else f"at step {step}"
+    self._what = f"stopped on {signal_name} {where}: {what}"
     # The figure is taken when the message is shown (train.py's last line before it exits).
     self._signal_at = (None if since_signal_seconds is None else
                        time.monotonic() - since_signal_seconds)
