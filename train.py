@@ -8,13 +8,18 @@ model_config.json and tokenizer.model; rerunning the same command resumes from t
 start one process per host with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID
 set (or under SLURM / a TPU pod, where JAX finds them itself) and pass --distributed.
 
-Exit status: 0 done; 75 stopped by SIGTERM/SIGINT after saving a checkpoint of the last step
-(run the same command to continue); 2 a problem to fix first (one line on stderr: the workdir
-is in use by another run or not writable, the disk is full, no usable checkpoint, an unknown
-config key); 1 anything else.
+Exit status: 0 done; 75 stopped by SIGTERM/SIGINT after saving a checkpoint of the last step,
+or before the first step when the signal came during setup (run the same command to
+continue); 2 a problem to fix first (one line on stderr: the workdir is in use by another run
+or not writable, the disk is full, no usable checkpoint, an unknown config key, a config value
+out of range: configs/validate.py); 1 anything else.
 """
-import sys
+# First, before the slow imports: a SIGTERM from here on stops the run with EXIT_PREEMPTED
+# (without it, a signal during the first seconds killed the process: exit 143).
+from training import preemption  # pylint: disable=g-bad-import-order  (imports no JAX)
+preemption.catch_early()
 
+# pylint: disable=wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -44,18 +49,25 @@ def main(argv):
   logging.info("Workdir: %s", workdir)
   maybe_initialize_distributed(_DISTRIBUTED.value)
   # pylint: disable=g-import-not-at-top  (after distributed init)
-  from training import preemption
-  from training.loop import train
+  from training.loop import InvalidConfig, train
+  from training.save_failures import quiet_storage_failures
+  quiet_storage_failures()
   logging.info("Config:\n%s", _CONFIG.value)
+  stopped = preemption.stopped_early()
+  if stopped and not _DISTRIBUTED.value:
+    # Several processes must stop at one agreed step, so they go on to train() (StopSignals
+    # hands the signal to JAX's protocol); a single one has nothing to save yet.
+    logging.warning("%s", stopped)
+    preemption.exit_preempted()
 
   def run() -> None:
     try:
       train(_CONFIG.value, workdir)
     except preemption.Preempted as e:
       logging.warning("%s", e)
-      sys.exit(preemption.EXIT_PREEMPTED)
+      preemption.exit_preempted()
 
-  commands.run_or_fail(run)
+  commands.run_or_fail(run, (InvalidConfig,))
 
 
 if __name__ == "__main__":

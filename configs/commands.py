@@ -21,7 +21,7 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from data import prompt_fit
+from configs import validate
 
 RUNS_DIR = "runs"
 CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +71,7 @@ def _wandb_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def train_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why train.py cannot start with `config`, in one line; None when it can."""
-  problem = _wandb_problem(config)
+  problem = validate.train_problem(config) or _wandb_problem(config)
   if problem:
     return problem
   init_from = config.get("init_from", "")
@@ -87,19 +87,9 @@ def train_problem(config: ml_collections.ConfigDict) -> str | None:
 
 def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   """Why eval.py cannot start with `config`, in one line; None when it can."""
-  problem = _wandb_problem(config)
+  problem = validate.eval_problem(config) or _wandb_problem(config)
   if problem:
     return problem
-  if config.get("cpu_devices", 0) < 0:
-    return f"--config.cpu_devices={config.cpu_devices}: must be >= 0 (0 = one per CPU core)"
-  overflow = config.get("prompt_overflow", "drop_shots")
-  if overflow not in prompt_fit.OVERFLOW_MODES:
-    return (f"--config.prompt_overflow={overflow}: must be drop_shots (a prompt too long for "
-            "the model loses whole shots) or fail (it is scored prompt_too_long)")
-  for key, value in (("max_prompt_len", config.get("max_prompt_len", 0)),
-                     ("sampling.max_new_tokens", config.sampling.get("max_new_tokens", 0))):
-    if value < 0:
-      return f"--config.{key}={value}: must be >= 0 (0 = computed for the model and task)"
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"
@@ -132,14 +122,16 @@ def fail(message: str) -> None:
 def run_or_fail(run: Callable[[], Any],
                 problems: tuple[type[BaseException], ...] = ()) -> Any:
   """Runs an entry point's job; what the user must fix first becomes fail()'s one line: a
-  workdir in use or not writable, a checkpoint that cannot be used, a full disk (found
+  workdir in use or not writable, a checkpoint that cannot be used, a dataset's files
+  missing or unusable (an empty corpus directory, MBPP offline), a full disk (found
   anywhere in an exception's chain: orbax wraps it), or one of `problems`. Anything else
   propagates with its traceback (a bug)."""
   # Imported here: the checks above this function fail fast without loading JAX and orbax.
+  from data.source_files import DatasetFileError  # pylint: disable=g-import-not-at-top
   from model import run_dir, workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     return run()
-  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError) + problems as e:
+  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError, DatasetFileError) + problems as e:
     fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
     message = workdir_lock.storage_failure(e)

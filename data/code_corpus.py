@@ -30,6 +30,8 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from data.source_files import DatasetFileError
+
 _SKIPPED_DIR_NAMES = frozenset(
     {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 )
@@ -148,11 +150,22 @@ class PythonCodeCorpus(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Everything is local.
     source_dir = self._source_dir()
     if not source_dir.is_dir():
-      raise FileNotFoundError(f"code corpus source directory not found: {source_dir}")
+      raise DatasetFileError(f"code corpus source directory {source_dir} does not exist (or "
+                             "is not a directory): point --config.data.source_dir at a "
+                             "directory of Python files, or leave it empty for the standard "
+                             "library")
     config: CodeCorpusConfig = self.builder_config
     # A first pass (reading every file, since only readable files count) fixes the split.
     relative_paths = [p for p, _ in iter_source_files(source_dir, config.max_file_bytes)]
     validation = validation_paths(relative_paths, config.validation_percent)
+    if not validation or len(validation) == len(relative_paths):
+      # TFDS cannot write an empty split (its error is a 100-line trace ending in "No
+      # examples were yielded").
+      raise DatasetFileError(
+          f"code corpus source directory {source_dir} has {len(relative_paths)} usable .py "
+          f"files (non-empty, UTF-8, at most {config.max_file_bytes} bytes, outside "
+          f"{'/'.join(sorted(_SKIPPED_DIR_NAMES))}); the train and validation splits need at "
+          "least 2: point --config.data.source_dir at a directory of Python files")
     return {
         "train": self._generate_examples(source_dir, validation, in_validation=False),
         "validation": self._generate_examples(source_dir, validation, in_validation=True),

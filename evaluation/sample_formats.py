@@ -59,25 +59,31 @@ def docstring_prompt(example: dict[str, Any]) -> str:
 
 
 def _first_json_char(path: str) -> str:
-  with open(path, encoding="utf-8") as f:
+  # Bytes: JSON's whitespace and brackets are ASCII, and a bad byte further on is reported
+  # with its line by the reader that meets it.
+  with open(path, "rb") as f:
     while True:
       chunk = f.read(4096)
       if not chunk:
         return ""
-      stripped = chunk.lstrip()
+      stripped = chunk.lstrip(b" \t\r\n")
       if stripped:
-        return stripped[0]
+        return chr(stripped[0])
+
+
+def _lines(path: str):
+  """(file:line, text) of each non-blank line, decoded one by one (errors name the line)."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      where = f"{path}:{number}"
+      line = ours.decode_line(raw, where)
+      if line.strip():
+        yield where, line
 
 
 def _first_record(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          return json.loads(line)
-        except json.JSONDecodeError as e:
-          raise SamplesFileError(f"{path}:{number}: not valid JSON ({e.msg} at column "
-                                 f"{e.colno})") from e
+  for where, line in _lines(path):
+    return ours.parse_json(line, where)
   raise SamplesFileError(f"{path}: no samples")
 
 
@@ -129,11 +135,24 @@ class _Collector:
 
 
 def _read_bigcode(path: str, examples: Sequence[dict[str, Any]]):
+  with open(path, "rb") as f:
+    data = f.read()
   try:
-    with open(path, encoding="utf-8") as f:
-      generations = json.load(f)
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line_start = data.rfind(b"\n", 0, e.start) + 1
+    number = data.count(b"\n", 0, e.start) + 1
+    raise SamplesFileError(
+        f"{path}:{number}: not valid UTF-8 (byte 0x{data[e.start]:02x} at position "
+        f"{e.start - line_start + 1} of the line); write the file as UTF-8") from None
+  try:
+    generations = json.loads(text)
   except json.JSONDecodeError as e:
-    raise SamplesFileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    raise SamplesFileError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column "
+                           f"{e.colno})") from e
+  except RecursionError:  # the parser recurses once per nesting level
+    raise SamplesFileError(f"{path}: JSON nested too deeply to parse (bigcode's file is a "
+                           "list of lists of strings)") from None
   first, last = mbpp.SPLIT_TASK_IDS["test"]
   if not isinstance(generations, list) or len(generations) > last - first + 1:
     raise SamplesFileError(f"{path}: expected a JSON list of at most {last - first + 1} "
@@ -155,12 +174,8 @@ def _read_bigcode(path: str, examples: Sequence[dict[str, Any]]):
 
 
 def _jsonl_records(path: str):
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      yield where, ours.json_object(line, where)
+  for where, line in _lines(path):
+    yield where, ours.json_object(line, where)
 
 
 def _read_evalplus(path: str, examples: Sequence[dict[str, Any]]):

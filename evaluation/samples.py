@@ -31,12 +31,30 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not an id.
 
 
-def json_object(line: str, where: str) -> dict[str, Any]:
-  """One JSON-lines record, which must be an object; `where` (file:line) names it otherwise."""
+def decode_line(raw: bytes, where: str) -> str:
+  """One line of a file read as bytes (so that a bad byte is reported with its line)."""
   try:
-    record = json.loads(line)
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise SamplesFileError(
+        f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start + 1} "
+        "of the line); write the file as UTF-8") from None
+
+
+def parse_json(text: str, where: str) -> Any:
+  """json.loads with its failures as SamplesFileError naming `where` (file:line)."""
+  try:
+    return json.loads(text)
   except json.JSONDecodeError as e:
     raise SamplesFileError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+  except RecursionError:  # the parser recurses once per nesting level
+    raise SamplesFileError(f"{where}: JSON nested too deeply to parse (a sample is an object "
+                           "of a few strings and numbers)") from None
+
+
+def json_object(line: str, where: str) -> dict[str, Any]:
+  """One JSON-lines record, which must be an object; `where` (file:line) names it otherwise."""
+  record = parse_json(line, where)
   if not isinstance(record, dict):
     raise SamplesFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
   return record
@@ -80,12 +98,7 @@ def read_samples_file(path: str, examples: Sequence[dict[str, Any]]) -> dict[str
   with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported with its line
     for number, raw in enumerate(f, 1):
       where = f"{path}:{number}"
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise SamplesFileError(
-            f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start + 1} "
-            "of the line); write the file as UTF-8") from None
+      line = decode_line(raw, where)
       if not line.strip():
         continue
       key, completion = _parse_line(line, where, task)

@@ -13,6 +13,7 @@ layers in force go to stderr. Exit status is 0 on success, 2 for unusable input 
 (file:line for a bad input line), 3 if the requested isolation is unavailable here.
 """
 import argparse
+import errno
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from execution import isolation
 from execution import pass_at_k
 from execution import verdict_file
 from execution.progress import ProgressLog
-from execution.config import ISOLATION_MODES, SandboxConfig
+from execution.config import ISOLATION_MODES, MIN_MEMORY_MB, SandboxConfig
 from execution.pool import WorkerPool
 from execution.records import Job
 
@@ -70,11 +71,31 @@ def _read_jobs(path: str) -> list[Job]:
                          f"position {e.start + 1} of the line)") from None
       except ValueError as e:  # json.JSONDecodeError is one
         raise ValueError(f"{path}:{number}: {e}") from e
+      except RecursionError:  # json's parser recurses once per nesting level
+        raise ValueError(f"{path}:{number}: JSON nested too deeply to parse (a job is an "
+                         "object of strings)") from None
       if job.id in seen:
         raise ValueError(f"{path}:{number}: duplicate id {job.id!r}")
       seen.add(job.id)
       jobs.append(job)
   return jobs
+
+
+def _sandbox_config(args: argparse.Namespace) -> SandboxConfig:
+  """The flags as a SandboxConfig; a value it cannot run with is a ValueError naming its flag."""
+  if not args.timeout > 0:  # also NaN
+    raise ValueError(f"--timeout {args.timeout}: must be a positive number of seconds")
+  if args.workers < 0:
+    raise ValueError(f"--workers {args.workers}: must be >= 0 (0 = one per CPU core)")
+  if args.memory_mb < MIN_MEMORY_MB:
+    raise ValueError(f"--memory-mb {args.memory_mb}: must be at least {MIN_MEMORY_MB} (the "
+                     "interpreter that runs a program needs that much address space)")
+  if args.screen_batch < 0:
+    raise ValueError(f"--screen-batch {args.screen_batch}: must be >= 0 (0 turns the syntax "
+                     "screen off)")
+  return SandboxConfig(timeout_s=args.timeout, workers=args.workers,
+                       memory_mb=args.memory_mb, isolation=args.isolation,
+                       run_as_main=args.run_as_main, screen_batch=args.screen_batch)
 
 
 def _check_writable_dir(path: str, flag: str) -> None:
@@ -89,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
   args = _parse_args(argv)
   lock_fd = None
   try:
+    config = _sandbox_config(args)
     jobs = _read_jobs(args.input)
-    ks = [int(k) for k in args.k.split(",") if k.strip()]
+    ks = _parse_ks(args.k)
     # Everything about the outputs is settled before the first program runs.
     _check_writable_dir(args.output, "--output")
     if os.path.exists(args.output) and not os.path.isfile(args.output):
@@ -112,15 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   try:
-    return _run(args, jobs, ks, done, output)
+    return _run(args, config, jobs, ks, done, output)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+      raise
+    # The verdicts written so far stay (flushed line by line): rerunning resumes after them.
+    fix = ("free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+           "choose another --output")
+    print(f"\nerror: writing the results failed: {e.strerror} ({e.filename or args.output}); "
+          f"{fix} and run the same command again to continue", file=sys.stderr)
+    return 2
   finally:
     verdict_file.unlock(args.output, lock_fd)
 
 
-def _run(args: argparse.Namespace, jobs: list[Job], ks: list[int], done: dict, output) -> int:
-  config = SandboxConfig(timeout_s=args.timeout, workers=args.workers,
-                         memory_mb=args.memory_mb, isolation=args.isolation,
-                         run_as_main=args.run_as_main, screen_batch=args.screen_batch)
+def _parse_ks(text: str) -> list[int]:
+  try:
+    ks = [int(k) for k in text.split(",") if k.strip()]
+  except ValueError:
+    ks = []
+  if not ks or min(ks) < 1:
+    raise ValueError(f"--k {text}: expected comma-separated positive integers, e.g. 1,10,80")
+  return ks
+
+
+def _run(args: argparse.Namespace, config: SandboxConfig, jobs: list[Job], ks: list[int],
+         done: dict, output) -> int:
   todo = [job for job in jobs if job.id not in done]
   if done:
     print(f"{args.output}: resuming; {len(done)} verdicts already there, {len(todo)} to run",

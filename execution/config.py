@@ -6,6 +6,8 @@ import os
 NAMESPACES = "namespaces"  # Default: pid/mount/net/ipc namespaces + everything else.
 RLIMITS_ONLY = "rlimits"   # Explicitly weaker: no namespaces (isolation.py says what is lost).
 ISOLATION_MODES = (NAMESPACES, RLIMITS_ONLY)
+# Below this RLIMIT_AS the interpreter that runs a program cannot even start.
+MIN_MEMORY_MB = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +60,11 @@ class SandboxConfig:
       raise ValueError("timeout_s must be positive")
     if self.screen_batch < 0:
       raise ValueError("screen_batch must be >= 0 (0 turns the syntax screen off)")
-    if self.memory_mb < 64:
-      raise ValueError("memory_mb below 64 cannot even start the interpreter's child")
+    if self.memory_mb < MIN_MEMORY_MB:
+      raise ValueError(f"memory_mb below {MIN_MEMORY_MB} cannot even start the interpreter's "
+                       "child")
+    if self.workers < 0:
+      raise ValueError("workers must be >= 0 (0 = one per CPU core)")
 
   @property
   def worker_count(self) -> int:

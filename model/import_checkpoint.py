@@ -196,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   try:
     metadata = import_checkpoint(args.source, args.output, mesh, args.dtype,
                                  args.save_concurrent_gb)
-  except (SafetensorsError, hf_families.UnsupportedCheckpointError, FileNotFoundError) as e:
-    # Problems with the source checkpoint: one line, no trace.
+  except (SafetensorsError, hf_families.UnsupportedCheckpointError, OSError) as e:
+    # Problems with the source checkpoint (missing, a directory where a file belongs, ...)
+    # or with writing the output (a full disk): one line, no trace.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(json.dumps({"output": os.path.abspath(args.output), "family": metadata["family"],

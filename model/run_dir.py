@@ -174,6 +174,10 @@ def load_params(path: str, abstract_params: Any) -> Any:
     target = layer_stack.per_layer_target(abstract_params) if per_layer else abstract_params
     check_shapes(saved, target, "parameters", str(item))
     params = handler.restore(item, args=ocp.args.StandardRestore(target))
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (whatever orbax meets in a bad file)
+    raise _unreadable(directory, step, PARAMS_ITEM, e) from e
   finally:
     handler.close()
   return layer_stack.stack_per_layer(params, abstract_params) if per_layer else params
@@ -185,7 +189,24 @@ def load_model_config(path: str) -> ModelConfig:
   config_path = directory / str(step) / MODEL_CONFIG_ITEM / "metadata"
   if not config_path.exists():
     raise CheckpointError(f"{directory}/{step} has no {MODEL_CONFIG_ITEM} item")
-  return ModelConfig.from_json(config_path.read_text())
+  try:
+    return ModelConfig.from_json(config_path.read_text())
+  except (ValueError, TypeError, UnicodeDecodeError) as e:
+    raise _unreadable(directory, step, MODEL_CONFIG_ITEM, e) from e
+
+
+def _unreadable(directory: epath.Path, step: int, item: str,
+                error: BaseException) -> CheckpointError:
+  """One line for a checkpoint whose files cannot be read (damaged or incomplete), naming
+  the steps to use instead."""
+  detail = (str(error).strip().splitlines() or [""])[0][:200]
+  others = [s for s in checkpoint_steps(str(directory.parent)) if s != step]
+  instead = (f"evaluate or start from an earlier step instead (--config.checkpoint or "
+             f"--config.init_from={directory}/STEP; steps here: "
+             f"{', '.join(map(str, others))})" if others else
+             "restore it from a copy, or train it again")
+  return CheckpointError(f"{directory}/{step}/{item} cannot be read ({type(error).__name__}: "
+                         f"{detail}): the checkpoint is damaged or incomplete; {instead}")
 
 
 def model_config_save_arg(model_config: ModelConfig) -> Any:

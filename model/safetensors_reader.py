@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import json
+import math
 import os
 import struct
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +25,10 @@ _DTYPES = {
     "BF16": np.dtype(ml_dtypes.bfloat16),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"),
     "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("bool"),
+    "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+    # FP8 checkpoints (e.g. DeepSeek's, Llama FP8 variants): safetensors' E4M3 is the
+    # "fn" variant (finite, no infinities), as torch.float8_e4m3fn.
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
 }
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -37,8 +43,19 @@ def _corrupt(path: str, why: str) -> SafetensorsError:
                           "convert it again)")
 
 
+def _shape(value: Any) -> tuple[int, ...] | None:
+  """A header's shape as a tuple of non-negative ints, or None if it is not one."""
+  if not isinstance(value, list) or not all(
+      isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+    return None
+  return tuple(value)
+
+
 def _read_header(path: str) -> tuple[dict, int]:
-  """The JSON header and where the data starts, checked against the file's size."""
+  """The JSON header and where the data starts, every entry checked against the file."""
+  if not os.path.isfile(path):
+    raise SafetensorsError(f"{path}: not a regular file (a directory?); a .safetensors "
+                           "checkpoint's shards are files")
   size = os.path.getsize(path)
   with open(path, "rb") as f:
     prefix = f.read(8)
@@ -59,16 +76,23 @@ def _read_header(path: str) -> tuple[dict, int]:
       continue
     try:
       begin, end = (int(x) for x in info["data_offsets"])
-      count = int(np.prod(info["shape"])) if info["shape"] else 1
-      itemsize = _DTYPES[info["dtype"]].itemsize if info["dtype"] in _DTYPES else None
+      shape, dtype = _shape(info["shape"]), info["dtype"]
     except (KeyError, TypeError, ValueError):
       raise _corrupt(path, f"tensor {tensor}: malformed header entry {info!r}"[:300]) from None
+    if shape is None:
+      raise _corrupt(path, f"tensor {tensor}: shape {info['shape']!r} is not a list of "
+                     "non-negative integers"[:300])
+    if dtype not in _DTYPES:
+      raise SafetensorsError(f"{path}: tensor {tensor} has dtype {dtype!r}"[:300] + ", which "
+                             f"this reader does not support ({', '.join(_DTYPES)})")
     if not 0 <= begin <= end <= data_size:
       raise _corrupt(path, f"tensor {tensor} ends at byte {end} of a {data_size}-byte data "
                      "section")
-    if itemsize is not None and (end - begin) != count * itemsize:
-      raise _corrupt(path, f"tensor {tensor}: {end - begin} bytes for shape {info['shape']} "
-                     f"of {info['dtype']}")
+    # Python ints: a product of huge dimensions must not wrap around as numpy's int64 does.
+    if (end - begin) != math.prod(shape) * _DTYPES[dtype].itemsize:
+      raise _corrupt(path, f"tensor {tensor}: {end - begin} bytes for shape {list(shape)} "
+                     f"of {dtype}"[:300])
+    info["shape"] = list(shape)
   return header, 8 + header_len
 
 
@@ -77,13 +101,16 @@ class SafetensorsCheckpoint:
 
   def __init__(self, directory: str):
     self.directory = directory
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"{directory} is not a directory: pass the checkpoint's "
+                              f"directory (the one holding {SINGLE_NAME} or {INDEX_NAME})")
     index_path = os.path.join(directory, INDEX_NAME)
     if os.path.exists(index_path):
       try:
         with open(index_path) as f:
           weight_map = json.load(f)["weight_map"]
         files = sorted(set(weight_map.values()))
-      except (ValueError, KeyError, TypeError, AttributeError) as e:
+      except (ValueError, KeyError, TypeError, AttributeError, IsADirectoryError) as e:
         raise _corrupt(index_path, f"not an index with a 'weight_map' ({e!r})") from None
       missing = [name for name in files if not os.path.exists(os.path.join(directory, name))]
       if missing:
@@ -104,9 +131,7 @@ class SafetensorsCheckpoint:
       for tensor, info in header.items():
         if tensor == "__metadata__":
           continue
-        if info["dtype"] not in _DTYPES:
-          raise ValueError(f"{path}: tensor {tensor} has unsupported dtype {info['dtype']}")
-        begin, _ = info["data_offsets"]
+        begin = int(info["data_offsets"][0])
         self._entries[tensor] = (path, _DTYPES[info["dtype"]], tuple(info["shape"]),
                                  data_start + begin)
         self._dtype_names[tensor] = info["dtype"]

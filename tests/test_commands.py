@@ -76,15 +76,16 @@ def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
   assert commands.eval_problem(config) is None
   config.cpu_devices = -2
   assert commands.eval_problem(config) == (
-      "--config.cpu_devices=-2: must be >= 0 (0 = one per CPU core)")
+      "--config.cpu_devices=-2: must be an integer >= 0 (0 = one per CPU core)")
   config.cpu_devices = 0
   config.prompt_overflow = "cut"
   assert commands.eval_problem(config).startswith(
-      "--config.prompt_overflow=cut: must be drop_shots (a prompt too long")
+      "--config.prompt_overflow='cut': must be one of drop_shots, fail")
   config.prompt_overflow = "fail"
   config.sampling.max_new_tokens = -1
   assert commands.eval_problem(config) == (
-      "--config.sampling.max_new_tokens=-1: must be >= 0 (0 = computed for the model and task)")
+      "--config.sampling.max_new_tokens=-1: must be an integer >= 0 (0 = computed for the model "
+      "and task)")
 
 
 @pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])

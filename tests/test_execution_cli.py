@@ -1,6 +1,7 @@
 """`python -m execution`: JSONL in, JSONL out in input order, scores, and loud failures."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -65,3 +66,23 @@ def test_cli_runs_main_blocks_only_when_asked(tmp_path, flags, status):
   done = _run_cli("--input", str(source), "--output", str(out), "--workers", "1", *flags)
   assert done.returncode == 0, done.stderr
   assert json.loads(out.read_text())["status"] == status
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_cli_on_a_full_disk_says_so_in_one_line(tmp_path):
+  # The output lies on a 40 KiB tmpfs mounted in a private mount namespace; two verdicts
+  # carrying 30,000 characters of output each fill it.
+  source, full = tmp_path / "in.jsonl", tmp_path / "full"
+  full.mkdir()
+  source.write_text("".join(json.dumps({"id": f"p{i}", "program": "print('x' * 30000)",
+                                        "tests": []}) + "\n" for i in range(2)))
+  command = (f"mount -t tmpfs -o size=40k tmpfs {full} && exec {sys.executable} -m execution "
+             f"--input {source} --output {full}/out.jsonl --with-output --workers 1 "
+             "--screen-batch 0")
+  done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), cwd=REPO_ROOT,
+                        timeout=120)
+  assert done.returncode == 2, done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: writing the results failed: No space left on device ("), last
+  assert "Traceback" not in done.stderr

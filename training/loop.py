@@ -40,6 +40,10 @@ def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   return get_model_config(config.model, overrides)
 
 
+class InvalidConfig(ValueError):
+  """Settings that cannot work together here; train.py reports it as one line (exit 2)."""
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Fails fast, before any expensive work, on settings that cannot work together."""
   problems = []
@@ -67,7 +71,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     problems.append(f"config.data.task={config.data.task!r} is unknown; choose one of "
                     f"{inputs.TASKS}")
   if problems:
-    raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
+    raise InvalidConfig("invalid config: " + "; ".join(problems))
 
 
 def _global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -122,6 +126,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   train_iter, make_eval_iter = inputs.make_iterators(config, tokenizer)
   data_sharding = batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
+  if stop.requested:  # a signal during setup: stop before the compile and the restore
+    raise preemption.Preempted(None, stop.signal_name, False, 0.0, stop.seconds_since_signal())
   # The step as it will run, compiled now from abstract arrays: a run whose step cannot fit
   # in device memory is refused before any state is allocated (training/aot.py).
   train_step = aot.jit_train_step(layout, schedule, config.grad_accum_steps, data_sharding)
