@@ -10,8 +10,10 @@ Schema (keys other tools rely on are marked *):
     throughput (sampled runs): {wall_s, sampling_s, tokens_generated, tokens_per_s,
       execution_s, programs_executed (distinct programs: repeats run once),
       programs_screened (of those, decided by the sandbox's syntax screen without a process
-      of their own), programs_per_s}
-      of this run's own part (evaluation/runner.py).
+      of their own), programs_per_s, launches, launches_cut_short}
+      summed over every launch of a resumed eval (evaluation/throughput_ledger.py);
+    truncated_prompts (sampled runs): problems whose prompt max_prompt_len cut, over all
+      launches.
   pass_at_k*: {"1": float, "10": float, "80": float}: mean over problems of the unbiased
     estimator; only k <= the fewest samples any problem has (no problem is left out of a k).
   pass_at_k_curve: the same on a denser grid of k, for plots.
