@@ -253,6 +253,7 @@ def save_params_checkpoint(directory: str, params: Any, model_config: ModelConfi
         PARAMS_ITEM: ocp.args.StandardSave(params),
         MODEL_CONFIG_ITEM: model_config_save_arg(model_config)}), force=True)
     manager.wait_until_finished()
+  checkpoint_manifest.write(os.path.join(root, str(step)))  # verified like a training step's
   return os.path.join(root, str(step))
 
 

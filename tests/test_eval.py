@@ -252,3 +252,34 @@ def test_truncated_prompts_counts_every_scored_problem():
   examples = [{"id": i, "prompt": "x" * n} for i, n in (("a", 9), ("b", 2), ("c", 7))]
   records = {"a": [{}], "b": [{}]}  # c not sampled yet
   assert runner.truncated_prompts(Prompts(), examples, records) == 1
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_damaged_checkpoint_is_one_clear_error_for_eval(tiny_run, tmp_path, sealed):
+  """eval.py (and init_from) load the parameters alone: a flipped bit is caught by the step's
+  checksums, damage in a step without them by decoding; either way one line naming the step
+  and the file, never orbax's traceback or silently other numbers."""
+  run = str(tmp_path / "run")
+  shutil.copytree(tiny_run, run)
+  step_dir = os.path.join(run_dir.checkpoints_dir(run), "2")
+  params_dir = os.path.join(step_dir, "params")
+  files = [os.path.join(d, f) for d, _, names in os.walk(params_dir) for f in names]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    if sealed:  # one bit of the last byte
+      f.seek(os.path.getsize(biggest) - 1)
+      byte = f.read(1)[0]
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte ^ 0x01]))
+    else:
+      f.write(b"\0" * os.path.getsize(biggest))
+  if not sealed:
+    os.remove(os.path.join(step_dir, run_dir.MANIFEST_FILE))
+  _, shapes, _ = abstract_model(run_dir.load_model_config(run))
+  with pytest.raises(run_dir.CheckpointError) as error:
+    run_dir.load_params(run, shapes)
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"checkpoint step 2 in {os.path.dirname(step_dir)} is damaged")
+  assert ("sha256 differs" in message) if sealed else ("params" in message)
+  assert f"rename {step_dir} to 2.corrupt" in message
