@@ -98,7 +98,12 @@ def check(workdir: str, kind: str, identity: dict[str, Any], policy: str
   Raises run_dir.IdentityMismatch (one line) if they differ and `policy` is not ALLOW.
   Writes nothing: `record` does, once the resume has got past its other checks.
   """
-  record = recorded(workdir)
+  try:
+    record = recorded(workdir)
+  except run_dir.IdentityMismatch:
+    if policy != ALLOW:
+      raise
+    return {run_dir.IDENTITY_FILE: ["(unreadable)", "(recorded anew)"]}
   if record is None:  # a run from before identities were recorded: nothing to compare with
     return {}
   recorded_identity = {"kind": record.get("kind"), **record["identity"]}
@@ -121,7 +126,8 @@ def record(workdir: str, kind: str, identity: dict[str, Any], config_json: str, 
   config = json.loads(config_json)
   if not resuming:
     line = {"event": "start", "kind": kind, "identity": identity}
-  elif recorded(workdir) is None:  # resumed from before identities were recorded
+  elif not os.path.exists(os.path.join(workdir, run_dir.IDENTITY_FILE)):
+    # resumed from before identities were recorded
     line = {"event": "identity first recorded", "kind": kind, "identity": identity}
   else:
     previous = _read(os.path.join(workdir, run_dir.CONFIG_FILE))
