@@ -52,7 +52,8 @@ def mismatch_policy(config: Any) -> str:
   """config.resume_mismatch ("refuse", the default, or "allow"), checked."""
   policy = config.get("resume_mismatch", REFUSE) if hasattr(config, "get") else REFUSE
   if policy not in (REFUSE, ALLOW):
-    raise run_dir.IdentityMismatch(f"config.resume_mismatch must be {REFUSE!r} or {ALLOW!r}, got {policy!r}")
+    raise run_dir.IdentityMismatch(
+        f"config.resume_mismatch must be {REFUSE!r} or {ALLOW!r}, got {policy!r}")
   return policy
 
 

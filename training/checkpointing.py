@@ -13,10 +13,10 @@ Restoring verifies before and as it reads: the step's files are compared with th
 written once its save had finished (model/checkpoint_manifest.py: a flipped bit that would
 still decode is caught there), every item is read in full (orbax's stored data is compressed,
 so a truncated or zeroed file fails to decode), and the data-iterator state must have the
-shape of this pipeline's state and produce a batch. A step that fails is set aside (renamed STEP.corrupt, never deleted) with a warning
-naming the step, the file or array and the reason, and the previous step is tried; all
-processes agree on the outcome before anyone goes on. A checkpoint that does not fit the
-configured model is not corruption: that stays an error.
+shape of this pipeline's state and produce a batch. A step that fails is set aside (renamed
+STEP.corrupt, never deleted) with a warning naming the step, the file or array and the reason,
+and the previous step is tried; all processes agree on the outcome before anyone goes on. A
+checkpoint that does not fit the configured model is not corruption: that stays an error.
 """
 from __future__ import annotations
 
