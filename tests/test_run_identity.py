@@ -43,3 +43,19 @@ def test_a_damaged_record_is_one_line_and_allow_records_it_anew(tmp_path):
       run_dir.IDENTITY_FILE: ["(unreadable)", "(recorded anew)"]}
   with pytest.raises(run_dir.IdentityMismatch, match="resume_mismatch must be"):
     run_identity.mismatch_policy({"resume_mismatch": "yes"})
+
+
+def test_what_changes_no_numbers_is_no_part_of_a_training_runs_identity():
+  from tests.test_train_loop import _config  # pylint: disable=g-import-not-at-top
+  from training.identity import train_identity  # pylint: disable=g-import-not-at-top
+  corpus = {"source_dir": "/corpus", "data_dir": "/tfds"}
+  base = train_identity(_config(corpus))
+  # Extended, logged and checkpointed differently, on another mesh, data found elsewhere.
+  assert train_identity(_config(
+      corpus, num_train_steps=90, stop_at_step=50, log_every=1, eval_every=0, eval_batches=1,
+      checkpoint_every=3, keep_checkpoints=9, async_checkpointing=False, resume_mismatch="allow",
+      **{"mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1,
+         "data.data_dir": "/elsewhere"})) == base
+  for key, value in (("seed", 1), ("optimizer.learning_rate", 0.5), ("batch_size", 16),
+                     ("data.shuffle_seed", 3), ("data.source_dir", "/other")):
+    assert key in run_identity.changes(base, train_identity(_config(corpus, **{key: value})))

@@ -215,7 +215,7 @@ def test_a_data_position_with_wrong_values_is_set_aside(corpus, straight, tmp_pa
 
 def test_a_resume_with_other_settings_is_refused_unless_allowed(corpus, straight,
                                                                 tmp_path):  # noqa: F811
-  workdir = _copy(straight, tmp_path, steps=(4,))
+  workdir = _copy(straight, tmp_path, steps=(8,))  # nothing left to train: the check is all
   before = open(os.path.join(workdir, run_dir.CONFIG_FILE)).read()
   changed = {"optimizer.learning_rate": 0.03, "seed": 1}
   with pytest.raises(run_dir.IdentityMismatch) as error:
@@ -225,29 +225,17 @@ def test_a_resume_with_other_settings_is_refused_unless_allowed(corpus, straight
   assert "optimizer.learning_rate: recorded 0.003, now 0.03" in message
   assert "seed: recorded 0, now 1" in message and "resume_mismatch=allow" in message
   assert open(os.path.join(workdir, run_dir.CONFIG_FILE)).read() == before
-  assert run_dir.checkpoint_steps(workdir) == [4]
+  assert run_dir.checkpoint_steps(workdir) == [8]
   # On purpose: it goes on, and the history says from which step with what.
   train(_config(corpus, resume_mismatch="allow", log_every=4, **changed), workdir)
   start, resume = run_identity.history(workdir)
   assert start["event"] == "start" and start["identity"]["optimizer.learning_rate"] == 0.003
-  assert resume["event"] == "resume" and resume["step"] == 4 and resume["mismatch_allowed"]
+  assert resume["event"] == "resume" and resume["step"] == 8 and resume["mismatch_allowed"]
   assert resume["identity_changes"] == {"optimizer.learning_rate": [0.003, 0.03],
                                         "seed": [0, 1]}
   assert resume["other_changes"]["log_every"] == [2, 4]
   with open(os.path.join(workdir, run_dir.IDENTITY_FILE)) as f:
     assert json.load(f)["identity"]["seed"] == 1
-
-
-def test_settings_that_change_no_numbers_do_not_block_a_resume(corpus, straight,
-                                                               tmp_path):  # noqa: F811
-  workdir = _copy(straight, tmp_path, steps=(8,))
-  train(_config(corpus, num_train_steps=9, log_every=1, checkpoint_every=3, eval_every=0,
-                keep_checkpoints=5, **{"mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1}),
-        workdir)
-  assert run_dir.checkpoint_steps(workdir) == [8, 9]
-  resume = run_identity.history(workdir)[-1]
-  assert resume["identity_changes"] == {} and not resume["mismatch_allowed"]
-  assert resume["other_changes"]["num_train_steps"] == [8, 9]
 
 
 def test_a_save_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
