@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Start from another run's parameters (a workdir or one of its checkpoint step folders);
   # the optimizer starts fresh. Empty: random init.
   config.init_from = ""
+  # A resume whose identity settings (those that change the numbers) differ from the ones the
+  # run started with is refused ("refuse"); "allow" continues on purpose and records the
+  # change in WORKDIR/config_history.jsonl (model/run_identity.py).
+  config.resume_mismatch = "refuse"
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1                     # -1: all devices not used by the other axes

@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
   # lists the problems (data/prompt_fit.py).
   config.prompt_overflow = "drop_shots"
   config.seed = 0
+  # A resume whose identity settings (those that change the numbers) differ from the ones the
+  # run started with is refused ("refuse"); "allow" continues on purpose and records the
+  # change in WORKDIR/config_history.jsonl (model/run_identity.py).
+  config.resume_mismatch = "refuse"
   config.sampling = ml_collections.ConfigDict()
   config.sampling.temperature = 0.5    # the paper's; 0 = greedy
   config.sampling.top_k = 0

@@ -50,7 +50,7 @@ from data import tasks
 from data.prompt_fit import PROMPT_TOO_LONG
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
-from evaluation.runner import throughput
+from evaluation.throughput_ledger import combined as combined_throughput
 from evaluation.sampler import sample_problems
 from evaluation.scorer import Scorer
 from execution import FAILED, SandboxConfig
@@ -221,9 +221,11 @@ def _sample_round(sampler, todo: Sequence[dict[str, Any]], directory: str, seed:
   with Scorer(directory, sandbox_config, expected_programs=len(todo) * num_samples) as scorer:
     times = sample_problems(sampler, todo, num_samples, scorer.done_ids, scorer.score)
     records = {e["id"]: scorer.records[e["id"]] for e in todo if e["id"] in scorer.records}
-    meta = {**meta, "throughput": throughput(
-        times, sampler.tokens_generated - tokens_before, scorer.programs_executed,
-        scorer.programs_screened)}
+    meta = {**meta, "throughput": combined_throughput([{
+        "wall_s": times.wall_s, "sampling_s": times.sampling_s,
+        "tokens_generated": sampler.tokens_generated - tokens_before,
+        "execution_s": times.execution_s, "programs_executed": scorer.programs_executed,
+        "programs_screened": scorer.programs_screened, "complete": True}])}
   evaluate.finish(directory, todo, records, meta=meta, sandbox_config=sandbox_config)
   return records
 

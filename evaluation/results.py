@@ -10,8 +10,8 @@ Schema (keys other tools rely on are marked *):
     throughput (sampled runs): {wall_s, sampling_s, tokens_generated, tokens_per_s,
       execution_s, programs_executed (distinct programs: repeats run once),
       programs_screened (of those, decided by the sandbox's syntax screen without a process
-      of their own), programs_per_s}
-      of this run's own part (evaluation/runner.py).
+      of their own), programs_per_s, launches, launches_cut_short}
+      summed over every launch of a resumed eval (evaluation/throughput_ledger.py).
     seed, draw_variant, draw_variant_of (sampled runs): what the samples were drawn with
       besides the model: the seed, and the variant folded into its key (an int, 0 for the
       default prompt and token rule) with the settings it stands for (evaluation/draws.py).

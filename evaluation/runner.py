@@ -9,8 +9,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import time
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
@@ -19,11 +22,13 @@ from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation import token_budgets
 from evaluation.draws import draw_variant, draw_variant_of
 from evaluation.evaluate import evaluate_samples_file, finish
+from evaluation.identity import eval_identity
 from evaluation.results import PAPER_KS
-from evaluation.sampler import PhaseTimes, Sampler, sample_problems
+from evaluation.sampler import Sampler, sample_problems
 from evaluation.process_zero_scorer import ProcessZeroScorer
+from evaluation.throughput_ledger import ThroughputLedger
 from execution import SandboxConfig
-from model import distributed, run_dir
+from model import distributed, run_dir, run_identity
 from model.decoder import sharded_abstract_params
 from model.sampling import SamplingConfig
 from model.sharding import make_mesh
@@ -185,19 +190,6 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
   return other
 
 
-def throughput(times: PhaseTimes, tokens: int, programs: int, screened: int
-               ) -> dict[str, float]:
-  """This run's speed by phase, for results.json (a resumed run counts its own part only;
-  the phases overlap, see evaluation/sampler.py PhaseTimes)."""
-  rate = lambda count, seconds: round(count / seconds, 1) if seconds > 0 else 0.0
-  return {"wall_s": round(times.wall_s, 1),
-          "sampling_s": round(times.sampling_s, 1), "tokens_generated": tokens,
-          "tokens_per_s": rate(tokens, times.sampling_s),
-          "execution_s": round(times.execution_s, 1), "programs_executed": programs,
-          "programs_screened": screened,
-          "programs_per_s": rate(programs, times.execution_s)}
-
-
 def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None = None,
              examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
   """Samples (or reads), scores and reports one eval config in `workdir`; resumes there.
@@ -212,11 +204,39 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
     return _run_eval(config, workdir, sampler, examples)
 
 
-def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """config.json: what this eval was asked to do (sweeps compare it before reusing a run)."""
-  distributed.on_process_zero(lambda: run_dir.write_text(
-      workdir, run_dir.CONFIG_FILE, config.to_json_best_effort(indent=2, sort_keys=True)),
-      "writing config.json")
+def _continuing(workdir: str) -> bool:
+  """Whether this launch goes on with samples an earlier one scored."""
+  return any(os.path.isfile(os.path.join(workdir, name)) and
+             os.path.getsize(os.path.join(workdir, name)) > 0
+             for name in (run_dir.SAMPLES_FILE, run_dir.RESULTS_FILE))
+
+
+def _check_identity(config: ml_collections.ConfigDict, workdir: str
+                    ) -> tuple[dict[str, Any], bool, dict[str, list[Any]]]:
+  """(this eval's identity, whether it continues earlier work, the identity changes allowed).
+
+  Raises IdentityMismatch (one line) when it continues a run of other settings without
+  resume_mismatch=allow (model/run_identity.py); process 0 decides for all."""
+  identity = eval_identity(config)
+  policy = run_identity.mismatch_policy(config)
+
+  def check() -> tuple[bool, dict[str, list[Any]]]:
+    continuing = _continuing(workdir)
+    return continuing, (run_identity.check(workdir, "eval", identity, policy)
+                        if continuing else {})
+  continuing, changes = distributed.broadcast_json(
+      distributed.on_process_zero(check, "checking the run's identity"))
+  return identity, continuing, changes
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str,
+                   checked: tuple[dict[str, Any], bool, dict[str, list[Any]]]) -> None:
+  """config.json (what this launch was asked to do; sweeps compare it before reusing a run),
+  identity.json and a config_history.jsonl line for a start or a changed resume."""
+  identity, continuing, changes = checked
+  distributed.on_process_zero(lambda: run_identity.record(
+      workdir, "eval", identity, config.to_json_best_effort(indent=2, sort_keys=True),
+      resuming=continuing, step=None, identity_changes=changes), "writing config.json")
 
 
 def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler | None,
@@ -227,8 +247,9 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
     raise ValueError(f"no examples for task {config.task!r} split {config.split!r}")
   meta = _meta(config, examples)
   sandbox = sandbox_config(config)
+  checked = _check_identity(config, workdir)  # before the model is loaded or anything runs
   if config.samples_path:
-    _record_config(config, workdir)
+    _record_config(config, workdir, checked)
     return distributed.broadcast_json(distributed.on_process_zero(
         lambda: evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
                                       sandbox_config=sandbox, ks=pass_at_ks(config),
@@ -251,17 +272,33 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                     "(prompt_too_long); results.json prompt_fit lists them",
                     sampler.max_prompt_len, len(fitted["shots_dropped"]),
                     len(fitted["prompt_too_long"]))
-  _record_config(config, workdir)
+  _record_config(config, workdir, checked)
   tokens_before = sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
+  # This launch's totals join the earlier launches' (meta.throughput covers the whole eval).
+  ledger = ThroughputLedger(workdir, continuing=checked[1],
+                            enabled=jax.process_index() == 0)
   with ProcessZeroScorer(workdir, sandbox,
                          expected_programs=len(examples) * config.num_samples) as scorer:
-    times = sample_problems(sampler, examples, config.num_samples, scorer.done_ids,
-                            scorer.score)
+    started, executing = time.perf_counter(), [0.0]
+
+    def on_chunk(todo, completions) -> None:
+      chunk_started = time.perf_counter()
+      scorer.score(todo, completions)
+      executing[0] += time.perf_counter() - chunk_started
+      wall = time.perf_counter() - started
+      ledger.update(False, wall_s=wall, sampling_s=max(wall - executing[0], 0.0),
+                    tokens_generated=sampler.tokens_generated - tokens_before,
+                    execution_s=executing[0], programs_executed=scorer.programs_executed,
+                    programs_screened=scorer.programs_screened)
+    times = sample_problems(sampler, examples, config.num_samples, scorer.done_ids, on_chunk)
     records = scorer.records
-    meta["throughput"] = throughput(times, sampler.tokens_generated - tokens_before,
-                                    scorer.programs_executed, scorer.programs_screened)
+    ledger.update(True, wall_s=times.wall_s, sampling_s=times.sampling_s,
+                  tokens_generated=sampler.tokens_generated - tokens_before,
+                  execution_s=times.execution_s, programs_executed=scorer.programs_executed,
+                  programs_screened=scorer.programs_screened)
+    meta["throughput"] = ledger.combined()
   meta["prompt_overflow"] = sampler.prompt_overflow
   # One writer (process 0); every process returns its results.
   return distributed.broadcast_json(distributed.on_process_zero(

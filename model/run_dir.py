@@ -6,10 +6,19 @@ A training run (train.py's workdir; also what model/import_checkpoint.py writes)
     checkpoints/STEP/train         orbax: optimizer state + step (training runs only)
     checkpoints/STEP/data_iter     the grain iterator state (training/data_checkpoint.py)
     checkpoints/STEP/model_config  orbax JSON: the ModelConfig the parameters belong to
+    checkpoints/STEP/checksums.json  size and sha256 of every file of the step, written once the
+                                   save has finished, verified on restore
+                                   (model/checkpoint_manifest.py)
     tokenizer.model                the SentencePiece model
     import.json                    imported public checkpoints only: source, family, special
                                    ids and BOS policy of the tokenizer
-    config.json, model_config.json what the run was started with (for people and sweeps)
+    config.json, model_config.json the config of the run's latest launch (for people and sweeps)
+    identity.json                  the run's identity: the resolved settings that determine its
+                                   numbers, recorded at its start, checked on every resume
+                                   (model/run_identity.py)
+    config_history.jsonl           one line per launch that started or changed the run: step,
+                                   the keys that changed (old and new), whether a changed
+                                   identity was allowed (resume_mismatch=allow)
     metrics.jsonl                  one JSON object per logged step
     run.lock                       while a run works here: who it is (model/workdir_lock.py)
     checkpoints/STEP.corrupt       a step that failed to restore, kept for inspection
@@ -18,7 +27,11 @@ An eval workdir (eval.py, studies):
 
     samples.jsonl                  one scored sample a line, appended problem by problem
     results.json, report.md        pass@k and friends (evaluation/results.py, report.py)
-    config.json                    the eval config of the run (for people and sweeps)
+    throughput.json                each launch's sampling/execution totals, summed into
+                                   results.json's meta.throughput (evaluation/throughput_ledger.py)
+    config.json                    the eval config of the latest launch (for people and sweeps)
+    identity.json, config_history.jsonl  as for training: the checkpoint (step and content),
+                                   sampling settings, seed, prompt, task, split, ...
     run.lock                       while an eval works here
 
 Everything else reads and writes these through the names and loaders here, so a layout change
@@ -37,7 +50,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from data.tokenizer import Tokenizer
-from model import layer_stack
+from model import checkpoint_manifest, layer_stack
 from model import workdir_lock as workdir_lock_lib
 from model.config import ModelConfig
 
@@ -51,6 +64,10 @@ SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 LOCK_FILE = "run.lock"
+IDENTITY_FILE = "identity.json"
+CONFIG_HISTORY_FILE = "config_history.jsonl"
+MANIFEST_FILE = checkpoint_manifest.MANIFEST_FILE  # checkpoints/STEP/checksums.json
+THROUGHPUT_FILE = "throughput.json"
 CORRUPT_SUFFIX = ".corrupt"
 
 # Orbax items of one checkpoint step.
@@ -62,6 +79,12 @@ MODEL_CONFIG_ITEM = "model_config"
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used with the requested model (clear message for the user)."""
+
+
+class IdentityMismatch(CheckpointError):
+  """A resume asked for another run than the one its workdir holds (model/run_identity.py).
+
+  A CheckpointError so that train.py and eval.py report it as one line with exit status 2."""
 
 
 def workdir_lock(workdir: str) -> workdir_lock_lib.WorkdirLock:
@@ -166,6 +189,10 @@ def load_params(path: str, abstract_params: Any) -> Any:
   """
   directory, step = resolve_checkpoint(path)
   item = directory / str(step) / PARAMS_ITEM
+  try:  # every process reads the parameters, so each checks what it reads
+    checkpoint_manifest.verify(str(directory / str(step)), items=(PARAMS_ITEM,))
+  except checkpoint_manifest.ManifestMismatch as e:
+    raise CheckpointError(_damaged(directory, step, e.path, e.reason)) from e
   handler = ocp.StandardCheckpointHandler()
   try:
     metadata = handler.metadata(item)
@@ -174,13 +201,28 @@ def load_params(path: str, abstract_params: Any) -> Any:
     target = layer_stack.per_layer_target(abstract_params) if per_layer else abstract_params
     check_shapes(saved, target, "parameters", str(item))
     params = handler.restore(item, args=ocp.args.StandardRestore(target))
-  except CheckpointError:
+  except (CheckpointError, MemoryError, KeyboardInterrupt):
     raise
-  except Exception as e:  # pylint: disable=broad-except  (whatever orbax meets in a bad file)
-    raise _unreadable(directory, step, PARAMS_ITEM, e) from e
+  except Exception as e:  # pylint: disable=broad-except  (orbax's many ways to fail a read)
+    raise CheckpointError(_damaged(directory, step, str(item), _first_line(e))) from e
   finally:
     handler.close()
   return layer_stack.stack_per_layer(params, abstract_params) if per_layer else params
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _damaged(directory: epath.Path, step: int, where: str, reason: str) -> str:
+  """The one line for a step that cannot be read (damaged or incomplete): which file, why,
+  what to do."""
+  earlier = [s for s in sorted(int(c.name) for c in directory.iterdir() if c.name.isdigit())
+             if s < step]
+  advice = (f"point at the previous step instead ({directory / str(earlier[-1])})"
+            if earlier else "no earlier step to use instead")
+  return (f"checkpoint step {step} in {directory} is damaged ({where}: {reason}); {advice}, "
+          f"or rename {directory / str(step)} to {step}{CORRUPT_SUFFIX} to set it aside")
 
 
 def load_model_config(path: str) -> ModelConfig:
@@ -192,21 +234,7 @@ def load_model_config(path: str) -> ModelConfig:
   try:
     return ModelConfig.from_json(config_path.read_text())
   except (ValueError, TypeError, UnicodeDecodeError) as e:
-    raise _unreadable(directory, step, MODEL_CONFIG_ITEM, e) from e
-
-
-def _unreadable(directory: epath.Path, step: int, item: str,
-                error: BaseException) -> CheckpointError:
-  """One line for a checkpoint whose files cannot be read (damaged or incomplete), naming
-  the steps to use instead."""
-  detail = (str(error).strip().splitlines() or [""])[0][:200]
-  others = [s for s in checkpoint_steps(str(directory.parent)) if s != step]
-  instead = (f"evaluate or start from an earlier step instead (--config.checkpoint or "
-             f"--config.init_from={directory}/STEP; steps here: "
-             f"{', '.join(map(str, others))})" if others else
-             "restore it from a copy, or train it again")
-  return CheckpointError(f"{directory}/{step}/{item} cannot be read ({type(error).__name__}: "
-                         f"{detail}): the checkpoint is damaged or incomplete; {instead}")
+    raise CheckpointError(_damaged(directory, step, str(config_path), _first_line(e))) from e
 
 
 def model_config_save_arg(model_config: ModelConfig) -> Any:
@@ -232,6 +260,7 @@ def save_params_checkpoint(directory: str, params: Any, model_config: ModelConfi
         PARAMS_ITEM: ocp.args.StandardSave(params),
         MODEL_CONFIG_ITEM: model_config_save_arg(model_config)}), force=True)
     manager.wait_until_finished()
+  checkpoint_manifest.write(os.path.join(root, str(step)))  # verified like a training step's
   return os.path.join(root, str(step))
 
 

@@ -9,7 +9,9 @@ config is an error listing the differences, or, with `new_run_dirs`, the run mov
 next free NAME.v2, NAME.v3, ... (one whose recorded config matches is reused).
 
 A workdir with nothing done in it yet (no checkpoint, no metrics; no samples, no results)
-may be reused whatever it records: its run starts from scratch anyway.
+may be reused whatever it records: its run starts from scratch anyway. A workdir with work
+but no readable config record (config.json missing or garbage, and for evals no config in
+results.json) is not this run: the plan refuses it like a differing config.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from model import run_dir
 
 # Keys that say how far this launch goes, not what the run computes: stopping at step 2 and
 # resuming to the end gives the numbers of a run that never stopped (tested in training).
-NOT_IDENTITY = frozenset({"stop_at_step"})
+NOT_IDENTITY = frozenset({"stop_at_step", "resume_mismatch"})
 
 
 def _read_json(path: str) -> Any:
@@ -84,8 +86,11 @@ def conflict(workdir: str, kind: str, requested: dict[str, Any]) -> list[str]:
   if not holds_work(workdir, kind):
     return []
   recorded = recorded_config(workdir, kind)
-  if recorded is None:  # made before runs recorded their config: nothing to compare
-    return []
+  if recorded is None:
+    # Work without a readable record of its config (config.json missing, cut short or not
+    # a config) may be anything: never taken for the run asked for now.
+    return [f"{run_dir.CONFIG_FILE}: missing or unreadable, so the config its work was done "
+            "with is unknown"]
   return differences(recorded, requested)
 
 

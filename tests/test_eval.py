@@ -1,6 +1,7 @@
 """eval.py's runner: samples files, a tiny model end to end, resume, and bad input."""
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,10 @@ import pytest
 from configs import eval_execution, eval_synthesis
 from data import prompt_fit
 from data.prompts import cut_at_done
+from evaluation import runner
 from evaluation.runner import load_examples, run_eval
-from model import run_dir
+from evaluation.throughput_ledger import ThroughputLedger
+from model import checkpoint_manifest, run_dir, run_identity
 from model.decoder import abstract_model, forward
 from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
 from training.loop import train
@@ -77,7 +80,15 @@ def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
   # Resume: a second run with more problems keeps the finished ones and samples the rest;
   # the samples of the first three problems are exactly those of an uninterrupted run.
   config.max_problems = 5
-  run_eval(config, workdir)
+  resumed = run_eval(config, workdir)
+  # results count the whole eval, not the last launch's part: the first launch's fitted
+  # prompts are still listed, and the tokens of both launches add up.
+  assert resumed["prompt_fit"]["shots_dropped"].items() >= {"mbpp/11": 3, "mbpp/12": 3}.items()
+  assert "mbpp/13" in resumed["prompt_fit"]["prompt_too_long"]
+  total = resumed["meta"]["throughput"]
+  assert total["launches"] == 2 and total["launches_cut_short"] == 0
+  assert total["tokens_generated"] > throughput["tokens_generated"]
+  assert total["programs_executed"] > throughput["programs_executed"]
   fresh = str(tmp_path / "fresh")
   run_eval(config, fresh)
   load = lambda d: sorted((r["id"], r["sample_index"], r["completion"]) for r in map(
@@ -171,3 +182,105 @@ def test_studies_run_on_a_real_model(tiny_run, mbpp_dirs, tmp_path):
     assert all("\nFeedback: " in json.loads(line)["prompt"] for line in f)
   with open(tmp_path / "repair" / "round_1" / "results.json") as f:
     assert json.load(f)["meta"]["repair_round"] == 1
+
+
+def _fake_run(path, steps):
+  """A run directory as far as the identity looks: step folders and a tokenizer file."""
+  for step in steps:
+    os.makedirs(path / "checkpoints" / str(step) / "params")
+    checkpoint_manifest.write(str(path / "checkpoints" / str(step)))
+  (path / "tokenizer.model").write_bytes(b"a tokenizer")
+
+
+def test_a_resumed_eval_of_another_model_or_sampling_is_refused(mbpp_dirs, tmp_path):
+  """16 problems from one model and 8 from another in one results.json: refused, in one line,
+  before anything is loaded; resume_mismatch=allow goes on on purpose."""
+  run, workdir = tmp_path / "run", str(tmp_path / "ev")
+  _fake_run(run, [2])
+  first = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2)
+  # What a first launch leaves: its record, then scored samples.
+  runner._record_config(first, workdir, runner._check_identity(first, workdir))
+  with open(os.path.join(workdir, run_dir.SAMPLES_FILE), "w") as f:
+    f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
+  config_before = open(os.path.join(workdir, run_dir.CONFIG_FILE)).read()
+  os.makedirs(run / "checkpoints" / "4" / "params")  # the run trained on: another model
+  second = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2, seed=1)
+  second.sampling.temperature = 0.8
+  with pytest.raises(run_dir.IdentityMismatch) as error:
+    run_eval(second, workdir)
+  message = str(error.value)
+  for change in ("checkpoint.step: recorded 2, now 4", "seed: recorded 0, now 1",
+                 "sampling.temperature: recorded 0.5, now 0.8", "resume_mismatch=allow"):
+    assert change in message
+  assert "\n" not in message
+  assert open(os.path.join(workdir, run_dir.CONFIG_FILE)).read() == config_before
+  # Allowed: past the check (to loading the fake checkpoint); nothing recorded before it loads.
+  second.resume_mismatch = "allow"
+  with pytest.raises(run_dir.CheckpointError, match="has no model_config"):
+    run_eval(second, workdir)
+  assert [line["event"] for line in run_identity.history(workdir)] == ["start"]
+
+
+def test_a_resumed_eval_may_change_what_changes_no_sample(mbpp_dirs, tmp_path):
+  """The same checkpoint copied elsewhere, more problems, other workers, slots and mesh."""
+  run, workdir = tmp_path / "run", str(tmp_path / "ev")
+  _fake_run(run, [2])
+  first = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2)
+  runner._record_config(first, workdir, runner._check_identity(first, workdir))
+  with open(os.path.join(workdir, run_dir.SAMPLES_FILE), "w") as f:
+    f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
+  shutil.copytree(run, tmp_path / "moved")
+  later = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(tmp_path / "moved"),
+                       max_problems=4, batch_size=16, pass_at_k=(1,))
+  later.sandbox.workers = 3
+  later.mesh.data = 2
+  with pytest.raises(run_dir.CheckpointError, match="has no model_config"):
+    run_eval(later, workdir)  # past the identity check
+
+
+def test_throughput_sums_every_launch_of_an_eval(tmp_path):
+  """A launch killed after a chunk still counts, and the next launch adds its own part."""
+  counts = dict(wall_s=10.0, sampling_s=6.0, tokens_generated=100, execution_s=4.0,
+                programs_executed=20, programs_screened=5)
+  killed = ThroughputLedger(str(tmp_path), continuing=False)
+  killed.update(False, **counts)  # its last chunk; then it died
+  resumed = ThroughputLedger(str(tmp_path), continuing=True)
+  resumed.update(True, **{k: v * 2 for k, v in counts.items()})
+  total = resumed.combined()
+  assert total == {"wall_s": 30.0, "sampling_s": 18.0, "tokens_generated": 300,
+                   "tokens_per_s": 16.7, "execution_s": 12.0, "programs_executed": 60,
+                   "programs_screened": 15, "programs_per_s": 5.0, "launches": 2,
+                   "launches_cut_short": 1}
+  # A fresh eval in the same workdir (nothing scored there) starts its own count.
+  assert ThroughputLedger(str(tmp_path), continuing=False).combined()["launches"] == 0
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_damaged_checkpoint_is_one_clear_error_for_eval(tiny_run, tmp_path, sealed):
+  """eval.py (and init_from) load the parameters alone: a flipped bit is caught by the step's
+  checksums, damage in a step without them by decoding; either way one line naming the step
+  and the file, never orbax's traceback or silently other numbers."""
+  run = str(tmp_path / "run")
+  shutil.copytree(tiny_run, run)
+  step_dir = os.path.join(run_dir.checkpoints_dir(run), "2")
+  params_dir = os.path.join(step_dir, "params")
+  files = [os.path.join(d, f) for d, _, names in os.walk(params_dir) for f in names]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    if sealed:  # one bit of the last byte
+      f.seek(os.path.getsize(biggest) - 1)
+      byte = f.read(1)[0]
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte ^ 0x01]))
+    else:
+      f.write(b"\0" * os.path.getsize(biggest))
+  if not sealed:
+    os.remove(os.path.join(step_dir, run_dir.MANIFEST_FILE))
+  _, shapes, _ = abstract_model(run_dir.load_model_config(run))
+  with pytest.raises(run_dir.CheckpointError) as error:
+    run_dir.load_params(run, shapes)
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"checkpoint step 2 in {os.path.dirname(step_dir)} is damaged")
+  assert ("sha256 differs" in message) if sealed else ("params" in message)
+  assert f"rename {step_dir} to 2.corrupt" in message

@@ -120,3 +120,33 @@ def test_eval_py_records_the_config_the_plan_asks_for(mbpp_dirs, tmp_path):
   path.write_text(EVAL_SWEEP.format(samples=samples, n=3, **mbpp_dirs))
   with pytest.raises(SweepError, match="num_samples: recorded 1, requested 3"):
     build_plan(str(path), runs, REPO_ROOT)
+
+
+@pytest.mark.parametrize("config_json", [None, "{not json", "[1, 2]"])
+def test_work_without_a_readable_config_is_never_taken_for_this_run(tmp_path, config_json):
+  """A finished-looking run whose config.json is missing or garbage may have been made with
+  anything: the plan refuses it (it was reported as this sweep's finished run)."""
+  runs = tmp_path / "runs"
+  _record(runs / "ident/lr=0.001", 0.001)  # finished, and made with this very config ...
+  config_path = runs / "ident/lr=0.001/config.json"
+  if config_json is None:  # ... but its record is lost or damaged
+    os.remove(config_path)
+  else:
+    config_path.write_text(config_json)
+  with pytest.raises(SweepError, match="lr=0.001 holds a run made with another config "
+                                       r"\(config.json: missing or unreadable"):
+    build_plan(_sweep_file(tmp_path), str(runs), REPO_ROOT)
+  plan = build_plan(_sweep_file(tmp_path), str(runs), REPO_ROOT, new_run_dirs=True)
+  assert [(r.name, r.status.state) for r in plan.runs] == [("lr=0.001.v2", "new"),
+                                                           ("lr=0.01", "new")]
+
+
+def test_an_eval_without_a_readable_config_is_not_finished(tmp_path):
+  workdir = tmp_path / "runs/ev/default"
+  os.makedirs(workdir)
+  (workdir / "results.json").write_text(json.dumps({"meta": {"task": "mbpp_synthesis"}}))
+  (workdir / "config.json").write_text("garbage")
+  path = tmp_path / "ev.py"
+  path.write_text(EVAL_SWEEP.format(samples="s.jsonl", n=1, manual_dir="m", data_dir="d"))
+  with pytest.raises(SweepError, match="config.json: missing or unreadable"):
+    build_plan(str(path), str(tmp_path / "runs"), REPO_ROOT)

@@ -20,6 +20,13 @@ parser.add_argument("--config"); parser.add_argument("--workdir")
 args, overrides = parser.parse_known_args()
 os.makedirs(args.workdir, exist_ok=True)
 open(os.path.join(args.workdir, "started"), "w").close()
+# config.json as eval.py records it (a sweep takes work without it for another run's).
+config = {{"x": 0, "fail": 0, "checkpoint": "", "num_train_steps": 5}}
+for override in overrides:
+  key, value = override[len("--config."):].split("=", 1)
+  config[key] = int(value) if isinstance(config[key], int) else value
+with open(os.path.join(args.workdir, "config.json"), "w") as f:
+  json.dump(config, f)
 print("running", args.workdir, overrides, flush=True)
 if "--config.fail=1" in overrides:
   sys.exit(3)
@@ -83,6 +90,8 @@ def test_half_finished_run_is_relaunched_as_resuming_and_nothing_is_deleted(root
   workdir = root / "runs/sw/x=1"
   workdir.mkdir(parents=True)
   (workdir / "samples.jsonl").write_text('{"task_id": 11}\n')
+  (workdir / "config.json").write_text(json.dumps(
+      {"x": 1, "fail": 0, "checkpoint": "", "num_train_steps": 5}))
   (workdir / "launch.log").write_text("earlier attempt\n")
   echoed = []
   outcomes = local.run_local(build_plan(sweep_file, "runs", root), 1, sys.executable,

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from sweeps import SweepError, build_plan
+from sweeps import plan as plan_lib
 from sweeps.describe import describe
 from tests.conftest import REPO_ROOT
 
@@ -152,9 +153,20 @@ def _write(path, text=""):
     f.write(text)
 
 
+def _record_configs(sweep_file, runs, workdirs):
+  """config.json in these runs' workdirs, as train.py / eval.py write it at their start."""
+  for run in build_plan(sweep_file, runs, REPO_ROOT).runs:
+    if run.workdir not in workdirs:
+      continue
+    _, config = plan_lib._validated(run.config, run.overrides, str(REPO_ROOT))
+    _write(os.path.join(run.workdir, "config.json"),
+           config.to_json_best_effort(indent=2, sort_keys=True))
+
+
 def test_finished_runs_are_skipped_and_half_finished_resume(tmp_path):
   runs = str(tmp_path / "runs")
   workdirs = [w for w, _ in _lr_seeds_runs(runs)]
+  _record_configs(LR_SEEDS, runs, workdirs[:4])
   # 0: final step logged; 1: final checkpoint only; 2: stopped at step 100; 3: crashed early
   # (torn last line, no checkpoint); 4, 5: never started.
   _write(f"{workdirs[0]}/metrics.jsonl",
@@ -182,6 +194,8 @@ def test_finished_runs_are_skipped_and_half_finished_resume(tmp_path):
 
 def test_eval_runs_finish_with_results_json(tmp_path):
   runs = str(tmp_path / "runs")
+  _record_configs(OBJECTIVES, runs,
+                  [f"{runs}/objectives/eval/model={m}" for m in ("244m", "1b")])
   _write(f"{runs}/objectives/eval/model=244m/results.json", "{}")
   _write(f"{runs}/objectives/eval/model=1b/samples.jsonl", '{"a": 1}\n{"a": 2}\n')
   plan = build_plan(OBJECTIVES, runs, REPO_ROOT)

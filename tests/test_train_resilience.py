@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from model import run_dir, workdir_lock
+from model import checkpoint_manifest, run_dir, run_identity, workdir_lock
 from tests.conftest import REPO_ROOT
 from tests import multiprocess
 from tests.multiprocess import config_flags as _flags
@@ -90,7 +90,11 @@ def test_sigterm_saves_the_current_step_and_the_restart_equals_the_straight_run(
 def test_corrupt_newest_checkpoint_falls_back_with_a_warning(corpus, straight, tmp_path,
                                                              caplog):  # noqa: F811
   workdir = _copy(straight, tmp_path)
-  bad_file = _biggest_file(os.path.join(run_dir.checkpoints_dir(workdir), "8", "params"))
+  step_dir = os.path.join(run_dir.checkpoints_dir(workdir), "8")
+  # A step without checksums (written before they existed, or its writer died before them):
+  # the damage is found by decoding.
+  os.remove(os.path.join(step_dir, run_dir.MANIFEST_FILE))
+  bad_file = _biggest_file(os.path.join(step_dir, "params"))
   with open(bad_file, "r+b") as f:  # zeroed, as a disk or a copy can leave it
     f.write(b"\0" * os.path.getsize(bad_file))
   config = _config(corpus)
@@ -136,8 +140,10 @@ def test_no_usable_checkpoint_is_one_clear_error(corpus, straight, tmp_path, dam
 def test_other_shard_count_is_the_users_setting_not_corruption(corpus, straight,
                                                                tmp_path):  # noqa: F811
   workdir = _copy(straight, tmp_path, steps=(8,))
+  # resume_mismatch=allow: past the identity check (num_shards changes the batches), the
+  # checkpoint's own shard count still decides.
   with pytest.raises(run_dir.CheckpointError, match="restart with --config.data.num_shards=1"):
-    train(_config(corpus, **{"data.num_shards": 2}), workdir)
+    train(_config(corpus, **{"data.num_shards": 2, "resume_mismatch": "allow"}), workdir)
   assert run_dir.checkpoint_steps(workdir) == [8]  # nothing set aside
 
 
@@ -145,12 +151,91 @@ def test_refused_restart_leaves_the_metadata_as_it_was(corpus, straight, tmp_pat
   workdir = _copy(straight, tmp_path)
   names = (run_dir.CONFIG_FILE, run_dir.MODEL_CONFIG_FILE)
   before = {n: open(os.path.join(workdir, n)).read() for n in names}
-  bigger = _config(corpus)
+  bigger = _config(corpus, resume_mismatch="allow")  # past the identity check, to the shapes
   bigger.model_overrides.d_model = 64
   with pytest.raises(run_dir.CheckpointError, match="do not match"):
     train(bigger, workdir)
   assert {n: open(os.path.join(workdir, n)).read() for n in names} == before
+  assert len(run_identity.history(workdir)) == 1  # its start only: nothing recorded
   assert run_dir.checkpoint_steps(workdir) == [4, 8]
+
+
+def _unusable_warnings(caplog):
+  return [r.getMessage() for r in caplog.records if "is unusable" in r.getMessage()]
+
+
+def test_every_saved_step_has_checksums_and_a_flipped_bit_is_set_aside(
+    corpus, straight, tmp_path, caplog):  # noqa: F811
+  """One flipped bit in a parameter file decodes (no error) to other numbers: the checksums
+  written after the save catch it, and the run falls back to step 4."""
+  for step in run_dir.checkpoint_steps(straight):
+    assert checkpoint_manifest.verify(os.path.join(run_dir.checkpoints_dir(straight), str(step)))
+  workdir = _copy(straight, tmp_path)
+  bad_file = _biggest_file(os.path.join(run_dir.checkpoints_dir(workdir), "8", "params"))
+  with open(bad_file, "r+b") as f:
+    f.seek(os.path.getsize(bad_file) - 1)  # the last byte: inside the data, not a header
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x01]))
+  config = _config(corpus)
+  with caplog.at_level(logging.WARNING):
+    train(config, workdir)
+  warnings = _unusable_warnings(caplog)
+  assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+  assert "resuming from step 4" in warnings[0] and "sha256 differs" in warnings[0]
+  assert os.path.relpath(bad_file, os.path.join(run_dir.checkpoints_dir(workdir), "8")) \
+      in warnings[0]
+  assert sorted(os.listdir(run_dir.checkpoints_dir(workdir))) == ["4", "8", "8.corrupt"]
+  _assert_same_run(workdir, straight, config)
+
+
+@pytest.mark.parametrize("state", [
+    {"parent": {"parent": {"next_index": "12"}, "next_index_in_buffer": 64},
+     "next_row": 0, "counter": 64},                                    # a string for a count
+    {"parent": {"parent": {"next_index": 0}, "next_index_in_buffer": -3},
+     "next_row": 0, "counter": 64},                                    # a negative position
+])
+def test_a_data_position_with_wrong_values_is_set_aside(corpus, straight, tmp_path, caplog,
+                                                        state):  # noqa: F811
+  """Valid JSON, wrong values, with checksums that match it (as a buggy writer would leave
+  it): checked before use, the step is set aside instead of failing every restart."""
+  workdir = _copy(straight, tmp_path)
+  step_dir = os.path.join(run_dir.checkpoints_dir(workdir), "8")
+  with open(os.path.join(step_dir, "data_iter", "shard_0-of-1.json"), "w") as f:
+    json.dump(state, f)
+  checkpoint_manifest.write(step_dir)
+  config = _config(corpus)
+  with caplog.at_level(logging.WARNING):
+    train(config, workdir)
+  warnings = _unusable_warnings(caplog)
+  assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+  assert "resuming from step 4" in warnings[0] and "shard_0-of-1.json" in warnings[0]
+  _assert_same_run(workdir, straight, config)
+
+
+def test_a_resume_with_other_settings_is_refused_unless_allowed(corpus, straight,
+                                                                tmp_path):  # noqa: F811
+  workdir = _copy(straight, tmp_path, steps=(8,))  # nothing left to train: the check is all
+  before = open(os.path.join(workdir, run_dir.CONFIG_FILE)).read()
+  changed = {"optimizer.learning_rate": 0.03, "seed": 1}
+  with pytest.raises(run_dir.IdentityMismatch) as error:
+    train(_config(corpus, **changed), workdir)
+  message = str(error.value)
+  assert "\n" not in message
+  assert "optimizer.learning_rate: recorded 0.003, now 0.03" in message
+  assert "seed: recorded 0, now 1" in message and "resume_mismatch=allow" in message
+  assert open(os.path.join(workdir, run_dir.CONFIG_FILE)).read() == before
+  assert run_dir.checkpoint_steps(workdir) == [8]
+  # On purpose: it goes on, and the history says from which step with what.
+  train(_config(corpus, resume_mismatch="allow", log_every=4, **changed), workdir)
+  start, resume = run_identity.history(workdir)
+  assert start["event"] == "start" and start["identity"]["optimizer.learning_rate"] == 0.003
+  assert resume["event"] == "resume" and resume["step"] == 8 and resume["mismatch_allowed"]
+  assert resume["identity_changes"] == {"optimizer.learning_rate": [0.003, 0.03],
+                                        "seed": [0, 1]}
+  assert resume["other_changes"]["log_every"] == [2, 4]
+  with open(os.path.join(workdir, run_dir.IDENTITY_FILE)) as f:
+    assert json.load(f)["identity"]["seed"] == 1
 
 
 def test_a_save_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):

@@ -353,8 +353,8 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_steps_to_use(tmp_path, dama
     else:
       run_dir.load_params(str(tmp_path), abstract)
   message = str(error.value)
-  assert message.startswith(f"{newest}/") and "\n" not in message, message
-  assert "the checkpoint is damaged or incomplete; evaluate or start from an earlier step" \
-      in message and message.endswith("steps here: 1)")
+  assert message.startswith(f"checkpoint step 2 in {newest.parent} is damaged (")
+  assert "\n" not in message, message
+  assert f"point at the previous step instead ({newest.parent / '1'})" in message
   np.testing.assert_array_equal(  # the step named instead reads
       run_dir.load_params(str(tmp_path / "checkpoints" / "1"), abstract)["w"], params["w"])

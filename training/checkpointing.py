@@ -9,12 +9,14 @@ on while arrays are written); the data-iterator state is captured at save time, 
 logical data shard (training/data_checkpoint.py), so checkpoints restore on any number of
 processes.
 
-Restoring verifies as it reads: every item of the newest step is read in full (orbax's stored
-data is compressed, so a truncated or zeroed file fails to decode rather than giving wrong
-numbers). A step that fails is set aside (renamed STEP.corrupt, never deleted) with a warning
-naming the step, the file or array and the reason, and the previous step is tried; all
-processes agree on the outcome before anyone goes on. A checkpoint that does not fit the
-configured model is not corruption: that stays an error.
+Restoring verifies before and as it reads: the step's files are compared with the checksums
+written once its save had finished (model/checkpoint_manifest.py: a flipped bit that would
+still decode is caught there), every item is read in full (orbax's stored data is compressed,
+so a truncated or zeroed file fails to decode), and the data-iterator state must have the
+shape of this pipeline's state and produce a batch. A step that fails is set aside (renamed
+STEP.corrupt, never deleted) with a warning naming the step, the file or array and the reason,
+and the previous step is tried; all processes agree on the outcome before anyone goes on. A
+checkpoint that does not fit the configured model is not corruption: that stays an error.
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from model import layer_stack, run_dir, workdir_lock
+from model import checkpoint_manifest, layer_stack, run_dir, workdir_lock
 from model.config import ModelConfig
-from training.data_checkpoint import (ShardedIterator, ShardedIteratorHandler,
-                                      ShardedIteratorRestore, ShardedIteratorSave)
+from training.data_checkpoint import (InvalidIteratorState, ShardedIterator,
+                                      ShardedIteratorHandler, ShardedIteratorRestore,
+                                      ShardedIteratorSave, check_iterator_state)
 from model.distributed import any_process
 
 # Files orbax (and we) write as JSON inside an item folder: named when they do not parse.
@@ -57,12 +60,46 @@ def _item_handlers() -> dict[str, Any]:
   return run_dir.checkpoint_handlers(**{run_dir.DATA_ITER_ITEM: ShardedIteratorHandler()})
 
 
+class SealingManager(ocp.CheckpointManager):
+  """A CheckpointManager that writes each step's checksum manifest once its save has finished.
+
+  Only steps this manager saved are sealed (never a step found on disk: it might be damaged
+  already). With async saves a step is final when wait_until_finished returns (the loop and
+  save() call it before every save, at the end and on a stop); with sync saves, at once.
+  """
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    self._unsealed: list[int] = []
+    super().__init__(*args, **kwargs)
+
+  def save(self, step: int, *args: Any, **kwargs: Any) -> bool:
+    saved = super().save(step, *args, **kwargs)
+    if saved:
+      self._unsealed.append(step)
+      if not self._options.enable_async_checkpointing:
+        self._seal()
+    return saved
+
+  def wait_until_finished(self) -> None:
+    super().wait_until_finished()
+    self._seal()
+
+  def _seal(self) -> None:
+    steps, self._unsealed = self._unsealed, []
+    if jax.process_index() != 0:
+      return
+    for step in steps:
+      step_dir = os.path.join(str(self.directory), str(step))
+      if os.path.isdir(step_dir):  # not already deleted by max_to_keep
+        checkpoint_manifest.write(step_dir)
+
+
 def make_manager(workdir: str, keep: int, async_save: bool) -> ocp.CheckpointManager:
   """The run's manager; the loop decides when to save (every N steps, at the end, on stop)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                          enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(run_dir.checkpoints_dir(workdir), options=options,
-                               item_handlers=_item_handlers())
+  return SealingManager(run_dir.checkpoints_dir(workdir), options=options,
+                        item_handlers=_item_handlers())
 
 
 def checkpoint_bytes(state: dict[str, Any]) -> int:
@@ -190,6 +227,10 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
   step_dir = epath.Path(manager.directory) / str(step)
   params_dir = step_dir / run_dir.PARAMS_ITEM
   train_dir = step_dir / run_dir.TRAIN_ITEM
+  try:  # the processes share the hashing: each checks every process_count-th file
+    checkpoint_manifest.verify(str(step_dir), part=(jax.process_index(), jax.process_count()))
+  except checkpoint_manifest.ManifestMismatch as e:
+    raise CorruptCheckpoint(step, e.path, e.reason) from e
   handler = ocp.StandardCheckpointHandler()
   try:
     with _reading(step, params_dir):
@@ -213,6 +254,10 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict[str,
   _check_shard_files(step, data_dir, data_iter)
   with _reading(step, data_dir):
     ShardedIteratorHandler().restore(data_dir, ShardedIteratorRestore(data_iter))
+  try:
+    check_iterator_state(data_iter)
+  except InvalidIteratorState as e:
+    raise CorruptCheckpoint(step, str(data_dir), str(e)) from e
   stored_step = int(jax.device_get(train["step"]))
   if stored_step != step:
     raise CorruptCheckpoint(step, str(train_dir), f"holds step {stored_step}")

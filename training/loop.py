@@ -18,11 +18,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from model.presets import get_model_config
 from data.pipeline import BATCH_KEYS
-from model import run_dir
+from model import run_dir, run_identity
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
 from model import distributed
 from training import aot, checkpointing, inputs, preemption
+from training.identity import train_identity
 from training.metrics import MetricsWriter, Progress, log_progress
 from training.optimizer import make_optimizer
 from training.state import init_state, make_layout
@@ -115,6 +116,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
            stop: preemption.StopSignals) -> dict[str, Any]:
   validate_config(config, jax.device_count())
   model_cfg = resolve_model_config(config)
+  # A resume must be the run its workdir holds (model/run_identity.py): checked before any
+  # expensive work, recorded only once the restore below has succeeded.
+  identity = train_identity(config)
+  identity_changes = run_identity.check(
+      workdir, "train", identity, run_identity.mismatch_policy(config)
+  ) if run_dir.checkpoint_steps(workdir) else {}
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   is_chief = jax.process_index() == 0
   logging.info("Mesh %s over %d devices (%d processes); model %s", dict(mesh.shape),
@@ -138,6 +145,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                        config.async_checkpointing)
   # The newest checkpoint that restores (verified as it is read; corrupt ones are set aside).
   state = checkpointing.restore_latest(manager, layout.abstract_state, train_iter)
+  restored = state is not None
   if state is None and config.init_from:
     logging.info("Initialising parameters from %s", config.init_from)
     params = run_dir.load_params(config.init_from, layout.abstract_state["params"])
@@ -146,8 +154,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     state = init_state(layout, config.seed)
   start_step = int(state["step"])
   if is_chief:  # only now: a restart refused above must leave the run's metadata as it was
-    run_dir.write_text(workdir, run_dir.CONFIG_FILE,
-                       config.to_json_best_effort(indent=2, sort_keys=True))
+    run_identity.record(workdir, "train", identity,
+                        config.to_json_best_effort(indent=2, sort_keys=True),
+                        resuming=restored, step=start_step, identity_changes=identity_changes)
     run_dir.write_text(workdir, run_dir.MODEL_CONFIG_FILE, model_cfg.to_json())
 
   with jax.set_mesh(mesh):
