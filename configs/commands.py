@@ -90,6 +90,10 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
     return problem
   if config.get("cpu_devices", 0) < 0:
     return f"--config.cpu_devices={config.cpu_devices}: must be >= 0 (0 = one per CPU core)"
+  memory_mb = config.get("cpu_sampling_memory_mb", 0)
+  if not isinstance(memory_mb, int) or memory_mb < 0:
+    return (f"--config.cpu_sampling_memory_mb={memory_mb}: must be an integer >= 0 (0 = a "
+            "share of the host's available memory)")
   if config.samples_path:
     if not os.path.isfile(config.samples_path):
       return f"the samples file --config.samples_path={config.samples_path} does not exist"

@@ -105,7 +105,8 @@ def make_sampler(config: ml_collections.ConfigDict) -> Sampler:
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh, sampling_config(config), config.batch_size,
-                 config.max_prompt_len, config.seed)
+                 config.max_prompt_len, config.seed,
+                 cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0))
 
 
 def sampling_config(config: ml_collections.ConfigDict) -> SamplingConfig:
@@ -121,7 +122,8 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler) -> Sampler:
   sampling settings (static in the compiled decode loop) builds a new generate function.
   """
   changes = {"sampling": sampling_config(config), "seed": config.seed,
-             "batch_size": config.batch_size, "max_prompt_len": config.max_prompt_len}
+             "batch_size": config.batch_size, "max_prompt_len": config.max_prompt_len,
+             "cpu_memory_mb": config.get("cpu_sampling_memory_mb", 0)}
   if all(getattr(sampler, k) == v for k, v in changes.items()):
     return sampler
   return dataclasses.replace(sampler, **changes)

@@ -4,6 +4,7 @@ nothing). It has the fields that evaluation.runner.sampler_for compares and repl
 import dataclasses
 from typing import Any, Callable
 
+from model import decode_budget
 from model.sampling import SamplingConfig
 
 
@@ -16,12 +17,18 @@ class ScriptedSampler:
   batch_size: int = 8
   max_prompt_len: int = 4096
   truncated_prompts: int = 0
+  cpu_memory_mb: int = 0
   tokens_generated: int = 0
   calls: list = dataclasses.field(default_factory=list)
 
   def slots(self, num_samples):
     del num_samples
     return self.batch_size
+
+  def call_limit(self, num_samples, prompt_tokens, max_prefix):
+    """One compiled shape; as many problems as the slots' samples (no memory here)."""
+    del prompt_tokens, max_prefix
+    return 0, max(1, decode_budget.SAMPLES_PER_SLOT * self.batch_size // num_samples)
 
   def sample(self, prompts, problem_keys, num_samples):
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,
