@@ -81,6 +81,13 @@ class Sampler:
     self._param_bytes = sum(
         x.addressable_shards[0].data.nbytes if hasattr(x, "addressable_shards") else x.nbytes
         for x in jax.tree.leaves(self.params)) * (2 if unrolled_layers(model) else 1)
+    # One call's memory per device (model/decode_budget.py); a CPU's is shared by the host's
+    # devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once. Process 0's, so that
+    # every process plans the same calls (a host's available memory differs by the moment).
+    self.budget_bytes = int(distributed.broadcast_json(decode_budget.call_budget_bytes(
+        device_memory_bytes(), host_available_bytes=available_memory_bytes(),
+        host_budget_bytes=self.cpu_memory_mb << 20, local_devices=len(jax.local_devices()),
+        calls_at_once=CALLS_IN_FLIGHT)))
     self.truncated_prompts = 0
     self.tokens_generated = 0
 
@@ -97,7 +104,7 @@ class Sampler:
         self._model_cfg, max_new_tokens=self.sampling.max_new_tokens,
         prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
         batch_shards=shards, param_bytes_per_device=self._param_bytes,
-        budget_bytes=self._budget_bytes(), cpu=device_memory_bytes() is None)
+        budget_bytes=self.budget_bytes, cpu=device_memory_bytes() is None)
 
   def call_limit(self, num_samples: int, prompt_tokens: int, max_prefix: int
                  ) -> tuple[tuple[int, int], int]:
@@ -115,15 +122,7 @@ class Sampler:
         self._model_cfg, max_new_tokens=self.sampling.max_new_tokens, prompt_len=length,
         prefix_len=prefix, num_samples=num_samples, slots=slots,
         batch_shards=self.batch_shards, param_bytes_per_device=self._param_bytes,
-        budget_bytes=self._budget_bytes())
-
-  def _budget_bytes(self) -> int:
-    """One call's memory per device (model/decode_budget.py): the CPU's shared by the
-    host's devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once."""
-    return decode_budget.call_budget_bytes(
-        device_memory_bytes(), host_available_bytes=available_memory_bytes(),
-        host_budget_bytes=self.cpu_memory_mb << 20, local_devices=len(jax.local_devices()),
-        calls_at_once=CALLS_IN_FLIGHT)
+        budget_bytes=self.budget_bytes)
 
   def encode_prompt(self, prompt: str) -> list[int]:
     tokens = self.tokenizer.encode_prompt(prompt)  # BOS first for models that expect it

@@ -50,11 +50,14 @@ from model.config import ModelConfig
 
 MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compiled program
 # A CPU host's memory is shared: by the sandbox's workers (sandbox.workers x memory_mb, a GiB
-# each by default), the process's own arrays, data and compiled programs, and other jobs on
-# the machine; and more memory buys a CPU no speed past calls of a few hundred problems
-# (evaluation/sampler.py's calls are then long enough to keep every slot busy).
+# each by default), this process's own arrays, libraries and compiled programs (about 1.2 GB
+# for an MBPP eval of the tiny model), and other jobs on the machine. And more memory buys a
+# CPU little speed: past a few hundred problems a call keeps its slots busy. The tiny model,
+# MBPP's 1,500 execution-prediction asserts, greedy: 321 tokens/s with 2 GiB, 282 with 1 GiB
+# (2-core CPU, a loaded machine: alike within its noise); with 1 GiB that eval and a repair
+# study with 4 samples a problem stay under 3 GB of resident memory, with 2 GiB they reach it.
 HOST_MEMORY_FRACTION = 0.25
-HOST_MEMORY_CAP = 2 << 30
+HOST_MEMORY_CAP = 1 << 30
 # Per CPU device (one per core). The tiny model's full MBPP protocol, 2 devices: 686 s of
 # sampling at 32 each (25 problems a call), 668 s at 64 (51 a call, before the even split
 # of a call's problems over the shards): alike. Synthetic calls (random weights, 640-token

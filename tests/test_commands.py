@@ -77,6 +77,11 @@ def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
   config.cpu_devices = -2
   assert commands.eval_problem(config) == (
       "--config.cpu_devices=-2: must be >= 0 (0 = one per CPU core)")
+  config.cpu_devices = 0
+  config.cpu_sampling_memory_mb = -1
+  assert commands.eval_problem(config) == (
+      "--config.cpu_sampling_memory_mb=-1: must be an integer >= 0 (0 = a share of the "
+      "host's available memory)")
 
 
 @pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])

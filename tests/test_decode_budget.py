@@ -68,9 +68,9 @@ def test_the_budget_per_device_and_call():
   cpu = lambda available, configured=0: decode_budget.call_budget_bytes(
       None, host_available_bytes=available, host_budget_bytes=configured, local_devices=2,
       calls_at_once=2)
-  # A CPU host: a quarter of its available memory, at most 2 GiB, over its 2 devices and the
-  # 2 calls XLA:CPU runs at once.
-  assert cpu(4 * GIB) == GIB // 4
+  # A CPU host: a quarter of its available memory, at most HOST_MEMORY_CAP, over its 2
+  # devices and the 2 calls XLA:CPU runs at once.
+  assert cpu(2 * GIB) == GIB // 8
   assert cpu(64 * GIB) == decode_budget.HOST_MEMORY_CAP // 4
   assert cpu(None) == decode_budget.HOST_MEMORY_CAP // 4        # not known: the cap
   assert cpu(64 * GIB, configured=12 * GIB) == 3 * GIB          # the config's, as it is

@@ -132,7 +132,7 @@ def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
   sampler_lib.sample_problems(sampler, examples, 1, set(),
                               lambda todo, completions: written.update(completions))
   assert sorted(written) == sorted(e["id"] for e in examples)
-  budget = sampler._budget_bytes()                   # per device and call
+  budget = sampler.budget_bytes                     # per device and call
   assert budget == (128 << 20) // (len(jax.local_devices()) * sampler_lib.CALLS_IN_FLIGHT)
   slots, shards, prefix = sampler.slots(1), 2, 128   # the 131-token common start, to 64s
   sizes = {}
