@@ -212,8 +212,8 @@ def chunks_of_problems(examples: Sequence[dict[str, Any]],
                        problems_per_chunk: int | Callable[[int], int],
                        prompt_lengths: Sequence[int], max_prompt_len: int
                        ) -> Iterator[list[dict[str, Any]]]:
-  """Problems in calls, fixed by the full list (so a resumed evaluation makes the same
-  calls): shortest prompt first, ties in list order, and the prompts longer than
+  """Problems in calls, fixed by the full list (so a resumed evaluation with the same budget
+  makes the same calls): shortest prompt first, ties in list order, and the prompts longer than
   max_prompt_len (truncated) in calls of their own. `problems_per_chunk`: the most problems a
   call holds, or a function of its longest prompt's length giving that (it must not grow
   with the length: a call's memory does, Sampler.call_limit).

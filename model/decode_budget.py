@@ -52,10 +52,9 @@ MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compil
 # A CPU host's memory is shared: by the sandbox's workers (sandbox.workers x memory_mb, a GiB
 # each by default), this process's own arrays, libraries and compiled programs (about 1.2 GB
 # for an MBPP eval of the tiny model), and other jobs on the machine. And more memory buys a
-# CPU little speed: past a few hundred problems a call keeps its slots busy. The tiny model,
-# MBPP's 1,500 execution-prediction asserts, greedy: 321 tokens/s with 2 GiB, 282 with 1 GiB
-# (2-core CPU, a loaded machine: alike within its noise); with 1 GiB that eval and a repair
-# study with 4 samples a problem stay under 3 GB of resident memory, with 2 GiB they reach it.
+# CPU no speed once a call's problems keep its slots busy: the tiny model on MBPP's 1,500
+# execution-prediction asserts (greedy), two runs side by side on the 2-core CPU, sampled
+# 228 tokens/s with 1 GiB (10 calls; 1.67 GB peak RSS) and 219 with 2 GiB (6; 2.80 GB).
 HOST_MEMORY_FRACTION = 0.25
 HOST_MEMORY_CAP = 1 << 30
 # Per CPU device (one per core). The tiny model's full MBPP protocol, 2 devices: 686 s of
