@@ -85,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
   # own slots (model/host_devices.py; 1.45x on 2 cores). Parameters are held once per device:
   # 1 for a model that fits the host's memory only once. No effect on accelerators.
   config.cpu_devices = 0
+  # On a CPU, the MB the sampler's calls may take (all its devices together); 0 = a quarter of
+  # the host's available memory, at most 1 GiB (model/decode_budget.py). A call's problems
+  # follow it: their prefill (attention scores quadratic in the prompt) must fit.
+  config.cpu_sampling_memory_mb = 0
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1
   config.mesh.fsdp = 1

@@ -193,6 +193,8 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
       ("sandbox.screen_batch", _non_negative_int,
        NON_NEGATIVE_INT + " (0 turns the syntax screen off)"),
       ("cpu_devices", _non_negative_int, NON_NEGATIVE_INT + " (0 = one per CPU core)"),
+      ("cpu_sampling_memory_mb", _non_negative_int,
+       NON_NEGATIVE_INT + " (0 = a share of the host's available memory)"),
   ])
   if problem:
     return problem

@@ -19,7 +19,8 @@ import ml_collections
 from model import run_dir, run_identity
 
 NOT_IDENTITY = frozenset({
-    "max_problems", "pass_at_k", "batch_size", "cpu_devices", "sandbox.workers",
+    "max_problems", "pass_at_k", "batch_size", "cpu_devices", "cpu_sampling_memory_mb",
+    "sandbox.workers",
     "sandbox.screen_batch", "data.data_dir", "data.manual_dir", "resume_mismatch",
     "checkpoint", "tokenizer_path", "samples_path"})
 NOT_IDENTITY_PREFIXES = ("mesh.", "wandb.", "meta.")

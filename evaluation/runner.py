@@ -155,7 +155,8 @@ def make_sampler(config: ml_collections.ConfigDict,
   return Sampler(graphdef, params, tokenizer, mesh,
                  sampling_config(config, limits.max_new_tokens), config.batch_size,
                  limits.max_prompt_len, config.seed, draws_of(config)["draw_variant"],
-                 prompt_overflow(config), model_context_len)
+                 prompt_overflow(config), model_context_len,
+                 cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0))
 
 
 def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> SamplingConfig:
@@ -176,7 +177,8 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
   draws = draws_of(config)
   limits = budgets(config, examples, sampler.completion_tokens, sampler.context_len)
   changes = {"sampling": sampling_config(config, limits.max_new_tokens),
-             "batch_size": config.batch_size, "max_prompt_len": limits.max_prompt_len}
+             "batch_size": config.batch_size, "max_prompt_len": limits.max_prompt_len,
+             "cpu_memory_mb": config.get("cpu_sampling_memory_mb", 0)}
   # Neither the draws nor the overflow mode are in the compiled functions.
   keys = {"seed": draws["seed"], "variant": draws["draw_variant"],
           "prompt_overflow": prompt_overflow(config)}

@@ -22,7 +22,7 @@ import dataclasses
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -38,8 +38,10 @@ from execution.progress import progress_line
 from model import decode_budget, distributed
 from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
                             split_shared_prefix)
+from model.host_devices import available_memory_bytes
 from model.sharding import (batch_shard_count, batch_sharding, data_shards,
                             device_memory_bytes)
+from model.shared_decode import unrolled_layers
 from model.slot_sampling import make_sample_fn, problem_rows
 from model.stop_matcher import build_stop_table
 
@@ -63,6 +65,8 @@ class Sampler:
   batch_size: slots per call; 0 = model/decode_budget.py's rule (model size, device memory).
   max_prompt_len: the most tokens a prompt may have; `fit_prompts` makes them fit
     (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
+  cpu_memory_mb: on a CPU, the memory its calls may take (all its devices together);
+    0 = model/decode_budget.py's share of the host's available memory.
   """
   graphdef: Any
   params: Any
@@ -75,6 +79,7 @@ class Sampler:
   variant: int = 0  # evaluation/draws.py: folded into the seed's key unless 0
   prompt_overflow: str = "drop_shots"  # data/prompt_fit.OVERFLOW_MODES
   context_len: int | None = None  # the model's, where it declares one (evaluation/runner.py)
+  cpu_memory_mb: int = 0   # sampling's memory on a CPU host; 0 = decode_budget's share
 
   def __post_init__(self):
     texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
@@ -83,6 +88,20 @@ class Sampler:
     self._stop = (jax.device_put(stop_next, replicated),
                   jax.device_put(stop_completes, replicated))
     self._sample_fns: dict[tuple[int, int], Any] = {}
+    model = nnx.merge(self.graphdef, self.params)
+    self._model_cfg = model.cfg
+    # Parameter bytes on one device, twice where decoding slices the layers out of the
+    # stacked weights for each call (model/shared_decode.py layers_for_decoding).
+    self._param_bytes = sum(
+        x.addressable_shards[0].data.nbytes if hasattr(x, "addressable_shards") else x.nbytes
+        for x in jax.tree.leaves(self.params)) * (2 if unrolled_layers(model) else 1)
+    # One call's memory per device (model/decode_budget.py); a CPU's is shared by the host's
+    # devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once. Process 0's, so that
+    # every process plans the same calls (a host's available memory differs by the moment).
+    self.budget_bytes = int(distributed.broadcast_json(decode_budget.call_budget_bytes(
+        device_memory_bytes(), host_available_bytes=available_memory_bytes(),
+        host_budget_bytes=self.cpu_memory_mb << 20, local_devices=len(jax.local_devices()),
+        calls_at_once=CALLS_IN_FLIGHT)))
     self.tokens_generated = 0
 
   @property
@@ -94,14 +113,29 @@ class Sampler:
     shards = self.batch_shards
     if self.batch_size:
       return max(shards, -(-self.batch_size // shards) * shards)
-    params_bytes = sum(
-        x.addressable_shards[0].data.nbytes if hasattr(x, "addressable_shards") else x.nbytes
-        for x in jax.tree.leaves(self.params))
     return decode_budget.slots_per_call(
-        nnx.merge(self.graphdef, self.params).cfg, max_new_tokens=self.sampling.max_new_tokens,
+        self._model_cfg, max_new_tokens=self.sampling.max_new_tokens,
         prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
-        batch_shards=shards, param_bytes_per_device=params_bytes,
-        memory_bytes=device_memory_bytes())
+        batch_shards=shards, param_bytes_per_device=self._param_bytes,
+        budget_bytes=self.budget_bytes, cpu=device_memory_bytes() is None)
+
+  def call_limit(self, num_samples: int, prompt_tokens: int, max_prefix: int
+                 ) -> tuple[tuple[int, int], int]:
+    """(the compiled shape, the most problems) of a call whose longest prompt has
+    prompt_tokens tokens, after the evaluation's shared prefix of max_prefix (call_plan):
+    decode_budget.problems_per_call with that call's prefill. The same on every host."""
+    if prompt_tokens > self.max_prompt_len:  # truncated: its shared prefix is not known here
+      suffix, prefix = self.max_prompt_len, 0
+    else:
+      prefix = max_prefix // 64 * 64  # split_shared_prefix's cap
+      suffix = prompt_tokens - prefix
+    length = bucket_length(suffix, half_octaves=True)  # dispatch's padded length
+    slots = self.slots(num_samples)
+    return (length, prefix), decode_budget.problems_per_call(
+        self._model_cfg, max_new_tokens=self.sampling.max_new_tokens, prompt_len=length,
+        prefix_len=prefix, num_samples=num_samples, slots=slots,
+        batch_shards=self.batch_shards, param_bytes_per_device=self._param_bytes,
+        budget_bytes=self.budget_bytes)
 
   def prompt_tokens(self, prompt: str) -> int:
     return len(self.tokenizer.encode_prompt(prompt))
@@ -199,27 +233,47 @@ class Sampler:
     return completions
 
 
-def chunks_of_problems(examples: Sequence[dict[str, Any]], problems_per_chunk: int,
+def chunks_of_problems(examples: Sequence[dict[str, Any]],
+                       problems_per_chunk: int | Callable[[int], int],
                        prompt_lengths: Sequence[int], max_prompt_len: int
                        ) -> Iterator[list[dict[str, Any]]]:
-  """Problems in calls of problems_per_chunk, fixed by the full list (so a resumed
-  evaluation makes the same calls): shortest prompt first, ties in list order, and the
-  prompts longer than max_prompt_len (truncated) in calls of their own.
+  """Problems in calls, fixed by the full list (so a resumed evaluation with the same budget
+  makes the same calls): shortest prompt first, ties in list order, and the prompts longer than
+  max_prompt_len (truncated) in calls of their own. `problems_per_chunk`: the most problems a
+  call holds, or a function of its longest prompt's length giving that (it must not grow
+  with the length: a call's memory does, Sampler.call_limit).
 
   Why by length: a call pads its prompts (after their shared prefix) to one bucketed length,
   and every slot attends to a window of several problems' padded prompts, so a call of
-  similar lengths attends to less padding; and the prompts that max_prompt_len truncated
-  (they lose the shared start) come last, in calls of their own, instead of costing the calls
-  they would share their shared prefix. MBPP's 500 3-shot test prompts (the tiny model's
-  tokenizer, 12 of them truncated at 1,024 tokens) in calls of 25: in id order, 12 calls of a
-  640-token shared prefix + 384-token suffixes and 8 with no shared prefix (1,024 tokens
-  each); by length, 12 calls of 640 + 192, 4 of 640 + 256, 4 of 640 + 384 and one of 1,024.
+  similar lengths attends to less padding, and holds more problems in the same memory; and
+  the prompts that max_prompt_len truncated (they lose the shared start) come last, in calls
+  of their own, instead of costing the calls they would share their shared prefix. MBPP's
+  500 3-shot test prompts (the tiny model's tokenizer, 12 of them truncated at 1,024 tokens)
+  in calls of 25: in id order, 12 calls of a 640-token shared prefix + 384-token suffixes and
+  8 with no shared prefix (1,024 tokens each); by length, 12 calls of 640 + 192, 4 of 640 +
+  256, 4 of 640 + 384 and one of 1,024.
   """
+  limit = problems_per_chunk if callable(problems_per_chunk) else lambda _: problems_per_chunk
   order = sorted(range(len(examples)), key=lambda i: (prompt_lengths[i], i))
   whole = [i for i in order if prompt_lengths[i] <= max_prompt_len]
   for group in (whole, order[len(whole):]):
-    for start in range(0, len(group), problems_per_chunk):
-      yield [examples[i] for i in group[start:start + problems_per_chunk]]
+    chunk: list[int] = []
+    for i in group:  # i is the chunk's longest prompt so far
+      if chunk and len(chunk) >= limit(prompt_lengths[i]):
+        yield [examples[j] for j in chunk]
+        chunk = []
+      chunk.append(i)
+    if chunk:
+      yield [examples[j] for j in chunk]
+
+
+def padded_problems(chunks: Sequence[Sequence[Any]], shapes: Sequence[Any]) -> list[int]:
+  """The problems each call is padded to: the largest call of its compiled shape (so the
+  calls of a shape compile once), never more than that call, which fits the budget."""
+  largest: dict[Any, int] = {}
+  for chunk, shape in zip(chunks, shapes):
+    largest[shape] = max(largest.get(shape, 0), len(chunk))
+  return [largest[shape] for shape in shapes]
 
 
 @dataclasses.dataclass
@@ -270,8 +324,9 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
   on_chunk first, with empty completions and unsampled.
 
   A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
-  problems; only its unfinished problems are sampled (a sample does not depend on the others
-  in its call). CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so
+  problems, as many as its prefill's memory allows (Sampler.call_limit: long prompts make
+  small calls); only its unfinished problems are sampled (a sample does not depend on the
+  others in its call). CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so
   the devices sample while the host executes programs.
   """
   # Problems whose prompt does not fit (Sampler.fit_prompts) are scored without samples.
@@ -282,17 +337,27 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
   todo_total = sum(e["id"] not in done_ids for e in examples)
   started, finished = time.perf_counter(), 0
   times = PhaseTimes()
-  per_chunk = max(1, decode_budget.SAMPLES_PER_SLOT * sampler.slots(num_samples) // num_samples)
   lengths, max_prefix = sampler.call_plan([e["prompt"] for e in examples])
-  chunks = [todo for chunk in chunks_of_problems(examples, per_chunk, lengths,
-                                                  sampler.max_prompt_len)
+  limits = {}  # by prompt length: (compiled shape, most problems) of a call it ends
+
+  def limit(length: int) -> tuple[Any, int]:
+    if length not in limits:
+      limits[length] = sampler.call_limit(num_samples, length, max_prefix)
+    return limits[length]
+
+  planned = list(chunks_of_problems(examples, lambda n: limit(n)[1], lengths,
+                                    sampler.max_prompt_len))
+  length_of = {id(e): n for e, n in zip(examples, lengths)}
+  # Every call of a compiled shape padded to that shape's largest call: few shapes to compile.
+  # A chunk's last problem has its longest prompt.
+  rows = padded_problems(planned, [limit(length_of[id(chunk[-1])])[0] for chunk in planned])
+  chunks = [(todo, padded) for chunk, padded in zip(planned, rows)
             if (todo := [e for e in chunk if e["id"] not in done_ids])]
-  # Every call the same number of problems and shared-prefix length: few shapes to compile.
-  call_shape = {"max_prefix": max_prefix, "min_problems": per_chunk}
-  dispatch = lambda todo: _Dispatched(sampler, todo, num_samples, **call_shape)
-  in_flight = collections.deque(dispatch(todo) for todo in chunks[:CALLS_IN_FLIGHT])
+  dispatch = lambda call: _Dispatched(sampler, call[0], num_samples, max_prefix=max_prefix,
+                                      min_problems=call[1])
+  in_flight = collections.deque(dispatch(call) for call in chunks[:CALLS_IN_FLIGHT])
   previous_ready_at = started
-  for index, todo in enumerate(chunks):
+  for index, (todo, _) in enumerate(chunks):
     current = in_flight.popleft()
     completions = sampler.collect(current.call)
     times.sampling_s += current.busy_s(previous_ready_at)

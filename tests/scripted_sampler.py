@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Callable
 
 from data import prompt_fit
+from model import decode_budget
 from model.sampling import SamplingConfig
 
 
@@ -20,6 +21,7 @@ class ScriptedSampler:
   prompt_overflow: str = "drop_shots"
   # A scripted model reads any prompt whole: a context no prompt reaches (in characters).
   context_len: int | None = 10**9
+  cpu_memory_mb: int = 0
   tokens_generated: int = 0
   calls: list = dataclasses.field(default_factory=list)
 
@@ -37,6 +39,11 @@ class ScriptedSampler:
   def fit_prompts(self, examples):
     return prompt_fit.fit_examples(examples, self.prompt_tokens, self.max_prompt_len,
                                    self.prompt_overflow)
+
+  def call_limit(self, num_samples, prompt_tokens, max_prefix):
+    """One compiled shape; as many problems as the slots' samples (no memory here)."""
+    del prompt_tokens, max_prefix
+    return 0, max(1, decode_budget.SAMPLES_PER_SLOT * self.batch_size // num_samples)
 
   def sample(self, prompts, problem_keys, num_samples):
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,

@@ -86,6 +86,11 @@ def test_prerequisites_that_exist_pass(tmp_path, monkeypatch):
   assert commands.eval_problem(config) == (
       "--config.sampling.max_new_tokens=-1: must be an integer >= 0 (0 = computed for the model "
       "and task)")
+  config.sampling.max_new_tokens = 0
+  config.cpu_sampling_memory_mb = -1
+  assert commands.eval_problem(config) == (
+      "--config.cpu_sampling_memory_mb=-1: must be an integer >= 0 (0 = a share of the "
+      "host's available memory)")
 
 
 @pytest.mark.parametrize("name", ["pretrain", "synthesis", "execution", "mathqa"])

@@ -1,27 +1,76 @@
-"""The rule for sampling slots per call (model/decode_budget.py), on numbers worked by hand."""
+"""The rule for a sampling call's slots and problems (model/decode_budget.py), on numbers
+worked by hand."""
 from model import decode_budget
 from model.config import ModelConfig
 
 CFG = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                   head_dim=8, d_ff=64)
+MIB, GIB = 1 << 20, 1 << 30
+
+
+def test_a_problem_counts_its_prefill_attention_scores():
+  # A slot: 16 new tokens take one page of 32 positions (model/page_pool.py), cache
+  # 2*2*2*32*8*4 = 8192 B, + working 4*(4*64 + 4*32 + 2*64) = 2048 B.
+  assert decode_budget.bytes_per_slot(CFG, 16) == 10240
+  assert decode_budget.bytes_per_sample(16) == 128   # its uniforms and tokens, 2*4*16
+  # A 64-token prompt: cache 2*2*2*64*8*4 = 16384 B, prefill activations 4*64*(4*32 + 2*64)
+  # = 65536 B, attention scores 4 heads * 64 * 64 * 4 = 65536 B, a layer's keys and values
+  # 2*2*64*8*4 = 8192 B, first logits 4*64 = 256 B.
+  assert decode_budget.bytes_per_problem(CFG, 64) == 155904
+  # After a 128-token shared prefix its queries also score the prefix's keys:
+  # scores 4*64*192*4 = 196608 B, keys and values 2*2*192*8*4 = 24576 B.
+  assert decode_budget.bytes_per_problem(CFG, 64, prefix_len=128) == 303360
+  # Quadratic in the prompt: 128 tokens, scores 4*128*128*4 = 262144 B of its 442624.
+  assert decode_budget.bytes_per_problem(CFG, 128) == 442624
 
 
 def test_slots_follow_the_memory_rule(monkeypatch):
   monkeypatch.setattr(decode_budget, "SAMPLES_PER_SLOT", 16)  # the numbers below assume it
-  # A slot: 16 new tokens take one page of 32 positions (model/page_pool.py), cache
-  # 2*2*2*32*8*4 = 8192 B, + working 4*(4*64 + 4*32 + 2*64) = 2048 B, + the uniforms of
-  # its 16 samples a call, 4*16*16 = 1024 B.
-  assert decode_budget.bytes_per_slot(CFG, 16) == 11264
-  # A problem: cache 2*2*2*64*8*4 = 16384 B + prefill 4*64*(4*32 + 2*64) = 65536 B.
-  assert decode_budget.bytes_per_problem(CFG, 64) == 81920
-  # 8 samples per problem, 16 samples per slot: a slot carries two problems (163840 B), so
-  # 175104 B per slot; (0.6 * 10 MiB - 1 MiB) / 175104 = 29.94 -> 29 per shard, 2 shards.
-  rule = lambda memory, shards=2: decode_budget.slots_per_call(
+  # 8 samples per problem, 16 samples per slot: a slot carries two problems with their
+  # samples, 2 * (155904 + 8*128) = 313856 B, so 324096 B per slot;
+  # (6 MiB - 1 MiB) / 324096 = 16.18 -> 16 per shard.
+  rule = lambda budget, shards=2, cpu=False: decode_budget.slots_per_call(
       CFG, max_new_tokens=16, prompt_len=64, num_samples=8, batch_shards=shards,
-      param_bytes_per_device=1 << 20, memory_bytes=memory)
-  assert rule(10 << 20) == 58
-  assert rule(10 << 20, shards=3) == 87
-  assert rule(1 << 20) == 2                      # no room: one slot per shard still
+      param_bytes_per_device=MIB, budget_bytes=budget, cpu=cpu)
+  assert rule(6 * MIB) == 32
+  assert rule(6 * MIB, shards=3) == 48
+  assert rule(MIB) == 2                          # no room: one slot per shard still
   assert rule(1 << 40) == decode_budget.MAX_SLOTS
-  # The CPU reports no memory limit: a fixed number per device (one device per core).
-  assert rule(None, shards=8) == 8 * decode_budget.CPU_SLOTS
+  # A CPU: CPU_SLOTS per device, fewer only where slots alone would take over half the
+  # budget: (409600 B free) / 2 / 10240 = 20 per shard.
+  assert rule(1 << 40, shards=8, cpu=True) == 8 * decode_budget.CPU_SLOTS
+  assert rule(MIB + 409600, cpu=True) == 40
+
+
+def test_a_calls_problems_fit_the_budget_with_their_prefill(monkeypatch):
+  monkeypatch.setattr(decode_budget, "SAMPLES_PER_SLOT", 16)
+  rule = lambda budget, prompt_len=64, prefix_len=0: decode_budget.problems_per_call(
+      CFG, max_new_tokens=16, prompt_len=prompt_len, prefix_len=prefix_len, num_samples=8,
+      slots=32, batch_shards=2, param_bytes_per_device=MIB, budget_bytes=budget)
+  # Room to spare: 16 samples per slot * 32 slots / 8 samples a problem.
+  assert rule(1 << 40) == 64
+  # Per shard: parameters, 16 slots (163840 B), then problems of 155904 + 8*128 = 156928 B:
+  # ten of them fit exactly, twice that over the two shards; a byte less, nine.
+  assert rule(MIB + 163840 + 10 * 156928) == 20
+  assert rule(MIB + 163840 + 10 * 156928 - 1) == 18
+  # After a 128-token shared prefix: the prefix once (442624 B), problems of 303360 + 1024.
+  assert rule(MIB + 163840 + 442624 + 10 * 304384, prefix_len=128) == 20
+  # A 4x longer prompt, 16x the scores: in the budget of 20 short ones, 2.
+  assert rule(MIB + 163840 + 10 * 156928, prompt_len=256) == 2
+  assert rule(MIB) == 1                          # no room: one problem a call still
+
+
+def test_the_budget_per_device_and_call():
+  # An accelerator: MEMORY_FRACTION of its memory, calls one after another.
+  assert decode_budget.call_budget_bytes(
+      10 * GIB, host_available_bytes=None, host_budget_bytes=0, local_devices=8,
+      calls_at_once=2) == int(0.6 * 10 * GIB)
+  cpu = lambda available, configured=0: decode_budget.call_budget_bytes(
+      None, host_available_bytes=available, host_budget_bytes=configured, local_devices=2,
+      calls_at_once=2)
+  # A CPU host: a quarter of its available memory, at most HOST_MEMORY_CAP, over its 2
+  # devices and the 2 calls XLA:CPU runs at once.
+  assert cpu(2 * GIB) == GIB // 8
+  assert cpu(64 * GIB) == decode_budget.HOST_MEMORY_CAP // 4
+  assert cpu(None) == decode_budget.HOST_MEMORY_CAP // 4        # not known: the cap
+  assert cpu(64 * GIB, configured=12 * GIB) == 3 * GIB          # the config's, as it is

@@ -35,3 +35,21 @@ def test_jax_started_after_the_split_has_that_many_cpu_devices():
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, check=True,
                        capture_output=True, text=True).stdout.split()
   assert out == ["3", "3"]
+
+
+def test_available_memory_is_the_least_of_meminfo_and_the_cgroups_room(monkeypatch, tmp_path):
+  meminfo = tmp_path / "meminfo"
+  meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8388608 kB\n")
+  limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+  monkeypatch.setattr(host_devices, "_MEMINFO", str(meminfo))
+  monkeypatch.setattr(host_devices, "_CGROUP_FILES", ((str(limit), str(usage)),))
+  limit.write_text("max\n")                                  # cgroup v2: no limit
+  usage.write_text(f"{1 << 30}\n")
+  assert host_devices.available_memory_bytes() == 8 << 30
+  limit.write_text(f"{4 << 30}\n")                           # 4 GiB, 1 GiB of it in use
+  assert host_devices.available_memory_bytes() == 3 << 30
+  limit.write_text(f"{(1 << 63) - 4096}\n")                  # cgroup v1's "no limit"
+  assert host_devices.available_memory_bytes() == 8 << 30
+  monkeypatch.setattr(host_devices, "_MEMINFO", str(tmp_path / "absent"))
+  monkeypatch.setattr(host_devices, "_CGROUP_FILES", ())
+  assert host_devices.available_memory_bytes() is None

@@ -1,10 +1,16 @@
 """How an evaluation's problems become sampling calls (evaluation/sampler.py): by prompt
-length, fixed by the full list, one shape for every call."""
+length, fixed by the full list, as many problems as the memory budget allows, padded to no
+more than the largest call of their shape."""
+import jax
+import numpy as np
 import pytest
 
 from evaluation import sampler as sampler_lib
 from model import decode_budget
-from model.sampling import split_shared_prefix
+from model.config import ModelConfig
+from model.decoder import abstract_model
+from model.sampling import SamplingConfig, bucket_length, split_shared_prefix
+from model.sharding import make_mesh
 from model.slot_sampling import problem_rows
 from tests.scripted_sampler import ScriptedSampler
 
@@ -22,6 +28,15 @@ def test_calls_take_problems_shortest_prompt_first_ties_in_list_order():
   # Prompts over max_prompt_len lose their start (and the shared prefix): calls of their own.
   assert ids(sampler_lib.chunks_of_problems(examples, 3, lengths, 9)) == [
       ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2"], ["p8", "p7"]]
+  # A limit by the call's longest prompt: a call closes before a prompt it cannot hold.
+  by_length = lambda n: 3 if n < 8 else 1
+  assert ids(sampler_lib.chunks_of_problems(examples, by_length, lengths, 100)) == [
+      ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2"], ["p8"], ["p7"]]
+
+
+def test_calls_are_padded_to_the_largest_call_of_their_shape_only():
+  chunks = [[1, 2, 3], [4, 5], [6], [7, 8], [9]]
+  assert sampler_lib.padded_problems(chunks, ["a", "a", "b", "b", "c"]) == [3, 3, 2, 2, 1]
 
 
 def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monkeypatch):
@@ -46,7 +61,8 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
   key = sampler_lib.problem_key
   assert [c[0] for c in calls] == [tuple(key(f"p{i}") for i in ids)
                                    for ids in ((4, 1, 3), (0, 6, 5), (2,))]
-  # Every call padded to 3 problems and capped at the evaluation's shared prefix.
+  # Every call padded to 3 problems (its shape's largest call) and capped at the
+  # evaluation's shared prefix.
   assert {c[1:] for c in calls} == {(640, 3)}
   assert sorted(written) == sorted(e["id"] for e in examples)
   # Resumed after p4, p1 and p6 were written: the remaining problems of the same calls.
@@ -72,3 +88,67 @@ def test_each_data_shard_gets_an_even_share_of_a_calls_problems():
   assert list(problem_rows(2, 8, 4)) == [0, 2]             # shards 2 and 3 sample nothing
   with pytest.raises(ValueError, match="do not fit"):
     problem_rows(9, 8, 2)
+
+
+class _Characters:
+  """A tokenizer of one token per character (the model's 64-entry vocabulary)."""
+  vocab_size, eos_id = 64, 2
+
+  def encode_prompt(self, text):
+    return [1] + [3 + ord(c) % 61 for c in text]
+
+  def decode(self, ids):
+    return "".join(chr(32 + i) for i in ids)
+
+
+def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
+  """Greedy, one sample a problem, prompts after a shared prefix of 3 to 380 tokens: the
+  problems per call follow each call's prefill (attention scores quadratic in its prompt),
+  and padding never takes a call past its budget or past the largest call of its shape."""
+  cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, d_ff=64)
+  graphdef, shapes, _ = abstract_model(cfg)   # nothing runs on the model: zeros will do
+  params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+  mesh = make_mesh(data=2, devices=jax.devices()[:2])
+  calls = []
+
+  class Recording(sampler_lib.Sampler):
+    def dispatch(self, prompts, problem_keys, num_samples, max_prefix=None, min_problems=0):
+      calls.append((len(prompts), min_problems, max(len(self.encode_prompt(p)) for p in prompts)))
+      return [[""] * num_samples for _ in prompts]
+
+    def wait(self, call):
+      del call
+
+    def collect(self, call):
+      return call
+
+  sampler = Recording(graphdef, params, _Characters(), mesh,
+                      SamplingConfig(max_new_tokens=16, temperature=0.0), batch_size=0,
+                      max_prompt_len=512, cpu_memory_mb=128)
+  suffixes = [3 + 47 * i % 378 for i in range(60)]
+  examples = [{"id": f"p{i}", "prompt": "s" * 130 + "x" * n} for i, n in enumerate(suffixes)]
+  written = {}
+  sampler_lib.sample_problems(sampler, examples, 1, set(),
+                              lambda todo, completions: written.update(completions))
+  assert sorted(written) == sorted(e["id"] for e in examples)
+  budget = sampler.budget_bytes                     # per device and call
+  assert budget == (128 << 20) // (len(jax.local_devices()) * sampler_lib.CALLS_IN_FLIGHT)
+  slots, shards, prefix = sampler.slots(1), 2, 128   # the 131-token common start, to 64s
+  sizes = {}
+  for problems, padded, longest in calls:
+    rows = -(-max(problems, padded) // shards) * shards
+    length = bucket_length(longest - prefix, half_octaves=True)
+    used = (sampler._param_bytes + slots // shards * decode_budget.bytes_per_slot(cfg, 16)
+            + decode_budget.bytes_per_problem(cfg, prefix)
+            + rows // shards * (decode_budget.bytes_per_problem(cfg, length, prefix)
+                                + decode_budget.bytes_per_sample(16)))
+    assert used <= budget, (problems, padded, length)
+    assert padded >= problems
+    sizes.setdefault(length, []).append((problems, padded))
+  for length, of_shape in sizes.items():   # padded to the largest call of the shape, no more
+    assert {padded for _, padded in of_shape} == {max(problems for problems, _ in of_shape)}
+  # Short prompts share calls that long ones could not: 64 slots would take 2,048 problems.
+  shortest, longest = min(sizes), max(sizes)
+  assert max(p for p, _ in sizes[shortest]) > 2 * max(p for p, _ in sizes[longest])
+  assert len(calls) > 2
