@@ -73,20 +73,36 @@ class _WorkerHandle:
     return hello
 
   def send(self, job: Job) -> None:
-    """Queues `job` in the worker's pipe."""
-    worker_module.write_frame(self._job_w, json.dumps(_job_record(job)).encode())
+    """Queues `job` in the worker's pipe: a header, then the text (see worker.py)."""
+    text = json.dumps({"program": job.program, "setup": job.setup,
+                       "tests": list(job.tests)}).encode()
+    self._request({"id": job.id, "tests": len(job.tests)}, text)
 
   def receive(self) -> Result:
-    return Result(**self._reply()["result"])
+    reply = self._reply()
+    output = b""
+    if reply.get("output"):
+      output = worker_module.read_exactly(self._result_r, reply["output"])
+      if output is None:
+        raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    return Result(**reply["result"], output=output.decode("utf-8", "replace"))
 
   def screen(self, jobs: Sequence[Job]) -> list[Result | None]:
     """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
-    frame = json.dumps({"screen": [_job_record(job) for job in jobs]}).encode()
-    worker_module.write_frame(self._job_w, frame)
+    text = json.dumps([job.program for job in jobs]).encode()
+    self._request({"screen": [(job.id, len(job.tests)) for job in jobs]}, text)
     return [None if r is None else Result(**r) for r in self._reply()["screened"]]
 
+  def _request(self, header: dict, text: bytes) -> None:
+    header["text"] = len(text)
+    frame = json.dumps(header).encode()
+    worker_module.write_frame(self._job_w, frame, text)
+
   def _reply(self) -> dict:
-    frame = worker_module.read_frame(self._result_r)
+    try:
+      frame = worker_module.read_frame(self._result_r)
+    except EOFError:
+      frame = None
     if frame is None:
       raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
     reply = json.loads(frame)
@@ -114,10 +130,6 @@ def _queue(items: Iterable) -> queue.SimpleQueue:
   for item in items:
     work.put(item)
   return work
-
-
-def _job_record(job: Job) -> dict:
-  return {"id": job.id, "program": job.program, "tests": list(job.tests), "setup": job.setup}
 
 
 class WorkerPool:
