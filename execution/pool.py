@@ -73,10 +73,8 @@ class _WorkerHandle:
     return hello
 
   def send(self, job: Job) -> None:
-    """Queues `job` in the worker's pipe: a header, then the text (see worker.py)."""
-    text = json.dumps({"program": job.program, "setup": job.setup,
-                       "tests": list(job.tests)}).encode()
-    self._request({"id": job.id, "tests": len(job.tests)}, text)
+    """Queues `job` in the worker's pipe: a header, then the texts (see worker.py)."""
+    self._request({"id": job.id, "tests": len(job.tests)}, (job.program, job.setup, *job.tests))
 
   def receive(self) -> Result:
     reply = self._reply()
@@ -89,14 +87,15 @@ class _WorkerHandle:
 
   def screen(self, jobs: Sequence[Job]) -> list[Result | None]:
     """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
-    text = json.dumps([job.program for job in jobs]).encode()
-    self._request({"screen": [(job.id, len(job.tests)) for job in jobs]}, text)
+    self._request({"screen": [(job.id, len(job.tests)) for job in jobs]},
+                  [job.program for job in jobs])
     return [None if r is None else Result(**r) for r in self._reply()["screened"]]
 
-  def _request(self, header: dict, text: bytes) -> None:
-    header["text"] = len(text)
-    frame = json.dumps(header).encode()
-    worker_module.write_frame(self._job_w, frame, text)
+  def _request(self, header: dict, texts: Sequence[str]) -> None:
+    # Lone surrogates (which JSON can carry) survive the trip, as they did inside JSON.
+    encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
+    header["sizes"] = [len(data) for data in encoded]
+    worker_module.write_frame(self._job_w, json.dumps(header).encode(), b"".join(encoded))
 
   def _reply(self) -> dict:
     try:

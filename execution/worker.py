@@ -5,11 +5,11 @@ PACKAGE_PARENT`. It reads requests from JOB_FD and writes one reply per request 
 The first frame it writes says whether its isolation could be set up (and if not, why), so the
 caller fails loudly instead of running anything unsandboxed.
 
-A request is a length-prefixed JSON header, either a job's ({"id", "tests": count, "text":
-size}) or a syntax screen's ({"screen": [[id, tests count], ...], "text": size}: Worker.screen),
-followed by `size` raw bytes of text: the job's program, setup and tests, or the screened
-programs, as JSON. A reply is a length-prefixed JSON frame; a job's ({"result", "output":
-size}) is followed by `size` raw bytes of the program's output.
+A request is a length-prefixed JSON header, either a job's ({"id", "tests": count, "sizes"})
+or a syntax screen's ({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed
+by the texts it has "sizes" of, UTF-8 encoded, back to back: the job's program, setup and
+tests, or the screened programs. A reply is a length-prefixed JSON frame; a job's ({"result",
+"output": size}) is followed by `size` raw bytes of the program's output.
 
 The texts never enter this process's memory, which every program inherits: it moves them
 from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
@@ -121,12 +121,12 @@ class Worker:
     """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
     its Result without output, and how many bytes of output send_output would send."""
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.run(TEXT_FD, report_fd, nonce, self.config.python_hash_seed,
+      harness.run(TEXT_FD, header["sizes"], report_fd, nonce, self.config.python_hash_seed,
                   self.config.run_as_main, self.program_path)
 
     self._discard_output()
     nonce, report, wait_status, timed_out, duration, out_of_memory = _retrying(
-        self._fork, body, job_fd, header["text"])
+        self._fork, body, job_fd, sum(header["sizes"]))
     seen = verdict.Observation(report, nonce, wait_status, timed_out, header["tests"], duration,
                                out_of_memory=out_of_memory)
     return verdict.decide(header["id"], seen), self._output_size
@@ -147,10 +147,10 @@ class Worker:
     jobs = [(job_id, tests) for job_id, tests in header["screen"]]
 
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.screen(TEXT_FD, report_fd, nonce, self.program_path)
+      harness.screen(TEXT_FD, header["sizes"], report_fd, nonce, self.program_path)
 
     self._discard_output()
-    nonce, report, _, _, duration, _ = _retrying(self._fork, body, job_fd, header["text"])
+    nonce, report, _, _, duration, _ = _retrying(self._fork, body, job_fd, sum(header["sizes"]))
     return verdict.screened(jobs, report, nonce, duration / max(len(jobs), 1))
 
   def _fork(self, body, job_fd: int, text_size: int
@@ -166,7 +166,6 @@ class Worker:
     # this pipe only once the program is gone (a program that floods it just blocks itself).
     watch_report = not _grow_pipe(report_w)  # If it stayed small, it must be drained live.
     _grow_pipe(output_w)  # Fewer wake-ups while draining a flood.
-    _grow_pipe(text_w)  # Most texts then fit, and the splice below never waits.
     start = time.monotonic()
     try:
       pid = self.isolation.fork_program()
@@ -190,6 +189,12 @@ class Worker:
       os.close(report_r)
       os.close(output_r)
     duration = time.monotonic() - start
+    try:
+      # Most programs leave only their own file: gone, the scratch directory is empty again,
+      # and after_program's wipe costs one stat().
+      os.unlink(self.program_path)
+    except OSError:
+      pass
     self.isolation.after_program(pid)
     oom_kills = memory_cgroup.oom_kills()
     out_of_memory = oom_kills is not None and oom_kills != self._oom_kills
