@@ -220,8 +220,8 @@ def _flush(streams: tuple) -> None:
 
 def read_texts(fd: int, sizes: list) -> list:
   """The job's texts, which arrive on fd one after the other, UTF-8 encoded, of these sizes in
-  bytes; closes fd. (Not JSON: parsing that in every program's process cost a few dozen
-  copy-on-write page faults, a tenth of what a program costs.)"""
+  bytes; closes fd. (Not JSON: parsing it in every program's process touched dozens more of
+  the worker's pages, each one a copy-on-write fault.)"""
   total = sum(sizes)
   chunks = []
   while total > 0:

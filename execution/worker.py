@@ -51,7 +51,7 @@ PREIMPORTED_MODULES = (
 
 REPORT_FD = 3
 LIFELINE_FD = 4
-TEXT_FD = 5  # In a program's process: where its job's text arrives (harness.read_text).
+TEXT_FD = 5  # In a program's process: where its job's texts arrive (harness.read_texts).
 _HIGH_FD = 100
 _READ_CHUNK = 1 << 20
 _REPORT_CAP = 1 << 20
@@ -144,7 +144,7 @@ class Worker:
     job_fd), found by compiling them all in one sandboxed process (harness.screen); None for
     each job that must be run. A job's verdict here is the one its own run would give, but
     for duration_s (the screen's time, shared out evenly)."""
-    jobs = [(job_id, tests) for job_id, tests in header["screen"]]
+    jobs = [(job_id, tests) for job_id, tests in header["screen"]]  # (id, number of tests)
 
     def body(report_fd: int, nonce: bytes) -> None:
       harness.screen(TEXT_FD, header["sizes"], report_fd, nonce, self.program_path)
