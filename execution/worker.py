@@ -1,11 +1,22 @@
 """A warm worker: imports the stdlib once, then forks one sandboxed process per program.
 
 Started by pool.py as `python -c <call main> CONFIG_JSON INDEX JOB_FD RESULT_FD PARENT_PID
-PACKAGE_PARENT`. It reads length-prefixed JSON frames from JOB_FD, each a job or a batch to
-screen ({"screen": [jobs]}: Worker.screen), and writes one length-prefixed JSON reply per
-frame to RESULT_FD. The first frame it writes says whether its isolation could
-be set up (and if not, why), so the caller fails loudly instead of running anything
-unsandboxed.
+PACKAGE_PARENT`. It reads requests from JOB_FD and writes one reply per request to RESULT_FD.
+The first frame it writes says whether its isolation could be set up (and if not, why), so the
+caller fails loudly instead of running anything unsandboxed.
+
+A request is a length-prefixed JSON header, either a job's ({"id", "tests": count, "sizes"})
+or a syntax screen's ({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed
+by the texts it has "sizes" of, UTF-8 encoded, back to back: the job's program, setup and
+tests, or the screened programs. A reply is a length-prefixed JSON frame; a job's ({"result",
+"output": size}) is followed by `size` raw bytes of the program's output.
+
+The texts never enter this process's memory, which every program inherits: it moves them
+from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
+process reads them only once it is sandboxed. Likewise a program's output goes from its pipe
+to a memfd and on to RESULT_FD by splice. So no program can find another's text, or output
+that may quote it (a traceback's source lines), by reading its own memory; the screen's batch
+lives only in the screen's own process.
 
 The worker never executes untrusted code itself; see isolation.py for the process tree and
 harness.py for the verdict channel. Forking from a warm interpreter is what makes this fast: a
@@ -24,9 +35,9 @@ import time
 from execution import harness
 from execution import isolation
 from execution import linux
+from execution import memory_cgroup
 from execution import verdict
 from execution.config import SandboxConfig
-from execution.records import Job
 
 # Modules model-written programs commonly import; importing them here means a child finds
 # them in sys.modules instead of reading and compiling them on every run.
@@ -40,6 +51,7 @@ PREIMPORTED_MODULES = (
 
 REPORT_FD = 3
 LIFELINE_FD = 4
+TEXT_FD = 5  # In a program's process: where its job's texts arrive (harness.read_texts).
 _HIGH_FD = 100
 _READ_CHUNK = 1 << 20
 _REPORT_CAP = 1 << 20
@@ -49,16 +61,18 @@ _HEADER = struct.Struct("!I")
 
 
 def read_frame(fd: int) -> bytes | None:
-  header = _read_exactly(fd, _HEADER.size)
+  header = read_exactly(fd, _HEADER.size)
   if header is None:
     return None
-  body = _read_exactly(fd, _HEADER.unpack(header)[0])
+  body = read_exactly(fd, _HEADER.unpack(header)[0])
   if body is None:
     raise EOFError("truncated frame")
   return body
 
 
-def _read_exactly(fd: int, size: int) -> bytes | None:
+def read_exactly(fd: int, size: int) -> bytes | None:
+  """`size` bytes from fd; None at a clean end of stream before any. Raises EOFError
+  if it ends in between."""
   chunks, remaining = [], size
   while remaining:
     chunk = os.read(fd, remaining)
@@ -71,8 +85,9 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
   return b"".join(chunks)
 
 
-def write_frame(fd: int, payload: bytes) -> None:
-  data = _HEADER.pack(len(payload)) + payload
+def write_frame(fd: int, payload: bytes, raw: bytes = b"") -> None:
+  """A length-prefixed frame, then `raw` bytes (whose size the frame says)."""
+  data = _HEADER.pack(len(payload)) + payload + raw
   while data:
     data = data[os.write(fd, data):]
 
@@ -91,39 +106,62 @@ class Worker:
   def __init__(self, isolation_state: isolation.WorkerIsolation):
     self.isolation = isolation_state
     self.config = isolation_state.config
+    # The program's file, as `python prog.py` would have it: in its (scratch) working directory.
+    self.program_path = os.path.join(isolation_state.scratch, harness.PROGRAM_FILE)
     # The worker holds the write end for its whole life and never writes: a program process
     # that sees it hang up knows the worker is gone (see _program).
     self._lifeline_r, self._lifeline_w = (_move_high(fd) for fd in os.pipe())
     self._devnull = _move_high(os.open(os.devnull, os.O_RDONLY))
     self._devnull_w = _move_high(os.open(os.devnull, os.O_WRONLY))
+    self._output = _move_high(os.memfd_create("program-output", os.MFD_CLOEXEC))
+    self._output_size = 0
+    self._oom_kills = memory_cgroup.oom_kills()
 
-  def run(self, job: Job) -> verdict.Result:
+  def run(self, header: dict, job_fd: int) -> tuple[verdict.Result, int]:
+    """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
+    its Result without output, and how many bytes of output send_output would send."""
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.run(job.program, job.setup, job.tests, report_fd, nonce,
-                  self.config.python_hash_seed, self.config.run_as_main)
+      harness.run(TEXT_FD, header["sizes"], report_fd, nonce, self.config.python_hash_seed,
+                  self.config.run_as_main, self.program_path)
 
-    nonce, report, output, wait_status, timed_out, duration = _retrying(self._fork, body)
-    text = output[:self.config.output_cap_bytes].decode("utf-8", "replace")
-    seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
-                               text)
-    return verdict.decide(job.id, seen)
+    self._discard_output()
+    nonce, report, wait_status, timed_out, duration, out_of_memory = _retrying(
+        self._fork, body, job_fd, sum(header["sizes"]))
+    seen = verdict.Observation(report, nonce, wait_status, timed_out, header["tests"], duration,
+                               out_of_memory=out_of_memory)
+    return verdict.decide(header["id"], seen), self._output_size
 
-  def screen(self, jobs: list[Job]) -> list[verdict.Result | None]:
-    """The syntax-error verdicts of `jobs`, found by compiling them all in one sandboxed
-    process (harness.screen); None for each job that must be run. A job's verdict here is the
-    one its own run would give, but for duration_s (the screen's time, shared out evenly)."""
+  def send_output(self, result_fd: int) -> None:
+    """Moves the last program's output (capped) to result_fd, inside the kernel."""
+    offset, remaining = 0, self._output_size
+    while remaining:
+      moved = os.splice(self._output, result_fd, remaining, offset_src=offset)
+      offset += moved
+      remaining -= moved
+
+  def screen(self, header: dict, job_fd: int) -> list[verdict.Result | None]:
+    """The syntax-error verdicts of the jobs in `header` (the programs' text comes next on
+    job_fd), found by compiling them all in one sandboxed process (harness.screen); None for
+    each job that must be run. A job's verdict here is the one its own run would give, but
+    for duration_s (the screen's time, shared out evenly)."""
+    jobs = [(job_id, tests) for job_id, tests in header["screen"]]  # (id, number of tests)
+
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.screen(tuple(job.program for job in jobs), report_fd, nonce)
+      harness.screen(TEXT_FD, header["sizes"], report_fd, nonce, self.program_path)
 
-    nonce, report, _, _, _, duration = _retrying(self._fork, body)
+    self._discard_output()
+    nonce, report, _, _, duration, _ = _retrying(self._fork, body, job_fd, sum(header["sizes"]))
     return verdict.screened(jobs, report, nonce, duration / max(len(jobs), 1))
 
-  def _fork(self, body) -> tuple[bytes, bytes, bytes, int, bool, float]:
-    """Runs body(REPORT_FD, nonce) in a fresh sandboxed process and watches it to its end:
-    (nonce, verdict pipe bytes, output bytes, wait status, timed out, seconds)."""
+  def _fork(self, body, job_fd: int, text_size: int
+            ) -> tuple[bytes, bytes, int, bool, float, bool]:
+    """Runs body(REPORT_FD, nonce) in a fresh sandboxed process, passes it text_size bytes
+    of job_fd on TEXT_FD, and watches it to its end: (nonce, verdict pipe bytes, wait
+    status, timed out, seconds, whether the OOM killer struck in the worker's cgroup)."""
     nonce = os.urandom(16).hex().encode()
     report_r, report_w = os.pipe()
     output_r, output_w = os.pipe()
+    text_r, text_w = (_move_high(fd) for fd in os.pipe())
     # Room for ~20k verdict records, so the worker need not wake up for each one: it reads
     # this pipe only once the program is gone (a program that floods it just blocks itself).
     watch_report = not _grow_pipe(report_w)  # If it stayed small, it must be drained live.
@@ -132,29 +170,64 @@ class Worker:
     try:
       pid = self.isolation.fork_program()
     except BaseException:
-      for fd in (report_r, report_w, output_r, output_w):
+      for fd in (report_r, report_w, output_r, output_w, text_r, text_w):
         os.close(fd)
       raise
     if pid == 0:
-      self._program(body, nonce, report_w, output_w)  # Never returns.
+      self._program(body, nonce, report_w, output_w, text_r)  # Never returns.
     os.close(report_w)
     os.close(output_w)
+    os.close(text_r)
     try:
-      report, output, wait_status, timed_out = self._supervise(pid, report_r, output_r, start,
-                                                               watch_report)
+      self._pass_text(job_fd, text_w, text_size)
+    finally:
+      os.close(text_w)
+    try:
+      report, wait_status, timed_out = self._supervise(pid, report_r, output_r, start,
+                                                       watch_report)
     finally:
       os.close(report_r)
       os.close(output_r)
     duration = time.monotonic() - start
+    try:
+      # Most programs leave only their own file: gone, the scratch directory is empty again,
+      # and after_program's wipe costs one stat().
+      os.unlink(self.program_path)
+    except OSError:
+      pass
     self.isolation.after_program(pid)
-    return nonce, report, output, wait_status, timed_out, duration
+    oom_kills = memory_cgroup.oom_kills()
+    out_of_memory = oom_kills is not None and oom_kills != self._oom_kills
+    self._oom_kills = oom_kills
+    return nonce, report, wait_status, timed_out, duration, out_of_memory
+
+  def _pass_text(self, job_fd: int, text_w: int, size: int) -> None:
+    """Moves `size` bytes from job_fd to the program's text pipe, without copying them into
+    this process; what a process that died before reading them all left is discarded."""
+    target = text_w
+    while size:
+      try:
+        moved = os.splice(job_fd, target, size)
+      except BrokenPipeError:
+        target = self._devnull_w
+        continue
+      if moved == 0:
+        raise EOFError("truncated request")
+      size -= moved
+
+  def _discard_output(self) -> None:
+    if self._output_size:
+      os.ftruncate(self._output, 0)
+      os.lseek(self._output, 0, os.SEEK_SET)
+      self._output_size = 0
 
   def _supervise(self, pid: int, report_r: int, output_r: int, start: float,
-                 watch_report: bool) -> tuple[bytes, bytes, int, bool]:
-    """Collects both pipes until the program is reaped; SIGKILLs it at the deadline."""
+                 watch_report: bool) -> tuple[bytes, int, bool]:
+    """Collects the verdict pipe, and the output into the output memfd, until the program is
+    reaped; SIGKILLs it at the deadline."""
     pidfd = os.pidfd_open(pid)
-    buffers = {report_r: bytearray(), output_r: bytearray()}
-    caps = {report_r: _REPORT_CAP, output_r: self.config.output_cap_bytes}
+    report = bytearray()
+    output_cap = self.config.output_cap_bytes
     poller = select.poll()
     open_fds = {output_r, report_r} if watch_report else {output_r}
     for fd in (*open_fds, pidfd):
@@ -171,19 +244,33 @@ class Worker:
           exited = True
           poller.unregister(pidfd)
           continue
-        room = caps[fd] - len(buffers[fd])
-        if room <= 0:
-          # Past the cap: move the rest to /dev/null inside the kernel, without copying.
-          if os.splice(fd, self._devnull_w, _READ_CHUNK) == 0:
+        if fd == output_r:
+          room = output_cap - self._output_size
+          target = self._output
+        else:
+          room = _REPORT_CAP - len(report)
+          target = None
+        if room <= 0 or target is not None:
+          # Output, or anything past a cap: moved inside the kernel, to the memfd or, past
+          # the cap, to /dev/null.
+          try:
+            moved = os.splice(fd, target if room > 0 else self._devnull_w,
+                              min(room, _READ_CHUNK) if room > 0 else _READ_CHUNK)
+          except OSError:  # EFBIG: the output cap is above RLIMIT_FSIZE.
+            self._output_size = output_cap
+            continue
+          if moved == 0:
             poller.unregister(fd)
             open_fds.discard(fd)
+          elif room > 0:
+            self._output_size += moved
           continue
         chunk = os.read(fd, _READ_CHUNK)
         if not chunk:
           poller.unregister(fd)
           open_fds.discard(fd)
           continue
-        buffers[fd] += chunk[:room]
+        report.extend(chunk[:room])
       return bool(events)
 
     try:
@@ -203,19 +290,19 @@ class Worker:
       while open_fds and pump(0) and time.monotonic() < drain_until:
         pass
       os.set_blocking(report_r, False)
-      while len(buffers[report_r]) < _REPORT_CAP:
+      while len(report) < _REPORT_CAP:
         try:
           chunk = os.read(report_r, _READ_CHUNK)
         except BlockingIOError:
           break
         if not chunk:
           break
-        buffers[report_r] += chunk
+        report.extend(chunk)
     finally:
       os.close(pidfd)
-    return bytes(buffers[report_r]), bytes(buffers[output_r]), wait_status, timed_out
+    return bytes(report), wait_status, timed_out
 
-  def _program(self, body, nonce: bytes, report_w: int, output_w: int):
+  def _program(self, body, nonce: bytes, report_w: int, output_w: int, text_r: int):
     """P: isolates itself, then runs body(REPORT_FD, nonce) (the program). Never returns."""
     report_fd = report_w
     try:
@@ -225,7 +312,9 @@ class Worker:
       os.dup2(report_w, REPORT_FD)
       report_fd = REPORT_FD
       os.dup2(self._lifeline_r, LIFELINE_FD)
-      os.closerange(LIFELINE_FD + 1, 1 << 16)
+      os.dup2(text_r, TEXT_FD)
+      os.closerange(TEXT_FD + 1, 1 << 16)
+      memory_cgroup.prefer_for_oom_killer()  # While still root (see there).
       self.isolation.enter_program_sandbox()
       # The parent-death signal, armed only now, cannot fire for a worker that died before;
       # the lifeline tells.
@@ -245,10 +334,10 @@ class Worker:
       os._exit(113)
 
 
-def _retrying(function, argument):
+def _retrying(function, *arguments):
   for attempt in range(2):
     try:
-      return function(argument)
+      return function(*arguments)
     except BlockingIOError:  # fork() hit EAGAIN under momentary pressure: retry once.
       if attempt:
         raise
@@ -294,6 +383,10 @@ def main(argv: list[str]) -> int:
   job_fd, result_fd = (_move_high(fd) for fd in (job_fd, result_fd))
   # Ctrl-C reaches only the caller's process group (workers have their own session).
   config = SandboxConfig(**json.loads(config_json))
+  if isolation.is_root():
+    # The OOM killer takes a program, never the worker, however much memory a program holds
+    # outside any process's RSS (memory_cgroup.py).
+    memory_cgroup.protect_from_oom_killer()
   isolation_state = isolation.WorkerIsolation(config, index)
   try:
     isolation_state.prepare()
@@ -319,16 +412,21 @@ def main(argv: list[str]) -> int:
     if frame is None:
       isolation_state.close()
       return 0
-    request = json.loads(frame)
+    header = json.loads(frame)
+    output_size = 0
     try:
-      if "screen" in request:
-        verdicts = worker.screen([Job.from_json(r) for r in request["screen"]])
+      if "screen" in header:
+        verdicts = worker.screen(header, job_fd)
         reply = {"screened": [None if v is None else v.to_json() for v in verdicts]}
       else:
-        reply = {"result": worker.run(Job.from_json(request)).to_json(with_output=True)}
+        result, output_size = worker.run(header, job_fd)
+        reply = {"result": result.to_json(), "output": output_size}
     except verdict.SandboxFailure as e:
       reply = {"sandbox_failure": str(e)}
+      output_size = 0
     write_frame(result_fd, json.dumps(reply).encode())
+    if output_size:
+      worker.send_output(result_fd)
 
 
 if __name__ == "__main__":

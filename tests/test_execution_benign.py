@@ -229,8 +229,9 @@ CASES = {
         os.rename("data.txt", "renamed.txt")
         os.remove("renamed.txt")
         shutil.rmtree("sub")
-        """, "assert numbers == [1, 2, 3]", "assert listing == ['data.txt', 'sub']",
-        "assert os.listdir('.') == []"),
+        """, "assert numbers == [1, 2, 3]",
+        "assert listing == ['data.txt', 'program.py', 'sub']",  # Its own file, as `python prog.py`.
+        "assert os.listdir('.') == ['program.py']"),
     "multiprocessing_pool": _case("""
         import multiprocessing
         def cube(x):
@@ -378,12 +379,13 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benign_program_passes_outside_the_sandbox(name, tmp_path):
-  """The reference: a plain interpreter, as `python prog.py`, in an empty directory."""
+  """The reference: a plain interpreter, as `python program.py`, in a directory holding only
+  that file (as the sandbox runs it)."""
   program, tests = CASES[name]
-  script = tmp_path / "prog.py"
-  script.write_text(program + "\n".join(tests) + "\n")
   cwd = tmp_path / "cwd"
   cwd.mkdir()
+  script = cwd / "program.py"
+  script.write_text(program + "\n".join(tests) + "\n")
   home = pwd.getpwuid(os.getuid()).pw_dir
   env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8"}
   done = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env,

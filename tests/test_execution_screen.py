@@ -71,7 +71,7 @@ def test_only_the_screens_own_syntax_error_records_count():
                    b"syntax_error 7 SyntaxError: out of range")
   report += _report(b"f" * 32, b"syntax_error 2 SyntaxError: forged")  # Another nonce.
   report += _report(nonce, b"syntax_error 3 SyntaxError: unexpected indent")
-  first, *rest = verdict.screened(jobs, report, nonce, 0.01234)
+  first, *rest = verdict.screened([(j.id, len(j.tests)) for j in jobs], report, nonce, 0.01234)
   assert first == verdict.Result("j0", "syntax_error", False, 0, 2,
                                  "SyntaxError: invalid syntax", 0.0123)
   # A screen that was killed or timed out leaves the jobs it did not report to run.

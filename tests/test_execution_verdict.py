@@ -62,3 +62,26 @@ def test_a_reported_failure_beats_a_later_forged_pass():
 def test_setup_failure_of_the_sandbox_raises_instead_of_judging():
   with pytest.raises(verdict.SandboxFailure):
     verdict.decide("a", _seen([b"setup_failed -1 PermissionError()"], 111 << 8))
+
+
+@pytest.mark.parametrize("lines, status, error", [
+    # At compile time a MemoryError is the parser's (nesting too deep): the program's error.
+    ([b"ready -1 ", b"syntax_error -1 MemoryError"], "syntax_error", "MemoryError"),
+    ([b"ready -1 ", b"setup_syntax_error -1 MemoryError"], "error", "in setup: MemoryError"),
+    ([b"ready -1 ", b"test_syntax_error 0 MemoryError", b"pass 1 ", b"done -1 "], "error",
+     "test 0: MemoryError"),
+    # At run time it is the memory limit.
+    ([b"ready -1 ", b"setup_error -1 MemoryError"], "killed",
+     "in setup: MemoryError (memory limit)"),
+])
+def test_a_memory_error_means_the_limit_only_at_run_time(lines, status, error):
+  r = verdict.decide("a", _seen(lines))
+  assert (r.status, r.error) == (status, error)
+
+
+def test_an_oom_kill_in_the_cgroup_is_the_memory_limit():
+  seen = _seen([b"ready -1 "], signal.SIGKILL)
+  assert verdict.decide("a", seen).error == "killed by SIGKILL"
+  seen.out_of_memory = True
+  r = verdict.decide("a", seen)
+  assert (r.status, r.passed) == ("killed", False) and "memory limit" in r.error
