@@ -108,8 +108,10 @@ def test_1b_sampler_compiles_for_the_target_and_fits(target_name, mesh):
   result = _sampling_plan(target_name, mesh)
   assert result["step"] == "sample" and result["fits"] is True, result
   assert result["slots"] >= mesh[0] and result["slots"] % mesh[0] == 0  # whole per data shard
-  assert 0 < result["bytes_per_device"]["total"] <= targets.budget_bytes(
-      targets.get(target_name))
+  assert result["bytes_per_device"]["total"] > 0
+  if targets.get(target_name).platform == "gpu":  # a TPU's verdict is its compiler's
+    assert result["bytes_per_device"]["total"] <= targets.budget_bytes(
+        targets.get(target_name))
   assert result["decode_roofline"]["tokens_per_s"] > 0
 
 
