@@ -136,3 +136,22 @@ def test_the_table_and_its_compile_only_devices_agree():
     if targets.missing_compiler(target) is None:
       devices = targets.compile_devices(name)
       assert targets.target_of_devices(devices) == target, name
+
+
+def test_without_the_targets_compiler_the_plan_is_an_estimate_on_fake_cpu_devices():
+  """libtpu hidden from the plan command: it compiles for 8 fake CPU devices (the v5e-8's
+  count) with the xla kernels, judged against the v5e's 16 GiB, and says it is an estimate."""
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  hide_libtpu = ("import runpy, sys; sys.modules['libtpu'] = None; "
+                 "sys.argv = ['training.plan'] + sys.argv[1:]; "
+                 "runpy.run_module('training.plan', run_name='__main__', alter_sys=True)")
+  done = subprocess.run(
+      [sys.executable, "-c", hide_libtpu, "--target=v5e-8", "--config.seq_len=64",
+       "--config.mesh.data=1", "--config.mesh.fsdp=-1"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert (result["target"], result["estimate"], result["platform"]) == ("v5e-8", True, "cpu")
+  assert result["devices"] == 8 and result["kernels"] == "xla"
+  assert result["device_memory_gib"] == 16 and result["fits"] is True
+  assert "libtpu" in result["estimate_reason"]
