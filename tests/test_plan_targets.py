@@ -155,3 +155,11 @@ def test_without_the_targets_compiler_the_plan_is_an_estimate_on_fake_cpu_device
   assert result["devices"] == 8 and result["kernels"] == "xla"
   assert result["device_memory_gib"] == 16 and result["fits"] is True
   assert "libtpu" in result["estimate_reason"]
+
+
+def test_an_unknown_target_is_a_usage_error():
+  done = subprocess.run([sys.executable, "-m", "training.plan", "--target=v9"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2 and "Traceback" not in done.stderr and not done.stdout
+  assert done.stderr.strip().splitlines()[-1] == (
+      "unknown target 'v9'; choose one of " + ", ".join(targets.TARGETS))
