@@ -139,7 +139,8 @@ def _roofline(target: targets.Target, flops_per_device: float, hbm_bytes: float,
   memory_s = hbm_bytes / (target.hbm_gbps * 1e9)
   step_s = max(compute_s, memory_s)
   return {"step_s": step_s, "compute_s": compute_s, "memory_s": memory_s,
-          "mfu_bound": round(flops_per_device / (target.peak_tflops * 1e12) / step_s, 4)}
+          "mfu_bound": round(flops_per_device / (target.peak_tflops * 1e12) / step_s, 4),
+          "peak_tflops": target.peak_tflops, "hbm_gbps": target.hbm_gbps}
 
 
 def _base(config: ml_collections.ConfigDict, model_cfg: ModelConfig, mesh,
@@ -192,6 +193,7 @@ def plan(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
                 pallas_calls=_pallas_calls(compiled, result["platform"]))
   _verdict(result, used, target, estimate, device_memory_gib)
   if target is not None:
+    # The peak is the bf16 one: with dtype float32 the matmuls run well below it.
     # At least the state is read and the new state written once per step.
     roof = _roofline(target, result["flops_per_step"] / mesh.size,
                      used["arguments"] + used["outputs"], _RECOMPUTE.get(model_cfg.remat, 1.0))
