@@ -12,8 +12,9 @@ from model.rope import RopeScaling
 
 _ACTIVATIONS = ("silu", "gelu")  # gated MLP: SwiGLU (Llama) or GeGLU (Gemma, the paper's LaMDA)
 _DTYPES = ("float32", "bfloat16")
-# Kernel sets (model/kernels/): auto = cpu on a CPU backend, xla elsewhere.
-KERNELS = ("auto", "xla", "cpu")
+# Kernel sets (model/kernels/): auto = the set of the platform of the mesh in context (cpu,
+# tpu; xla on GPUs).
+KERNELS = ("auto", "xla", "cpu", "tpu")
 # jax.nn.dot_product_attention implementations, for the xla kernels.
 ATTENTION_IMPLS = ("xla", "cudnn")
 # What the backward pass of a layer may reuse from its forward pass (model/decoder.py):
@@ -87,10 +88,10 @@ class ModelConfig:
     if self.attention_impl not in ATTENTION_IMPLS:
       problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got "
                       f"{self.attention_impl!r}")
-    elif self.attention_impl != "xla" and self.kernels == "cpu":
+    elif self.attention_impl != "xla" and self.kernels in ("cpu", "tpu"):
       problems.append(f"attention_impl={self.attention_impl!r} needs the xla kernels "
-                      "(kernels='xla', or 'auto' on an accelerator); the cpu kernels have one "
-                      "attention")
+                      "(kernels='xla', or 'auto' on a GPU); the cpu and tpu kernels have one "
+                      "attention each")
     if problems:
       raise ValueError("Invalid ModelConfig: " + "; ".join(problems))
 

@@ -13,11 +13,11 @@ import optax
 import pytest
 
 from model import kernels
-from model.kernels import cpu
+from model.kernels import cpu, tpu, xla
 from model.layers import _gelu_tanh, _silu
 
 RTOL, ATOL = 2e-5, 2e-5
-KERNEL_SETS = ["cpu", "xla"]
+KERNEL_SETS = ["cpu", "xla", "tpu"]
 
 
 def _normal(key, shape, scale=1.0):
@@ -38,9 +38,9 @@ def _assert_same(ours, reference, args, argnums):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"argument {index}")
 
 
-def test_auto_picks_cpu_kernels_on_cpu_and_xla_elsewhere():
-  assert kernels.resolve("auto", "cpu") == "cpu"
-  assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "tpu") == "xla"
+def test_auto_picks_the_kernels_of_the_platform():
+  assert kernels.resolve("auto", "cpu") == "cpu" and kernels.resolve("auto", "tpu") == "tpu"
+  assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "cuda") == "xla"
   assert kernels.resolve("xla", "cpu") == "xla" and kernels.resolve("cpu", "gpu") == "cpu"
   assert kernels.kernel_set("auto") is cpu  # this suite runs on CPU
   with pytest.raises(ValueError, match="kernels must be one of"):
@@ -88,7 +88,9 @@ def _reference_attention(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL):
 
 
 @pytest.mark.parametrize("kernel_set", KERNEL_SETS)
-@pytest.mark.parametrize("length", [9, cpu.QUERY_CHUNK + 37])  # one and two cpu chunks
+# One and two cpu chunks; three tpu splash blocks (lengths no block divides take the xla
+# attention in the tpu set).
+@pytest.mark.parametrize("length", [9, cpu.QUERY_CHUNK + 37, 3 * tpu.SPLASH_BLOCKS[-1]])
 def test_attention_is_masked_softmax_attention(kernel_set, length):
   batch, num_heads, num_kv_heads, head_dim = 2, 4, 2, 8
   q = _normal(0, (batch, num_heads, length, head_dim))
@@ -103,3 +105,23 @@ def test_attention_is_masked_softmax_attention(kernel_set, length):
   attention = kernels.kernel_set(kernel_set).attention
   _assert_same(lambda q, k, v: attention(q, k, v, segments),
                lambda q, k, v: _reference_attention(q, k, v, segments), (q, k, v), (0, 1, 2))
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (1, 2, 4)])
+def test_tpu_splash_attention_on_a_mesh_is_the_xla_sets(mesh_shape):
+  """The tpu set's splash kernel (Pallas interpret mode on this CPU) under its shard_map
+  over a (data, fsdp, tensor) mesh: rows split over data x fsdp, heads over tensor; with 2 kv
+  heads on tensor=4 each device needs kv heads it does not hold."""
+  from model.sharding import make_mesh  # pylint: disable=g-import-not-at-top
+  batch, num_heads, num_kv_heads, length, head_dim = 4, 8, 2, 256, 16
+  q = _normal(0, (batch, num_heads, length, head_dim))
+  k = _normal(1, (batch, num_kv_heads, length, head_dim))
+  v = _normal(2, (batch, num_kv_heads, length, head_dim))
+  segments = np.ones((batch, length), np.int32)
+  segments[0, 100:], segments[1, 30:200], segments[2, 250:] = 2, 2, 0
+  segments = jnp.asarray(segments)
+  with jax.set_mesh(make_mesh(*mesh_shape)):
+    assert kernels.resolve("auto") == "cpu"  # the mesh's devices are this host's CPUs
+    _assert_same(lambda q, k, v: tpu.attention(q, k, v, segments),
+                 lambda q, k, v: xla.attention(q, k, v, segments), (q, k, v),
+                 (0, 1, 2))

@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from data import packing
 from data.pipeline import BATCH_KEYS
-from model import sharding
+from model import sharding, targets
 from training.state import StateLayout
 from training.step import make_train_step
 
@@ -83,14 +83,24 @@ class DoesNotFit(ValueError):
 def check_fits(train_step, layout: StateLayout, batch_size: int, seq_len: int,
                data_sharding: NamedSharding, device_memory_gib: float) -> dict[str, int] | None:
   """Compiles the step ahead of time and refuses it (DoesNotFit, with the numbers) if one
-  device's memory cannot hold it; the compiled executable is cached, so the first real step
-  does not compile again. Returns the bytes per device, or None where no budget is known."""
+  device's memory cannot hold it: on a TPU the compiler's own refusal (RESOURCE_EXHAUSTED),
+  elsewhere the compiled step's bytes against the device's memory. The compiled executable
+  is cached, so the first real step does not compile again. Returns the bytes per device, or
+  None where no budget is known."""
   budget = device_memory_bytes(device_memory_gib)
   if budget is None:
     logging.info("Memory check skipped: the devices report no memory limit and "
                  "config.device_memory_gib is 0")
     return None
-  compiled, compile_s = compile_step(train_step, layout, batch_size, seq_len, data_sharding)
+  try:
+    compiled, compile_s = compile_step(train_step, layout, batch_size, seq_len, data_sharding)
+  except Exception as e:  # pylint: disable=broad-except
+    # A TPU's compiler enforces its HBM itself: its refusal is the verdict, with its numbers.
+    if not targets.is_out_of_memory(e):
+      raise
+    raise DoesNotFit(
+        f"The train step does not fit in device memory: the compiler says "
+        f"{_first_line_with(str(e), 'RESOURCE_EXHAUSTED')}. {_ADVICE}") from None
   used = bytes_per_device(compiled)
   logging.info("Train step compiled in %.1f s; per device it needs %.2f GiB of %.2f GiB "
                "(arguments %.2f, temporaries %.2f, outputs %.2f, aliased %.2f GiB)",
@@ -101,8 +111,15 @@ def check_fits(train_step, layout: StateLayout, batch_size: int, seq_len: int,
         f"The train step needs {used['total'] / GIB:.2f} GiB per device, more than the "
         f"{budget / GIB:.2f} GiB available (arguments {used['arguments'] / GIB:.2f}, "
         f"temporaries {used['temporaries'] / GIB:.2f}, outputs {used['outputs'] / GIB:.2f}, "
-        f"aliased {used['aliased'] / GIB:.2f} GiB). Shard more (config.mesh.fsdp / tensor), "
-        "lower batch_size or raise grad_accum_steps, or set "
-        "--config.model_overrides.remat=full; `python -m training.plan` tries settings "
-        "without running them. (config.device_memory_gib overrides the budget.)")
+        f"aliased {used['aliased'] / GIB:.2f} GiB). {_ADVICE} (config.device_memory_gib "
+        "overrides the budget.)")
   return used
+
+
+_ADVICE = ("Shard more (config.mesh.fsdp / tensor), lower batch_size or raise "
+           "grad_accum_steps, or set --config.model_overrides.remat=full; `python -m "
+           "training.plan --target=...` tries settings without running them.")
+
+
+def _first_line_with(text: str, needle: str) -> str:
+  return next((l.strip() for l in text.splitlines() if needle in l), text.strip()[:500])

@@ -1,4 +1,4 @@
-"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu.
+"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu.
 
 Every kernel set has the same four functions, with the same maths and signatures:
 
@@ -10,32 +10,46 @@ Every kernel set has the same four functions, with the same maths and signatures
 
 `xla` (model/kernels/xla.py) is the model in plain JAX with autodiff, attention through
 `jax.nn.dot_product_attention` (`attention_impl` = "cudnn" picks cuDNN's flash kernel on
-GPUs); it is what accelerators run. `cpu` (model/kernels/cpu.py) has hand-written backward
-passes that suit XLA:CPU's GEMMs. `auto` picks `cpu` when JAX's default backend is the CPU and
-`xla` everywhere else. tests/test_custom_vjps.py checks every kernel of both sets against
-autodiff of the textbook formula.
+GPUs); it is what GPUs run and the reference of the other sets. `cpu` (model/kernels/cpu.py)
+has hand-written backward passes that suit XLA:CPU's GEMMs. `tpu` (model/kernels/tpu.py) is
+`xla` with JAX's Pallas splash attention. tests/test_custom_vjps.py checks every kernel of
+every set against autodiff of the textbook formula.
+
+`auto` is resolved from the devices the computation is for: the mesh in context
+(`jax.set_mesh`, under which the train step, the eval step and the sampler are traced), so a
+plan compiled on a CPU host for a TPU mesh traces the TPU kernels; without a mesh, JAX's
+default device (where an un-meshed computation runs).
 """
 from __future__ import annotations
 
+import importlib
 import types
 
 import jax
 
 from model.config import KERNELS
-from model.kernels import cpu, xla
 
-_SETS = {"cpu": cpu, "xla": xla}
+# platform -> the set `auto` means there; every other platform (cuda, rocm, ...) gets xla.
+_AUTO = {"cpu": "cpu", "tpu": "tpu"}
+
+
+def platform_in_context() -> str:
+  """The platform of the mesh in context, else of JAX's first device."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+  return device.platform if device is not None else jax.devices()[0].platform
 
 
 def resolve(kernels: str, platform: str | None = None) -> str:
-  """The kernel set `kernels` means on `platform` (default: JAX's default backend)."""
+  """The kernel set `kernels` means on `platform` (default: platform_in_context())."""
   if kernels not in KERNELS:
     raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
   if kernels != "auto":
     return kernels
-  return "cpu" if (platform or jax.default_backend()) == "cpu" else "xla"
+  return _AUTO.get(platform or platform_in_context(), "xla")
 
 
 def kernel_set(kernels: str) -> types.ModuleType:
-  """The module holding the four kernels of `kernels` (resolved on the running backend)."""
-  return _SETS[resolve(kernels)]
+  """The module holding the four kernels of `kernels`, resolved in context (imported on
+  first use: the tpu set imports the Pallas TPU kernels)."""
+  return importlib.import_module(f"model.kernels.{resolve(kernels)}")

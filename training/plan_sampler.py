@@ -1,0 +1,84 @@
+"""The eval's sampling call compiled ahead of time from abstract arrays (training/plan.py
+--step=sample).
+
+The call evaluation/sampler.py dispatches (model/slot_sampling.py's jitted decode loop), at
+the size its rules give it on the target: slots by model/decode_budget.py's rule for the
+device's memory, problems per call as evaluation/sampler.py's sample_problems takes them,
+prompts at their longest bucket (max_prompt_len, no shared prefix): the largest call an
+evaluation makes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from model import decode_budget
+from model.config import ModelConfig
+from model.decoder import sharded_abstract_params
+from model.sampling import SamplingConfig, bucket_length
+from model.sharding import batch_shard_count, batch_sharding
+from model.slot_sampling import make_sample_fn
+from model.stop_matcher import build_stop_table
+
+
+def _abstract(x, sharding) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x), sharding=sharding)
+
+
+def call_shape(model_cfg: ModelConfig, mesh: Mesh, num_samples: int, max_prompt_len: int,
+               max_new_tokens: int, slots: int, memory_bytes: int | None) -> dict[str, int]:
+  """{slots, problems, prompt_len, param_bytes_per_device} of an evaluation's largest call."""
+  shards = batch_shard_count(mesh)
+  _, params = sharded_abstract_params(model_cfg, mesh)
+  param_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                    for x in jax.tree.leaves(params))
+  prompt_len = bucket_length(max_prompt_len)
+  if slots:
+    slots = max(shards, -(-slots // shards) * shards)
+  else:
+    slots = decode_budget.slots_per_call(
+        model_cfg, max_new_tokens=max_new_tokens, prompt_len=prompt_len,
+        num_samples=num_samples, batch_shards=shards, param_bytes_per_device=param_bytes,
+        memory_bytes=memory_bytes)
+  problems = max(1, decode_budget.SAMPLES_PER_SLOT * slots // num_samples)
+  problems = -(-problems // shards) * shards
+  slots = min(slots, -(-problems * num_samples // shards) * shards)
+  return {"slots": slots, "problems": problems, "prompt_len": prompt_len,
+          "param_bytes_per_device": param_bytes}
+
+
+def compile_sampler(model_cfg: ModelConfig, mesh: Mesh, shape: dict[str, int],
+                    num_samples: int, max_new_tokens: int) -> tuple[Any, float]:
+  """(compiled sampling call, seconds to lower and compile)."""
+  graphdef, params = sharded_abstract_params(model_cfg, mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  texts = [""] * model_cfg.vocab_size
+  stop = build_stop_table(texts, "[DONE]")
+  problems, prompt_len = shape["problems"], shape["prompt_len"]
+  sample = make_sample_fn(graphdef, SamplingConfig(max_new_tokens=max_new_tokens),
+                          eos_id=1, num_samples=num_samples, num_slots=shape["slots"])
+  args = (params,
+          jax.ShapeDtypeStruct((problems, prompt_len), jnp.int32,
+                               sharding=batch_sharding(mesh)),
+          jax.ShapeDtypeStruct((problems,), jnp.int32, sharding=batch_sharding(mesh, 1)),
+          jax.ShapeDtypeStruct((problems,), jnp.int32, sharding=replicated),
+          jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+          _abstract(jax.eval_shape(lambda: jax.random.key(0)), replicated),
+          *(_abstract(x, replicated) for x in stop), None)
+  started = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = sample.lower(*args).compile()
+  return compiled, time.perf_counter() - started
+
+
+def decode_step_flops(model_cfg: ModelConfig, slots: int, context: int) -> float:
+  """Matmul FLOPs of one decode step of `slots` tokens attending to `context` keys."""
+  # A forward pass is 1/3 of training's; flops_per_token counts causal attention over a
+  # sequence, on average over half of it.
+  per_token = model_cfg.flops_per_token(2 * context) / 3
+  return per_token * slots
