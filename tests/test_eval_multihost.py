@@ -103,11 +103,16 @@ def test_two_process_eval_equals_one_process_and_resumes(tiny_run, mbpp_dirs, tm
   assert uninterrupted["prompt_fit"]["shots_dropped"]
   assert not uninterrupted["prompt_fit"]["prompt_too_long"]
   assert resumed["prompt_fit"] == uninterrupted["prompt_fit"]
-  # It generated and executed only the torn problem's samples.
+  # Its last launch generated and executed only the torn problem's samples; meta.throughput
+  # sums both launches.
   resumed_counts = resumed["meta"].pop("throughput")
   all_counts = uninterrupted["meta"].pop("throughput")
-  assert 0 < resumed_counts["tokens_generated"] < all_counts["tokens_generated"]
-  assert 0 < resumed_counts["programs_executed"] < all_counts["programs_executed"]
+  with open(os.path.join(two, run_dir.THROUGHPUT_FILE), encoding="utf-8") as f:
+    first, last = json.load(f)["launches"]
+  assert 0 < last["tokens_generated"] < all_counts["tokens_generated"]
+  assert 0 < last["programs_executed"] < all_counts["programs_executed"]
+  assert resumed_counts["launches"] == 2 and resumed_counts["tokens_generated"] == (
+      first["tokens_generated"] + last["tokens_generated"])
   assert resumed == uninterrupted
 
   # A failure on process 0 (its workdir holds a damaged file) stops process 1 too, at once,

@@ -109,6 +109,10 @@ class _FakeDataIterator:
   def set_state(self, state):
     self.state = state
 
+  def __next__(self):  # a restore draws one element to check the position, then rewinds
+    self.state = {"parents": [{"position": self.state["parents"][0]["position"] + 1}]}
+    return {}
+
 
 def test_train_checkpoints_in_the_per_layer_layout_resume_stacked(tmp_path):
   """A run checkpointed before the layers were stacked resumes: parameters AND the optimizer's

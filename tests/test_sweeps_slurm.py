@@ -9,6 +9,7 @@ import pytest
 
 from sweeps import build_plan, slurm
 from tests.conftest import REPO_ROOT
+from tests.test_sweeps_plan import _record_configs
 
 OBJECTIVES = "configs/sweeps/objectives.py"
 
@@ -61,9 +62,13 @@ def test_submit_chains_stages_with_afterok(files):
 
 def test_finished_runs_leave_the_table_and_their_stage(tmp_path):
   runs = tmp_path / "runs"
+  # Their config.json as train.py / eval.py record it at start (work without one is another
+  # run's), then the work.
+  _record_configs(OBJECTIVES, str(runs), {str(runs / f"objectives/pretrain/model={m}")
+                                          for m in ("244m", "1b")}
+                  | {str(runs / "objectives/eval/model=1b")})
   for model in ("244m", "1b"):  # pretraining done: no pretrain job, finetune has no dependency
     (runs / f"objectives/pretrain/model={model}/checkpoints/2000").mkdir(parents=True)
-  (runs / "objectives/eval/model=1b").mkdir(parents=True)
   (runs / "objectives/eval/model=1b/results.json").write_text("{}")
   plan = build_plan(OBJECTIVES, str(runs), REPO_ROOT)
   out = str(tmp_path / "slurm")
