@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 from configs import commands
 from configs.overrides import parse_flags
-from training.metrics import quiet_library_logs
+from rundir.logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", commands.DEFAULT_EVAL_CONFIG,
                                           "Eval config file.", lock_config=True)
@@ -49,7 +49,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top  (after the checks above: they need no JAX)
   from model.host_devices import split_host_cpu
   split_host_cpu(_CONFIG.value.cpu_devices)  # before JAX starts its backends
-  from model.distributed import PeerFailed, maybe_initialize_distributed
+  from rundir.multihost import PeerFailed, maybe_initialize_distributed
   maybe_initialize_distributed(_DISTRIBUTED.value)
   from evaluation.runner import run_eval
   from evaluation.samples import SamplesFileError

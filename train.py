@@ -25,8 +25,8 @@ from ml_collections import config_flags
 
 from configs import commands
 from configs.overrides import parse_flags
-from model.distributed import maybe_initialize_distributed
-from training.metrics import quiet_library_logs
+from rundir.multihost import maybe_initialize_distributed
+from rundir.logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

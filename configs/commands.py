@@ -126,12 +126,12 @@ def run_or_fail(run: Callable[[], Any],
   missing or unusable (an empty corpus directory, MBPP offline), a full disk (found
   anywhere in an exception's chain: orbax wraps it), or one of `problems`. Anything else
   propagates with its traceback (a bug)."""
-  # Imported here: the checks above this function fail fast without loading JAX and orbax.
+  # Imported here: the checks above this function fail fast without loading TFDS.
   from data.source_files import DatasetFileError  # pylint: disable=g-import-not-at-top
-  from model import run_dir, workdir_lock  # pylint: disable=g-import-not-at-top
+  from rundir import layout, workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     return run()
-  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError, DatasetFileError) + problems as e:
+  except (workdir_lock.WorkdirLocked, layout.CheckpointError, DatasetFileError) + problems as e:
     fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
     message = workdir_lock.storage_failure(e)

@@ -34,8 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data import prompt_fit
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
-from execution.progress import progress_line
-from model import decode_budget, distributed
+from model import decode_budget
 from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
                             split_shared_prefix)
 from model.host_devices import available_memory_bytes
@@ -44,6 +43,8 @@ from model.sharding import (batch_shard_count, batch_sharding, data_shards,
 from model.shared_decode import unrolled_layers
 from model.slot_sampling import make_sample_fn, problem_rows
 from model.stop_matcher import build_stop_table
+from rundir import multihost
+from rundir.progress import progress_line
 
 
 def problem_key(problem_id: Any) -> int:
@@ -98,7 +99,7 @@ class Sampler:
     # One call's memory per device (model/decode_budget.py); a CPU's is shared by the host's
     # devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once. Process 0's, so that
     # every process plans the same calls (a host's available memory differs by the moment).
-    self.budget_bytes = int(distributed.broadcast_json(decode_budget.call_budget_bytes(
+    self.budget_bytes = int(multihost.broadcast_json(decode_budget.call_budget_bytes(
         device_memory_bytes(), host_available_bytes=available_memory_bytes(),
         host_budget_bytes=self.cpu_memory_mb << 20, local_devices=len(jax.local_devices()),
         calls_at_once=CALLS_IN_FLIGHT)))
@@ -220,7 +221,7 @@ class Sampler:
     """The completions of a dispatched call (waits for it)."""
     rows, num_samples, out, out_lengths = call
     # Every process gets every sample (the output spans all hosts under jax.distributed).
-    out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
+    out, out_lengths = multihost.to_host(out), multihost.to_host(out_lengths)
     completions = []
     for problem in rows:
       texts = []

@@ -25,7 +25,7 @@ so each device's slice is the only anonymous host memory allocated for it: peak 
 for the mmapped files, plus orbax's write staging (bounded by `--save_concurrent_gb`). A 7B
 model therefore imports with far less host RAM than its size.
 
-The run's layout and file names belong to model/run_dir.py; the source's are Hugging Face's
+The run's layout and file names belong to rundir/layout.py; the source's are Hugging Face's
 (hf_families.HF_CONFIG_FILE, HF_TOKENIZER_FILE).
 """
 from __future__ import annotations
