@@ -171,7 +171,9 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
       ("num_samples", _positive_int, POSITIVE_INT),
       ("pass_at_k", _ks_ok, "must be positive integers, e.g. '(1,10,80)'"),
       ("max_problems", _non_negative_int, NON_NEGATIVE_INT + " (0 = all)"),
-      ("batch_size", _non_negative_int, NON_NEGATIVE_INT + " (0 = sized to the device)"),
+      ("slots_per_call", _non_negative_int, NON_NEGATIVE_INT + " (0 = sized to the device)"),
+      ("batch_size", lambda v: v is None or _non_negative_int(v),
+       NON_NEGATIVE_INT + " (the old name of slots_per_call; 0 = sized to the device)"),
       ("max_prompt_len", _non_negative_int,
        NON_NEGATIVE_INT + " (0 = computed for the model and task)"),
       ("prompt_overflow", overflow, f"{overflows} (data/prompt_fit.py)"),
@@ -198,6 +200,11 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   ])
   if problem:
     return problem
+  old_slots = config.get("batch_size")
+  if old_slots is not None and config.slots_per_call not in (0, old_slots):
+    return (f"--config.batch_size={old_slots} (the old name of slots_per_call) and "
+            f"--config.slots_per_call={config.slots_per_call} disagree; set slots_per_call "
+            "alone")
   if "prompt" in config:
     names = [f.name for f in dataclasses.fields(tasks.PROMPT_OPTIONS_TYPES[config.task])]
     for name, value in config.prompt.to_dict().items():

@@ -20,8 +20,8 @@ from model import run_identity
 from rundir import layout
 
 NOT_IDENTITY = frozenset({
-    "max_problems", "pass_at_k", "batch_size", "cpu_devices", "cpu_sampling_memory_mb",
-    "sandbox.workers",
+    "max_problems", "pass_at_k", "slots_per_call", "batch_size", "cpu_devices",
+    "cpu_sampling_memory_mb", "sandbox.workers",
     "sandbox.screen_batch", "data.data_dir", "data.manual_dir", "resume_mismatch",
     "checkpoint", "tokenizer_path", "samples_path"})
 NOT_IDENTITY_PREFIXES = ("mesh.", "wandb.", "meta.")

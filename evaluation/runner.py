@@ -84,6 +84,7 @@ def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def draws_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What the samples are drawn with besides the model: {seed, draw_variant,
   draw_variant_of} (evaluation/draws.py), for the sampler and results.json's meta."""
+  from evaluation.draws import draw_variant, draw_variant_of  # pylint: disable=g-import-not-at-top
   # The token budget is no part of a draw variant (evaluation/draws.py): any will do here.
   token_rule = sampling_config(config, max(config.sampling.max_new_tokens, 1))
   variant_of = draw_variant_of(config.task, prompt_options(config), token_rule)
@@ -161,10 +162,24 @@ def make_sampler(config: ml_collections.ConfigDict,
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh,
-                 sampling_config(config, limits.max_new_tokens), config.batch_size,
+                 sampling_config(config, limits.max_new_tokens), slots_per_call(config),
                  limits.max_prompt_len, config.seed, draws_of(config)["draw_variant"],
                  prompt_overflow(config), model_context_len,
                  cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0))
+
+
+def slots_per_call(config: ml_collections.ConfigDict) -> int:
+  """config.slots_per_call, or the value of its old name, batch_size, with a warning (in a
+  training config batch_size is the global batch: one name, one meaning)."""
+  old = config.get("batch_size")
+  if old is None:
+    return config.slots_per_call
+  if config.slots_per_call and config.slots_per_call != old:
+    raise ValueError(f"--config.batch_size={old} and --config.slots_per_call="
+                     f"{config.slots_per_call} disagree; set slots_per_call alone")
+  logging.warning("eval config key batch_size is deprecated: it is slots_per_call now "
+                  "(--config.slots_per_call=%d)", old)
+  return old
 
 
 def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> SamplingConfig:
@@ -186,7 +201,7 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
   draws = draws_of(config)
   limits = budgets(config, examples, sampler.completion_tokens, sampler.context_len)
   changes = {"sampling": sampling_config(config, limits.max_new_tokens),
-             "batch_size": config.batch_size, "max_prompt_len": limits.max_prompt_len,
+             "slots_per_call": slots_per_call(config), "max_prompt_len": limits.max_prompt_len,
              "cpu_memory_mb": config.get("cpu_sampling_memory_mb", 0)}
   # Neither the draws nor the overflow mode are in the compiled functions.
   keys = {"seed": draws["seed"], "variant": draws["draw_variant"],

@@ -47,7 +47,7 @@ from rundir import multihost
 from rundir.progress import progress_line
 
 
-def problem_key(problem_id: Any) -> int:
+def problem_draw_key(problem_id: Any) -> int:
   """The key a problem's samples are drawn under: from its id, so not from its place."""
   return zlib.crc32(str(problem_id).encode()) & 0x7FFFFFFF
 
@@ -63,7 +63,8 @@ def draw_key(seed: int, variant: int) -> jax.Array:
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
 
-  batch_size: slots per call; 0 = model/decode_budget.py's rule (model size, device memory).
+  slots_per_call: rows decoded per call; 0 = model/decode_budget.py's rule (model size,
+    device memory).
   max_prompt_len: the most tokens a prompt may have; `fit_prompts` makes them fit
     (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
   cpu_memory_mb: on a CPU, the memory its calls may take (all its devices together);
@@ -74,7 +75,7 @@ class Sampler:
   tokenizer: Tokenizer
   mesh: Mesh
   sampling: SamplingConfig
-  batch_size: int
+  slots_per_call: int
   max_prompt_len: int
   seed: int = 0
   variant: int = 0  # evaluation/draws.py: folded into the seed's key unless 0
@@ -110,10 +111,10 @@ class Sampler:
     return batch_shard_count(self.mesh)
 
   def slots(self, num_samples: int) -> int:
-    """Rows decoded together: batch_size if set, else the memory rule (same on every host)."""
+    """Rows decoded together: slots_per_call if set, else the memory rule (same on every host)."""
     shards = self.batch_shards
-    if self.batch_size:
-      return max(shards, -(-self.batch_size // shards) * shards)
+    if self.slots_per_call:
+      return max(shards, -(-self.slots_per_call // shards) * shards)
     return decode_budget.slots_per_call(
         self._model_cfg, max_new_tokens=self.sampling.max_new_tokens,
         prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
@@ -294,7 +295,7 @@ class _Dispatched:
     self._sampler = sampler
     self.dispatched_at = time.perf_counter()
     self.call = sampler.dispatch([e["prompt"] for e in todo],
-                                 [problem_key(e["id"]) for e in todo], num_samples,
+                                 [problem_draw_key(e["id"]) for e in todo], num_samples,
                                  **call_shape)
     self.ready_at = self.dispatched_at
     self._waiter = threading.Thread(target=self._wait, daemon=True)
