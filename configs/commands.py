@@ -80,7 +80,7 @@ def train_problem(config: ml_collections.ConfigDict) -> str | None:
     first = f"make it first with `{made_by}`, or " if made_by else ""
     return (f"the base model config.init_from={init_from} does not exist: {first}point "
             "--config.init_from= at a train.py workdir or one of its checkpoints/STEP "
-            "folders, or import one (`python -m model.import_checkpoint --source=HF_DIR "
+            "folders, or import one (`python -m interop.import_checkpoint --source=HF_DIR "
             f"--output={init_from}`)")
   return None
 

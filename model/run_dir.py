@@ -132,7 +132,7 @@ def save_params_checkpoint(directory: str, params: Any, model_config: ModelConfi
                            step: int = 0, save_concurrent_gb: int = 4) -> str:
   """Writes DIRECTORY/checkpoints/STEP/{params, model_config}, readable by `load_params`.
 
-  For checkpoints made outside training (model/import_checkpoint.py): the same layout and
+  For checkpoints made outside training (interop/import_checkpoint.py): the same layout and
   item handlers as a run's checkpoint, without optimizer or iterator state, so `init_from`
   and eval load it like any run. `save_concurrent_gb` bounds the device->host bytes in flight
   while writing (orbax's default, 96 GB, would stage a 7B float32 model on the host at once).

@@ -1,6 +1,6 @@
 """The run directory's layout: the one module that names a run's files, and its small files.
 
-A training run (train.py's workdir; also what model/import_checkpoint.py writes):
+A training run (train.py's workdir; also what interop/import_checkpoint.py writes):
 
     checkpoints/STEP/params        orbax: the parameters (alone, so init_from/eval load them)
     checkpoints/STEP/train         orbax: optimizer state + step (training runs only)

@@ -26,7 +26,7 @@ def test_bare_finetune_command_names_the_pretrain_command(tmp_path):
   assert line.startswith("error: the base model config.init_from=runs/pretrain "
                          "does not exist: make it first with `python train.py "
                          "--config=configs/pretrain.py`")
-  assert "--config.init_from=" in line and "model.import_checkpoint" in line
+  assert "--config.init_from=" in line and "interop.import_checkpoint" in line
 
 
 def test_bare_eval_command_says_what_it_needs(tmp_path):

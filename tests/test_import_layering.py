@@ -6,6 +6,7 @@ function, is checked against the allowed package edges, and no files import each
     data/, execution/          import nothing else of the project but rundir/ (execution/
                                writes its progress line with it)
     model/                     may import data/, rundir/
+    interop/                   may import data/, model/, rundir/ (Hugging Face import/export)
     training/, evaluation/     may import data/, model/, rundir/ (evaluation/ also
                                execution/); never configs/ or each other
     configs/                   may import data/, model/, rundir/ (experiment definitions), and
@@ -21,7 +22,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("rundir", "data", "model", "training", "evaluation", "execution", "configs", "sweeps",
+PACKAGES = ("rundir", "data", "model", "interop", "training", "evaluation", "execution", "configs", "sweeps",
             "scripts", "benchmarks", "tests")
 ANYTHING = frozenset(PACKAGES)
 ALLOWED = {
@@ -29,6 +30,7 @@ ALLOWED = {
     "data": frozenset({"rundir"}),
     "execution": frozenset({"rundir"}),
     "model": frozenset({"data", "rundir"}),
+    "interop": frozenset({"data", "model", "rundir"}),
     "training": frozenset({"data", "model", "rundir"}),
     "evaluation": frozenset({"data", "model", "execution", "rundir"}),
     "configs": frozenset({"data", "model", "rundir", "sweeps"}),

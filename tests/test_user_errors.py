@@ -21,8 +21,8 @@ from data.source_files import DatasetFileError
 from evaluation import sample_formats
 from execution import cli as execution_cli
 from evaluation.samples import SamplesFileError, read_samples_file
-from model import import_checkpoint
-from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
+from interop import import_checkpoint
+from interop.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
 from tests.conftest import REPO_ROOT
 from training import inputs
 
