@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from configs import commands, eval_synthesis, synthesis
+from configs import eval_synthesis, synthesis
+from launch import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,7 +3,7 @@ config's global batch), is still read, with a warning, and never disagrees with 
 import logging
 
 from configs import eval_synthesis
-from configs.validate import eval_problem
+from launch.validate import eval_problem
 from evaluation import identity, runner
 from tests.scripted_sampler import ScriptedSampler
 

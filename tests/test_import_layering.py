@@ -9,6 +9,8 @@ function, is checked against the allowed package edges, and no files import each
     interop/                   may import data/, model/, rundir/ (Hugging Face import/export)
     training/, evaluation/     may import data/, model/, rundir/ (evaluation/ also
                                execution/); never configs/ or each other
+    launch/                    may import data/, model/, rundir/ (what train.py and eval.py
+                               check and assume before the library call)
     configs/                   may import data/, model/, rundir/ (experiment definitions), and
                                sweeps/ (the sweep files in configs/sweeps/ are written in its API)
     sweeps/, scripts/, entry points, benchmarks/, tests/: anything
@@ -22,7 +24,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("rundir", "data", "model", "interop", "training", "evaluation", "execution", "configs", "sweeps",
+PACKAGES = ("rundir", "data", "model", "interop", "launch", "training", "evaluation", "execution", "configs", "sweeps",
             "scripts", "benchmarks", "tests")
 ANYTHING = frozenset(PACKAGES)
 ALLOWED = {
@@ -33,6 +35,7 @@ ALLOWED = {
     "interop": frozenset({"data", "model", "rundir"}),
     "training": frozenset({"data", "model", "rundir"}),
     "evaluation": frozenset({"data", "model", "execution", "rundir"}),
+    "launch": frozenset({"data", "model", "rundir"}),
     "configs": frozenset({"data", "model", "rundir", "sweeps"}),
 }
 

@@ -14,8 +14,8 @@ from safetensors.numpy import save_file
 
 from configs import eval_execution, eval_mathqa, eval_synthesis, mathqa, pretrain, synthesis
 from configs import execution as execution_config
-from configs import commands, validate
-from configs.overrides import closest_keys, unknown_override
+from launch import commands, validate
+from launch.overrides import closest_keys, unknown_override
 from data import code_corpus
 from data.source_files import DatasetFileError
 from evaluation import sample_formats

@@ -21,10 +21,12 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from configs import validate
+from launch import validate
 
 RUNS_DIR = "runs"
-CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
+# The experiment files: ../configs beside this package.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs")
 DEFAULT_EVAL_CONFIG = os.path.join(CONFIGS_DIR, "eval_synthesis.py")
 
 

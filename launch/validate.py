@@ -1,7 +1,7 @@
 """Checks of a resolved train.py or eval.py config, before anything is loaded.
 
 Each check returns None or one line naming the key, its bad value and what is allowed, e.g.
-`--config.seq_len=0: must be a positive integer`; configs/commands.py turns it into exit
+`--config.seq_len=0: must be a positive integer`; launch/commands.py turns it into exit
 status 2. What needs the devices (the mesh's divisibility) or the data (a corpus with no
 files) is checked where those are known, in training/ and data/.
 """
@@ -17,7 +17,7 @@ from data import prompt_fit, tasks
 from model import config as model_config
 from model.presets import PRESETS
 
-# training/inputs.py's TASKS (configs/ may not import training/; a test keeps them equal).
+# training/inputs.py's TASKS (launch/ may not import training/; a test keeps them equal).
 TRAIN_TASKS = ("python_code",) + tasks.TASK_NAMES
 DECAYS = ("cosine", "linear", "constant")  # training/optimizer.py
 DTYPES = model_config._DTYPES  # pylint: disable=protected-access
