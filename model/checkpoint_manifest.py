@@ -4,8 +4,8 @@ Orbax compresses arrays, so a truncated or zeroed file fails to decode; a flippe
 compressed chunk or in an uncompressed one can decode to different numbers without any error.
 The manifest (STEP/checksums.json, rundir/layout.py's MANIFEST_FILE) holds every file's size
 and sha256, written after the save has finished (the files are final then); a restore compares
-them before trusting the step. Steps written before manifests existed, or whose writer died between the
-save and the manifest, have none and are read unverified (as before).
+them before trusting the step. Steps written before manifests existed, or whose writer died
+between the save and the manifest, have none and are read unverified (as before).
 
 The manifest's own digest names the step's content: two paths holding the same checkpoint
 have the same digest (eval.py's run identity uses it).

@@ -24,8 +24,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("rundir", "data", "model", "interop", "launch", "training", "evaluation", "execution", "configs", "sweeps",
-            "scripts", "benchmarks", "tests")
+PACKAGES = ("rundir", "data", "model", "interop", "launch", "training", "evaluation",
+            "execution", "configs", "sweeps", "scripts", "benchmarks", "tests")
 ANYTHING = frozenset(PACKAGES)
 ALLOWED = {
     "rundir": frozenset(),
