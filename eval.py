@@ -6,7 +6,7 @@
         --config.samples_path=their_samples.jsonl --config.data.manual_dir=../shared/data/mbpp
 
 --config defaults to configs/eval_synthesis.py and --workdir to runs/CONFIG-RUN (the
-evaluated run's or samples file's name; configs/commands.py). Writes WORKDIR/samples.jsonl,
+evaluated run's or samples file's name; launch/commands.py). Writes WORKDIR/samples.jsonl,
 results.json, report.md (+ plots) and TensorBoard event files; rerunning resumes. Exit
 status 2 with one line on stderr for a problem to fix first (no model or samples given, the
 workdir is in use by another eval or not writable, the disk is full, a malformed samples file,
@@ -24,9 +24,9 @@ many devices, and resume is as exact (evaluation/process_zero_scorer.py).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs import commands
-from configs.overrides import parse_flags
-from training.metrics import quiet_library_logs
+from launch import commands
+from launch.overrides import parse_flags
+from rundir.logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", commands.DEFAULT_EVAL_CONFIG,
                                           "Eval config file.", lock_config=True)
@@ -49,7 +49,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top  (after the checks above: they need no JAX)
   from model.host_devices import split_host_cpu
   split_host_cpu(_CONFIG.value.cpu_devices)  # before JAX starts its backends
-  from model.distributed import PeerFailed, maybe_initialize_distributed
+  from rundir.multihost import PeerFailed, maybe_initialize_distributed
   maybe_initialize_distributed(_DISTRIBUTED.value)
   from evaluation.runner import run_eval
   from evaluation.samples import SamplesFileError

@@ -2,7 +2,7 @@
 
     python train.py --config=configs/pretrain.py [--workdir=runs/pretrain] [--config.KEY=VALUE ...]
 
-WORKDIR defaults to runs/NAME for configs/NAME.py (configs/commands.py). Writes
+WORKDIR defaults to runs/NAME for configs/NAME.py (launch/commands.py). Writes
 WORKDIR/metrics.jsonl (and TensorBoard event files), WORKDIR/checkpoints/, WORKDIR/config.json,
 model_config.json and tokenizer.model; rerunning the same command resumes from the latest checkpoint. Multi-host:
 start one process per host with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID
@@ -12,7 +12,7 @@ Exit status: 0 done; 75 stopped by SIGTERM/SIGINT after saving a checkpoint of t
 or before the first step when the signal came during setup (run the same command to
 continue); 2 a problem to fix first (one line on stderr: the workdir is in use by another run
 or not writable, the disk is full, no usable checkpoint, an unknown config key, a config value
-out of range: configs/validate.py); 1 anything else.
+out of range: launch/validate.py); 1 anything else.
 """
 # First, before the slow imports: a SIGTERM from here on stops the run with EXIT_PREEMPTED
 # (without it, a signal during the first seconds killed the process: exit 143).
@@ -23,10 +23,10 @@ preemption.catch_early()
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs import commands
-from configs.overrides import parse_flags
-from model.distributed import maybe_initialize_distributed
-from training.metrics import quiet_library_logs
+from launch import commands
+from launch.overrides import parse_flags
+from rundir.multihost import maybe_initialize_distributed
+from rundir.logs import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)

@@ -43,7 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_problems = 0              # 0 = all; >0 for quick looks
   config.num_samples = 80              # per problem (the paper: 80)
   config.pass_at_k = (1, 10, 80)       # reported where every problem has >= k samples
-  config.batch_size = 0                # sampling slots per call; 0 = model/decode_budget.py
+  config.slots_per_call = 0            # sampling slots per call; 0 = model/decode_budget.py
+  # The old name of slots_per_call (in training configs batch_size is the global batch):
+  # still read, with a warning (evaluation/runner.py's slots_per_call).
+  config.batch_size = config_dict.placeholder(int)
   # Prompt tokens at most; 0 = the model's context less max_new_tokens where it declares one
   # (imported checkpoints), else 1,024 (evaluation/token_budgets.py).
   config.max_prompt_len = 0

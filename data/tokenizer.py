@@ -45,7 +45,7 @@ class Tokenizer:
 
   def __init__(self, model_proto: bytes, model_path: str | None = None, *,
                imported: bool = False, add_bos: bool = False):
-    """`imported`: a public model's tokenizer (model/import_checkpoint.py), whose special ids
+    """`imported`: a public model's tokenizer (interop/import_checkpoint.py), whose special ids
     differ from ours (Llama: unk 0, bos 1, eos 2, no pad; Gemma: pad 0, eos 1, bos 2); the
     pad id is then not checked, which is safe because the input pipeline masks padding by
     segment id 0, not by token id. `add_bos`: `encode_prompt` starts with BOS, as those

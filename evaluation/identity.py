@@ -16,11 +16,12 @@ from typing import Any
 
 import ml_collections
 
-from model import run_dir, run_identity
+from model import run_identity
+from rundir import layout
 
 NOT_IDENTITY = frozenset({
-    "max_problems", "pass_at_k", "batch_size", "cpu_devices", "cpu_sampling_memory_mb",
-    "sandbox.workers",
+    "max_problems", "pass_at_k", "slots_per_call", "batch_size", "cpu_devices",
+    "cpu_sampling_memory_mb", "sandbox.workers",
     "sandbox.screen_batch", "data.data_dir", "data.manual_dir", "resume_mismatch",
     "checkpoint", "tokenizer_path", "samples_path"})
 NOT_IDENTITY_PREFIXES = ("mesh.", "wandb.", "meta.")
@@ -37,8 +38,8 @@ def eval_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   tokenizer = config.tokenizer_path
   if not tokenizer and config.checkpoint:
     try:
-      tokenizer = run_dir.tokenizer_path(config.checkpoint) or ""
-    except run_dir.CheckpointError:
+      tokenizer = layout.tokenizer_path(config.checkpoint) or ""
+    except layout.CheckpointError:
       tokenizer = ""  # no checkpoint there: loading it says so
   identity["tokenizer"] = run_identity.file_fingerprint(tokenizer)
   return identity

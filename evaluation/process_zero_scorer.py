@@ -8,7 +8,7 @@ already scored are process 0's answer, broadcast, so every process skips the sam
 the rest draw the same samples (evaluation/sampler.py keys each chunk by its index).
 
 A failure on process 0 (a workdir holding another run's samples, a full disk) stops every
-process at the same point (model/distributed.py on_process_zero). With one process this is
+process at the same point (rundir/multihost.py on_process_zero). With one process this is
 the plain Scorer.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from evaluation.scorer import Scorer
 from execution import SandboxConfig
-from model import distributed
+from rundir import multihost
 
 
 class ProcessZeroScorer:
@@ -28,9 +28,9 @@ class ProcessZeroScorer:
 
   def __init__(self, workdir: str, sandbox_config: SandboxConfig | None = None,
                **scorer_options):
-    self._scorer: Scorer | None = distributed.on_process_zero(
+    self._scorer: Scorer | None = multihost.on_process_zero(
         lambda: Scorer(workdir, sandbox_config, **scorer_options), "opening the workdir")
-    self.done_ids: set[str] = set(distributed.broadcast_json(
+    self.done_ids: set[str] = set(multihost.broadcast_json(
         sorted(self._scorer.done_ids) if self._scorer is not None else None))
 
   def __enter__(self) -> "ProcessZeroScorer":
@@ -44,7 +44,7 @@ class ProcessZeroScorer:
             completions_by_id: dict[str, Sequence[str]]) -> None:
     """Scorer.score on process 0; the others only wait for its verdict on failure."""
     scorer = self._scorer
-    distributed.on_process_zero(lambda: scorer.score(examples, completions_by_id),
+    multihost.on_process_zero(lambda: scorer.score(examples, completions_by_id),
                                 "scoring samples")
 
   @property

@@ -8,9 +8,9 @@ matplotlib.use("Agg")  # Files only: eval runs on headless machines.
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from evaluation.scorer import RECORD_STATUSES as STATUSES  # noqa: E402
-from model import run_dir  # noqa: E402
+from rundir import layout  # noqa: E402
 
-REPORT_FILE = run_dir.REPORT_FILE
+REPORT_FILE = layout.REPORT_FILE
 PASS_AT_K_PLOT = "pass_at_k.png"
 STATUS_PLOT = "status_counts.png"
 

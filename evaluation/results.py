@@ -42,9 +42,9 @@ from typing import Any, Sequence
 from data import prompt_fit
 from evaluation.scorer import RECORD_STATUSES
 from execution import Result, score
-from model import run_dir
+from rundir import layout
 
-RESULTS_FILE = run_dir.RESULTS_FILE
+RESULTS_FILE = layout.RESULTS_FILE
 SCHEMA_VERSION = 1
 PAPER_KS = (1, 10, 80)
 REQUIRED_KEYS = ("meta", "pass_at_k", "per_problem")

@@ -3,6 +3,10 @@
 Everything that can fail on bad input (unknown task or split, malformed samples file, missing
 or mismatched checkpoint, a tokenizer that does not fit the model) fails before sampling or
 execution starts.
+
+Scoring a samples file needs no JAX: the sampling side (the sampler, the model, orbax) is
+imported inside the functions that sample, so `eval.py --config.samples_path=...` runs where
+JAX is not installed (tests/test_jax_free.py).
 """
 from __future__ import annotations
 
@@ -11,27 +15,26 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
 import ml_collections
 from absl import logging
 
 from data import prompt_fit
 from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
 from evaluation import token_budgets
-from evaluation.draws import draw_variant, draw_variant_of
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.identity import eval_identity
 from evaluation.results import PAPER_KS
-from evaluation.sampler import Sampler, sample_problems
 from evaluation.process_zero_scorer import ProcessZeroScorer
 from evaluation.throughput_ledger import ThroughputLedger
 from execution import SandboxConfig
-from model import distributed, run_dir, run_identity
-from model.decoder import sharded_abstract_params
-from model.sampling import SamplingConfig
-from model.sharding import make_mesh
+from model import run_identity
+from rundir import layout, multihost
+
+if TYPE_CHECKING:
+  from evaluation.sampler import Sampler
+  from model.sampling import SamplingConfig
 
 
 def prompt_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -81,6 +84,7 @@ def pass_at_ks(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def draws_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What the samples are drawn with besides the model: {seed, draw_variant,
   draw_variant_of} (evaluation/draws.py), for the sampler and results.json's meta."""
+  from evaluation.draws import draw_variant, draw_variant_of  # pylint: disable=g-import-not-at-top
   # The token budget is no part of a draw variant (evaluation/draws.py): any will do here.
   token_rule = sampling_config(config, max(config.sampling.max_new_tokens, 1))
   variant_of = draw_variant_of(config.task, prompt_options(config), token_rule)
@@ -99,9 +103,9 @@ def _meta(config: ml_collections.ConfigDict, examples) -> dict[str, Any]:
 def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
   if config.tokenizer_path:
     return config.tokenizer_path
-  candidate = run_dir.tokenizer_path(config.checkpoint)
+  candidate = layout.tokenizer_path(config.checkpoint)
   if not candidate:
-    raise FileNotFoundError(f"no {run_dir.TOKENIZER_FILE} in the run of {config.checkpoint}; set "
+    raise FileNotFoundError(f"no {layout.TOKENIZER_FILE} in the run of {config.checkpoint}; set "
                             "--config.tokenizer_path")
   return candidate
 
@@ -109,7 +113,7 @@ def _tokenizer_path(config: ml_collections.ConfigDict) -> str:
 def context_len(checkpoint: str) -> int | None:
   """The model's context length where it declares one: an imported checkpoint's
   max_position_embeddings (our own RoPE models have no position table, so none)."""
-  metadata = run_dir.import_metadata(run_dir.run_of(checkpoint))
+  metadata = layout.import_metadata(layout.run_of(checkpoint))
   length = (metadata or {}).get("max_position_embeddings")
   return int(length) if length else None
 
@@ -137,6 +141,11 @@ def make_sampler(config: ml_collections.ConfigDict,
   if not config.checkpoint:
     raise ValueError("set --config.checkpoint=RUN_DIR (or --config.samples_path=FILE to score "
                      "completions made elsewhere)")
+  # pylint: disable=g-import-not-at-top  (the sampling side: JAX, the model, orbax)
+  from evaluation.sampler import Sampler
+  from model import run_dir
+  from model.decoder import sharded_abstract_params
+  from model.sharding import make_mesh
   model_cfg = run_dir.load_model_config(config.checkpoint)
   tokenizer = run_dir.load_tokenizer(_tokenizer_path(config))
   if tokenizer.vocab_size != model_cfg.vocab_size:
@@ -153,13 +162,28 @@ def make_sampler(config: ml_collections.ConfigDict,
   graphdef, abstract = sharded_abstract_params(model_cfg, mesh)
   params = run_dir.load_params(config.checkpoint, abstract)
   return Sampler(graphdef, params, tokenizer, mesh,
-                 sampling_config(config, limits.max_new_tokens), config.batch_size,
+                 sampling_config(config, limits.max_new_tokens), slots_per_call(config),
                  limits.max_prompt_len, config.seed, draws_of(config)["draw_variant"],
                  prompt_overflow(config), model_context_len,
                  cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0))
 
 
+def slots_per_call(config: ml_collections.ConfigDict) -> int:
+  """config.slots_per_call, or the value of its old name, batch_size, with a warning (in a
+  training config batch_size is the global batch: one name, one meaning)."""
+  old = config.get("batch_size")
+  if old is None:
+    return config.slots_per_call
+  if config.slots_per_call and config.slots_per_call != old:
+    raise ValueError(f"--config.batch_size={old} and --config.slots_per_call="
+                     f"{config.slots_per_call} disagree; set slots_per_call alone")
+  logging.warning("eval config key batch_size is deprecated: it is slots_per_call now "
+                  "(--config.slots_per_call=%d)", old)
+  return old
+
+
 def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> SamplingConfig:
+  from model.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
   return SamplingConfig(max_new_tokens=max_new_tokens,
                         temperature=config.sampling.temperature, top_k=config.sampling.top_k,
                         top_p=config.sampling.top_p)
@@ -177,7 +201,7 @@ def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
   draws = draws_of(config)
   limits = budgets(config, examples, sampler.completion_tokens, sampler.context_len)
   changes = {"sampling": sampling_config(config, limits.max_new_tokens),
-             "batch_size": config.batch_size, "max_prompt_len": limits.max_prompt_len,
+             "slots_per_call": slots_per_call(config), "max_prompt_len": limits.max_prompt_len,
              "cpu_memory_mb": config.get("cpu_sampling_memory_mb", 0)}
   # Neither the draws nor the overflow mode are in the compiled functions.
   keys = {"seed": draws["seed"], "variant": draws["draw_variant"],
@@ -202,7 +226,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler |
   Holds the workdir while it works (another eval there is refused at once: WorkdirLocked).
   """
   # Process 0 takes the lock; under jax.distributed every process stops if it cannot.
-  with distributed.workdir_held(workdir):
+  with multihost.workdir_held(workdir):
     return _run_eval(config, workdir, sampler, examples)
 
 
@@ -210,7 +234,7 @@ def _continuing(workdir: str) -> bool:
   """Whether this launch goes on with samples an earlier one scored."""
   return any(os.path.isfile(os.path.join(workdir, name)) and
              os.path.getsize(os.path.join(workdir, name)) > 0
-             for name in (run_dir.SAMPLES_FILE, run_dir.RESULTS_FILE))
+             for name in (layout.SAMPLES_FILE, layout.RESULTS_FILE))
 
 
 def _check_identity(config: ml_collections.ConfigDict, workdir: str
@@ -226,8 +250,8 @@ def _check_identity(config: ml_collections.ConfigDict, workdir: str
     continuing = _continuing(workdir)
     return continuing, (run_identity.check(workdir, "eval", identity, policy)
                         if continuing else {})
-  continuing, changes = distributed.broadcast_json(
-      distributed.on_process_zero(check, "checking the run's identity"))
+  continuing, changes = multihost.broadcast_json(
+      multihost.on_process_zero(check, "checking the run's identity"))
   return identity, continuing, changes
 
 
@@ -236,7 +260,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str,
   """config.json (what this launch was asked to do; sweeps compare it before reusing a run),
   identity.json and a config_history.jsonl line for a start or a changed resume."""
   identity, continuing, changes = checked
-  distributed.on_process_zero(lambda: run_identity.record(
+  multihost.on_process_zero(lambda: run_identity.record(
       workdir, "eval", identity, config.to_json_best_effort(indent=2, sort_keys=True),
       resuming=continuing, step=None, identity_changes=changes), "writing config.json")
 
@@ -252,7 +276,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
   checked = _check_identity(config, workdir)  # before the model is loaded or anything runs
   if config.samples_path:
     _record_config(config, workdir, checked)
-    return distributed.broadcast_json(distributed.on_process_zero(
+    return multihost.broadcast_json(multihost.on_process_zero(
         lambda: evaluate_samples_file(config.samples_path, examples, workdir, meta=meta,
                                       sandbox_config=sandbox, ks=pass_at_ks(config),
                                       samples_format=config.get("samples_format", "")),
@@ -275,12 +299,13 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                     sampler.max_prompt_len, len(fitted["shots_dropped"]),
                     len(fitted["prompt_too_long"]))
   _record_config(config, workdir, checked)
+  from evaluation.sampler import sample_problems  # pylint: disable=g-import-not-at-top
   tokens_before = sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)
   # This launch's totals join the earlier launches' (meta.throughput covers the whole eval).
   ledger = ThroughputLedger(workdir, continuing=checked[1],
-                            enabled=jax.process_index() == 0)
+                            enabled=multihost.process_index() == 0)
   with ProcessZeroScorer(workdir, sandbox,
                          expected_programs=len(examples) * config.num_samples) as scorer:
     started, executing = time.perf_counter(), [0.0]
@@ -303,6 +328,6 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
     meta["throughput"] = ledger.combined()
   meta["prompt_overflow"] = sampler.prompt_overflow
   # One writer (process 0); every process returns its results.
-  return distributed.broadcast_json(distributed.on_process_zero(
+  return multihost.broadcast_json(multihost.on_process_zero(
       lambda: finish(workdir, examples, records, meta=meta, sandbox_config=sandbox,
                      ks=pass_at_ks(config)), "writing the results"))

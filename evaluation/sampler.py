@@ -34,8 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data import prompt_fit
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
-from execution.progress import progress_line
-from model import decode_budget, distributed
+from model import decode_budget
 from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
                             split_shared_prefix)
 from model.host_devices import available_memory_bytes
@@ -44,9 +43,11 @@ from model.sharding import (batch_shard_count, batch_sharding, data_shards,
 from model.shared_decode import unrolled_layers
 from model.slot_sampling import make_sample_fn, problem_rows
 from model.stop_matcher import build_stop_table
+from rundir import multihost
+from rundir.progress import progress_line
 
 
-def problem_key(problem_id: Any) -> int:
+def problem_draw_key(problem_id: Any) -> int:
   """The key a problem's samples are drawn under: from its id, so not from its place."""
   return zlib.crc32(str(problem_id).encode()) & 0x7FFFFFFF
 
@@ -62,7 +63,8 @@ def draw_key(seed: int, variant: int) -> jax.Array:
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
 
-  batch_size: slots per call; 0 = model/decode_budget.py's rule (model size, device memory).
+  slots_per_call: rows decoded per call; 0 = model/decode_budget.py's rule (model size,
+    device memory).
   max_prompt_len: the most tokens a prompt may have; `fit_prompts` makes them fit
     (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
   cpu_memory_mb: on a CPU, the memory its calls may take (all its devices together);
@@ -73,7 +75,7 @@ class Sampler:
   tokenizer: Tokenizer
   mesh: Mesh
   sampling: SamplingConfig
-  batch_size: int
+  slots_per_call: int
   max_prompt_len: int
   seed: int = 0
   variant: int = 0  # evaluation/draws.py: folded into the seed's key unless 0
@@ -98,7 +100,7 @@ class Sampler:
     # One call's memory per device (model/decode_budget.py); a CPU's is shared by the host's
     # devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once. Process 0's, so that
     # every process plans the same calls (a host's available memory differs by the moment).
-    self.budget_bytes = int(distributed.broadcast_json(decode_budget.call_budget_bytes(
+    self.budget_bytes = int(multihost.broadcast_json(decode_budget.call_budget_bytes(
         device_memory_bytes(), host_available_bytes=available_memory_bytes(),
         host_budget_bytes=self.cpu_memory_mb << 20, local_devices=len(jax.local_devices()),
         calls_at_once=CALLS_IN_FLIGHT)))
@@ -109,10 +111,10 @@ class Sampler:
     return batch_shard_count(self.mesh)
 
   def slots(self, num_samples: int) -> int:
-    """Rows decoded together: batch_size if set, else the memory rule (same on every host)."""
+    """Rows decoded together: slots_per_call if set, else the memory rule (same on every host)."""
     shards = self.batch_shards
-    if self.batch_size:
-      return max(shards, -(-self.batch_size // shards) * shards)
+    if self.slots_per_call:
+      return max(shards, -(-self.slots_per_call // shards) * shards)
     return decode_budget.slots_per_call(
         self._model_cfg, max_new_tokens=self.sampling.max_new_tokens,
         prompt_len=bucket_length(self.max_prompt_len), num_samples=num_samples,
@@ -220,7 +222,7 @@ class Sampler:
     """The completions of a dispatched call (waits for it)."""
     rows, num_samples, out, out_lengths = call
     # Every process gets every sample (the output spans all hosts under jax.distributed).
-    out, out_lengths = distributed.to_host(out), distributed.to_host(out_lengths)
+    out, out_lengths = multihost.to_host(out), multihost.to_host(out_lengths)
     completions = []
     for problem in rows:
       texts = []
@@ -293,7 +295,7 @@ class _Dispatched:
     self._sampler = sampler
     self.dispatched_at = time.perf_counter()
     self.call = sampler.dispatch([e["prompt"] for e in todo],
-                                 [problem_key(e["id"]) for e in todo], num_samples,
+                                 [problem_draw_key(e["id"]) for e in todo], num_samples,
                                  **call_shape)
     self.ready_at = self.dispatched_at
     self._waiter = threading.Thread(target=self._wait, daemon=True)

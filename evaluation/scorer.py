@@ -22,9 +22,9 @@ from absl import logging
 from data import prompt_fit, tasks
 from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
 from execution.progress import ProgressLog
-from model import run_dir
+from rundir import layout
 
-SAMPLES_FILE = run_dir.SAMPLES_FILE
+SAMPLES_FILE = layout.SAMPLES_FILE
 # The sandbox's verdicts, and those decided without running anything: an execution
 # prediction that is not a value (data/execution_examples.py), and a problem whose prompt
 # does not fit the model's context with prompt_overflow="fail" (data/prompt_fit.py).

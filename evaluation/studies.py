@@ -40,7 +40,7 @@ from evaluation.repair import round_dir, run_repair
 from evaluation.runner import (load_examples, make_sampler, run_eval,
                                sandbox_config)
 from evaluation.scorer import load_scored
-from model import run_dir
+from rundir import layout
 
 STUDY_FILE = "study.json"
 STUDY_REPORT = "study.md"
@@ -149,7 +149,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, study_name: str,
                      "--config.samples_path")
   # The study's folder is one run: a second study there is refused at once (each variant's
   # eval workdir, a folder inside it, is locked by run_eval too).
-  with run_dir.workdir_lock(workdir):
+  with layout.workdir_lock(workdir):
     return _run_study(config, workdir, study_name, values, rounds, control)
 
 

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from model import run_dir
+from rundir import layout
 
 _COUNTS = ("wall_s", "sampling_s", "tokens_generated", "execution_s", "programs_executed",
            "programs_screened")
@@ -39,7 +39,7 @@ class ThroughputLedger:
   write the workdir (then it only keeps the numbers)."""
 
   def __init__(self, workdir: str, continuing: bool, enabled: bool = True):
-    self.path = os.path.join(workdir, run_dir.THROUGHPUT_FILE)
+    self.path = os.path.join(workdir, layout.THROUGHPUT_FILE)
     self.enabled = enabled
     self.earlier: list[dict[str, Any]] = self._read() if continuing and enabled else []
     self.current: dict[str, Any] = {}
@@ -55,7 +55,7 @@ class ThroughputLedger:
   def update(self, complete: bool, **counts: float) -> None:
     self.current = {**counts, "complete": complete}
     if self.enabled:
-      run_dir.write_text(os.path.dirname(self.path), run_dir.THROUGHPUT_FILE, json.dumps(
+      layout.write_text(os.path.dirname(self.path), layout.THROUGHPUT_FILE, json.dumps(
           {"launches": self.earlier + [self.current]}, indent=1) + "\n")
 
   def combined(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 * One writer: `PATH.lock` is flock-ed for the run (the kernel drops the lock when the process
   dies, kill -9 included), so a second run on the same output is refused at once, naming the
-  first (pid, host, start time, command). model/workdir_lock.py does the same for run
+  first (pid, host, start time, command). rundir/workdir_lock.py does the same for run
   directories; execution/ imports nothing of the project, so it keeps its own few lines.
 * Streaming: verdicts are appended as jobs finish, through a reorder buffer, so the file is
   always an input-order prefix of the complete output; a verdict waits only for the slower

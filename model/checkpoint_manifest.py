@@ -2,10 +2,10 @@
 
 Orbax compresses arrays, so a truncated or zeroed file fails to decode; a flipped bit inside a
 compressed chunk or in an uncompressed one can decode to different numbers without any error.
-The manifest (STEP/checksums.json, run_dir.MANIFEST_FILE) holds every file's size and sha256,
-written after the save has finished (the files are final then); a restore compares them before
-trusting the step. Steps written before manifests existed, or whose writer died between the
-save and the manifest, have none and are read unverified (as before).
+The manifest (STEP/checksums.json, rundir/layout.py's MANIFEST_FILE) holds every file's size
+and sha256, written after the save has finished (the files are final then); a restore compares
+them before trusting the step. Steps written before manifests existed, or whose writer died
+between the save and the manifest, have none and are read unverified (as before).
 
 The manifest's own digest names the step's content: two paths holding the same checkpoint
 have the same digest (eval.py's run identity uses it).
@@ -17,9 +17,8 @@ import json
 import os
 from typing import Sequence
 
-# The step folder's file name (model/run_dir.py, which names every run-dir file, re-exports it:
-# run_dir reads checkpoints through this module, so the name cannot live there).
-MANIFEST_FILE = "checksums.json"
+from rundir.layout import MANIFEST_FILE  # the step folder's file name, as the run dir spells it
+
 _CHUNK = 1 << 22
 
 

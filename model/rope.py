@@ -1,7 +1,7 @@
 """RoPE frequency scalings ("linear", "llama3", "yarn"), exactly as transformers computes them.
 
 `RopeScaling` holds every value resolved to a concrete number when a checkpoint is imported
-(model/hf_families.py applies transformers' defaulting rules), so the model never needs them.
+(interop/hf_families.py applies transformers' defaulting rules), so the model never needs them.
 `rope_frequencies` mirrors transformers 5 `modeling_rope_utils`, op for op in float32 (so that
 the threshold comparisons of "llama3" and the ramp of "yarn" land on the same side as theirs):
 

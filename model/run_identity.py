@@ -26,7 +26,8 @@ import os
 import time
 from typing import Any
 
-from model import checkpoint_manifest, run_dir
+from model import checkpoint_manifest
+from rundir import layout
 
 REFUSE, ALLOW = "refuse", "allow"
 _MISSING = "(absent)"
@@ -52,7 +53,7 @@ def mismatch_policy(config: Any) -> str:
   """config.resume_mismatch ("refuse", the default, or "allow"), checked."""
   policy = config.get("resume_mismatch", REFUSE) if hasattr(config, "get") else REFUSE
   if policy not in (REFUSE, ALLOW):
-    raise run_dir.IdentityMismatch(
+    raise layout.IdentityMismatch(
         f"config.resume_mismatch must be {REFUSE!r} or {ALLOW!r}, got {policy!r}")
   return policy
 
@@ -75,19 +76,19 @@ def _read(path: str) -> Any:
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
-    raise run_dir.IdentityMismatch(
+    raise layout.IdentityMismatch(
         f"{path} cannot be read ({e}); it records which run this workdir holds: restore it, "
         "or use another workdir") from e
 
 
 def recorded(workdir: str) -> dict[str, Any] | None:
   """{"kind", "identity"} of the run in `workdir`, or None if it recorded none."""
-  path = os.path.join(workdir, run_dir.IDENTITY_FILE)
+  path = os.path.join(workdir, layout.IDENTITY_FILE)
   record = _read(path)
   if record is None:
     return None
   if not (isinstance(record, dict) and isinstance(record.get("identity"), dict)):
-    raise run_dir.IdentityMismatch(
+    raise layout.IdentityMismatch(
         f"{path} is not an identity record; restore it, or use another workdir")
   return record
 
@@ -96,15 +97,15 @@ def check(workdir: str, kind: str, identity: dict[str, Any], policy: str
           ) -> dict[str, list[Any]]:
   """Compares a resume's identity with the recorded one; returns the changes to record.
 
-  Raises run_dir.IdentityMismatch (one line) if they differ and `policy` is not ALLOW.
+  Raises layout.IdentityMismatch (one line) if they differ and `policy` is not ALLOW.
   Writes nothing: `record` does, once the resume has got past its other checks.
   """
   try:
     record = recorded(workdir)
-  except run_dir.IdentityMismatch:
+  except layout.IdentityMismatch:
     if policy != ALLOW:
       raise
-    return {run_dir.IDENTITY_FILE: ["(unreadable)", "(recorded anew)"]}
+    return {layout.IDENTITY_FILE: ["(unreadable)", "(recorded anew)"]}
   if record is None:  # a run from before identities were recorded: nothing to compare with
     return {}
   recorded_identity = {"kind": record.get("kind"), **record["identity"]}
@@ -112,10 +113,10 @@ def check(workdir: str, kind: str, identity: dict[str, Any], policy: str
   if differing and policy != ALLOW:
     shown = "; ".join(f"{key}: recorded {_show(old)}, now {_show(new)}"
                       for key, (old, new) in differing.items())
-    raise run_dir.IdentityMismatch(
+    raise layout.IdentityMismatch(
         f"{workdir} holds a {record.get('kind')} run made with other settings ({shown}); use "
         "another workdir for a new run, or --config.resume_mismatch=allow to continue this "
-        f"one with the new settings (recorded in {run_dir.CONFIG_HISTORY_FILE})")
+        f"one with the new settings (recorded in {layout.CONFIG_HISTORY_FILE})")
   return differing
 
 
@@ -127,11 +128,11 @@ def record(workdir: str, kind: str, identity: dict[str, Any], config_json: str, 
   config = json.loads(config_json)
   if not resuming:
     line = {"event": "start", "kind": kind, "identity": identity}
-  elif not os.path.exists(os.path.join(workdir, run_dir.IDENTITY_FILE)):
+  elif not os.path.exists(os.path.join(workdir, layout.IDENTITY_FILE)):
     # resumed from before identities were recorded
     line = {"event": "identity first recorded", "kind": kind, "identity": identity}
   else:
-    previous = _read(os.path.join(workdir, run_dir.CONFIG_FILE))
+    previous = _read(os.path.join(workdir, layout.CONFIG_FILE))
     other = {}
     if isinstance(previous, dict):
       other = {k: v for k, v in changes(flatten(previous), flatten(config)).items()
@@ -141,18 +142,18 @@ def record(workdir: str, kind: str, identity: dict[str, Any], config_json: str, 
   if line is not None:
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "step": step, **line}
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, run_dir.CONFIG_HISTORY_FILE), "a", encoding="utf-8") as f:
+    with open(os.path.join(workdir, layout.CONFIG_HISTORY_FILE), "a", encoding="utf-8") as f:
       f.write(json.dumps(line, sort_keys=True) + "\n")
-  run_dir.write_text(workdir, run_dir.IDENTITY_FILE,
+  layout.write_text(workdir, layout.IDENTITY_FILE,
                      json.dumps({"kind": kind, "identity": identity}, indent=1, sort_keys=True))
-  run_dir.write_text(workdir, run_dir.CONFIG_FILE, config_json)
+  layout.write_text(workdir, layout.CONFIG_FILE, config_json)
 
 
 def history(workdir: str) -> list[dict[str, Any]]:
   """The lines of config_history.jsonl (a line cut short by a crash is skipped)."""
   lines = []
   try:
-    with open(os.path.join(workdir, run_dir.CONFIG_HISTORY_FILE), encoding="utf-8") as f:
+    with open(os.path.join(workdir, layout.CONFIG_HISTORY_FILE), encoding="utf-8") as f:
       for text in f:
         try:
           lines.append(json.loads(text))
@@ -184,8 +185,8 @@ def checkpoint_fingerprint(path: str) -> dict[str, Any] | str:
   if not path:
     return path
   try:
-    directory, step = run_dir.resolve_checkpoint(path)
-  except run_dir.CheckpointError:
+    directory, step = layout.resolve_checkpoint(path)
+  except layout.CheckpointError:
     return path
   step_dir = os.path.join(str(directory), str(step))
   return {"step": step,

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from training.metrics import quiet_library_logs  # noqa: E402
+from rundir.logs import quiet_library_logs  # noqa: E402
 
 _SCALE = flags.DEFINE_string("scale", "tiny", "tiny | small | medium")
 _ROOT = flags.DEFINE_string("root", "runs/reproduce-tiny", "where every stage's workdir goes")

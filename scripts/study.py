@@ -20,10 +20,10 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import commands  # noqa: E402
-from configs.overrides import parse_flags  # noqa: E402
+from launch import commands  # noqa: E402
+from launch.overrides import parse_flags  # noqa: E402
 from evaluation.studies import DEFAULT_REPAIR_ROUNDS, STUDY_NAMES  # noqa: E402
-from training.metrics import quiet_library_logs  # noqa: E402
+from rundir.logs import quiet_library_logs  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base eval config file.",
                                           lock_config=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import ml_collections
 
-from configs.overrides import closest_keys
+from launch.overrides import closest_keys
 
 _CACHE: dict[str, Any] = {}
 

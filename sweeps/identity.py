@@ -19,7 +19,7 @@ import json
 import os
 from typing import Any
 
-from model import run_dir
+from rundir import layout
 
 # Keys that say how far this launch goes, not what the run computes: stopping at step 2 and
 # resuming to the end gives the numbers of a run that never stopped (tested in training).
@@ -36,11 +36,11 @@ def _read_json(path: str) -> Any:
 
 def recorded_config(workdir: str, kind: str) -> dict[str, Any] | None:
   """The config the workdir's run recorded, or None if it recorded none."""
-  config = _read_json(os.path.join(workdir, run_dir.CONFIG_FILE))
+  config = _read_json(os.path.join(workdir, layout.CONFIG_FILE))
   if isinstance(config, dict):
     return config
   if kind == "eval":
-    results = _read_json(os.path.join(workdir, run_dir.RESULTS_FILE))
+    results = _read_json(os.path.join(workdir, layout.RESULTS_FILE))
     meta = results.get("meta") if isinstance(results, dict) else None
     if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
       return meta["config"]
@@ -50,11 +50,11 @@ def recorded_config(workdir: str, kind: str) -> dict[str, Any] | None:
 def holds_work(workdir: str, kind: str) -> bool:
   """Whether a relaunch would continue work already done in `workdir`."""
   if kind == "train":
-    names = (run_dir.METRICS_FILE,)
-    return bool(run_dir.checkpoint_steps(workdir)) or any(
+    names = (layout.METRICS_FILE,)
+    return bool(layout.checkpoint_steps(workdir)) or any(
         os.path.exists(os.path.join(workdir, n)) for n in names)
   return any(os.path.exists(os.path.join(workdir, n))
-             for n in (run_dir.SAMPLES_FILE, run_dir.RESULTS_FILE))
+             for n in (layout.SAMPLES_FILE, layout.RESULTS_FILE))
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -89,7 +89,7 @@ def conflict(workdir: str, kind: str, requested: dict[str, Any]) -> list[str]:
   if recorded is None:
     # Work without a readable record of its config (config.json missing, cut short or not
     # a config) may be anything: never taken for the run asked for now.
-    return [f"{run_dir.CONFIG_FILE}: missing or unreadable, so the config its work was done "
+    return [f"{layout.CONFIG_FILE}: missing or unreadable, so the config its work was done "
             "with is unknown"]
   return differences(recorded, requested)
 

@@ -100,7 +100,7 @@ def stage_configs(scale: Scale, root: str, mbpp_dir: str, data_dir: str
       config.checkpoint = checkpoint
       config.prompt.num_shots = shots
       config.max_problems = scale.eval_problems
-      config.batch_size = scale.eval_batch
+      config.slots_per_call = scale.eval_batch
       # The scale's cap (cost); results.json lists the problems whose reference it cuts.
       config.sampling.max_new_tokens = min(filter(None, (scale.max_new_tokens,
                                                          config.sampling.max_new_tokens)))

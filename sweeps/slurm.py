@@ -9,7 +9,7 @@ Multi-host runs (nodes > 1): the task's allocation gets one process per node thr
 `srun --ntasks=N`; process 0's host (the first of `scontrol show hostnames
 $SLURM_JOB_NODELIST`) is the jax.distributed coordinator, and each process exports
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID=$SLURM_PROCID, which train.py
-reads (model/distributed.py).
+reads (rundir/multihost.py).
 """
 from __future__ import annotations
 

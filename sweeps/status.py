@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 
-from model import run_dir
+from rundir import layout
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 
@@ -20,7 +20,7 @@ def _logged_steps(workdir: str) -> set[int]:
   """Steps recorded in metrics.jsonl; a line cut short by a crash is ignored."""
   steps = set()
   try:
-    with open(os.path.join(workdir, run_dir.METRICS_FILE)) as f:
+    with open(os.path.join(workdir, layout.METRICS_FILE)) as f:
       for line in f:
         try:
           record = json.loads(line)
@@ -36,8 +36,8 @@ def _logged_steps(workdir: str) -> set[int]:
 def train_status(workdir: str, num_train_steps: int) -> Status:
   """Finished once metrics.jsonl logs step num_train_steps or that checkpoint exists."""
   if num_train_steps in _logged_steps(workdir):
-    return Status(FINISHED, f"{run_dir.METRICS_FILE} has step {num_train_steps}")
-  steps = run_dir.checkpoint_steps(workdir)
+    return Status(FINISHED, f"{layout.METRICS_FILE} has step {num_train_steps}")
+  steps = layout.checkpoint_steps(workdir)
   if steps and steps[-1] >= num_train_steps:
     return Status(FINISHED, f"checkpoint {steps[-1]} of {num_train_steps} steps")
   if steps:
@@ -50,13 +50,13 @@ def train_status(workdir: str, num_train_steps: int) -> Status:
 
 def eval_status(workdir: str) -> Status:
   """Finished once results.json exists; eval.py skips problems already in samples.jsonl."""
-  if os.path.isfile(os.path.join(workdir, run_dir.RESULTS_FILE)):
-    return Status(FINISHED, f"{run_dir.RESULTS_FILE} exists")
-  samples = os.path.join(workdir, run_dir.SAMPLES_FILE)
+  if os.path.isfile(os.path.join(workdir, layout.RESULTS_FILE)):
+    return Status(FINISHED, f"{layout.RESULTS_FILE} exists")
+  samples = os.path.join(workdir, layout.SAMPLES_FILE)
   if os.path.isfile(samples):
     with open(samples) as f:
       count = sum(1 for line in f if line.strip())
-    return Status(RESUME, f"resuming: {count} samples in {run_dir.SAMPLES_FILE}")
+    return Status(RESUME, f"resuming: {count} samples in {layout.SAMPLES_FILE}")
   if os.path.isdir(workdir) and os.listdir(workdir):
     return Status(RESUME, "resuming: earlier attempt left no samples")
   return Status(NEW, "")

@@ -16,7 +16,7 @@ class ScriptedSampler:
   sampling: SamplingConfig = SamplingConfig()
   seed: int = 0
   variant: int = 0
-  batch_size: int = 8
+  slots_per_call: int = 8
   max_prompt_len: int = 4096
   prompt_overflow: str = "drop_shots"
   # A scripted model reads any prompt whole: a context no prompt reaches (in characters).
@@ -27,7 +27,7 @@ class ScriptedSampler:
 
   def slots(self, num_samples):
     del num_samples
-    return self.batch_size
+    return self.slots_per_call
 
   # Characters stand in for tokens.
   def prompt_tokens(self, prompt):
@@ -43,7 +43,7 @@ class ScriptedSampler:
   def call_limit(self, num_samples, prompt_tokens, max_prefix):
     """One compiled shape; as many problems as the slots' samples (no memory here)."""
     del prompt_tokens, max_prefix
-    return 0, max(1, decode_budget.SAMPLES_PER_SLOT * self.batch_size // num_samples)
+    return 0, max(1, decode_budget.SAMPLES_PER_SLOT * self.slots_per_call // num_samples)
 
   def sample(self, prompts, problem_keys, num_samples):
     self.calls.append((tuple(problem_keys), self.seed, self.sampling.temperature,

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from configs import commands, eval_synthesis, synthesis
+from configs import eval_synthesis, synthesis
+from launch import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +27,7 @@ def test_bare_finetune_command_names_the_pretrain_command(tmp_path):
   assert line.startswith("error: the base model config.init_from=runs/pretrain "
                          "does not exist: make it first with `python train.py "
                          "--config=configs/pretrain.py`")
-  assert "--config.init_from=" in line and "model.import_checkpoint" in line
+  assert "--config.init_from=" in line and "interop.import_checkpoint" in line
 
 
 def test_bare_eval_command_says_what_it_needs(tmp_path):

@@ -9,7 +9,7 @@ from flax import nnx
 
 from configs import eval_execution, eval_mathqa, eval_synthesis
 from evaluation import runner, studies
-from evaluation.sampler import Sampler, problem_key
+from evaluation.sampler import Sampler, problem_draw_key
 from model.config import ModelConfig
 from model.decoder import Decoder
 from model.sharding import make_mesh
@@ -93,7 +93,7 @@ def test_prompt_variants_share_no_draws(mbpp_dirs):
   each consumed the same uniforms and nearly every such pair started with the same token."""
   config = eval_synthesis.get_config()
   config.data.manual_dir, config.data.data_dir = mbpp_dirs["manual_dir"], mbpp_dirs["data_dir"]
-  config.update({"max_problems": 4, "num_samples": 10, "batch_size": 8,
+  config.update({"max_problems": 4, "num_samples": 10, "slots_per_call": 8,
                  "max_prompt_len": 4096})  # a character per token: 3-shot prompts are long
   # T = 1 on a random model: nearly uniform draws, so the same uniform gives the same token
   # even where the prompts differ, and two independent draws rarely agree.
@@ -103,13 +103,13 @@ def test_prompt_variants_share_no_draws(mbpp_dirs):
   graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
   sampler = Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
                     make_mesh(devices=jax.devices()[:1]), runner.sampling_config(config, 5),
-                    config.batch_size, config.max_prompt_len)
+                    config.slots_per_call, config.max_prompt_len)
   variants = [studies.variant_config(config, "prompt.shot_seed", s) for s in (0, 1)]
   prompts = [runner.load_examples(v) for v in variants]
 
   def samples(examples, variant):
     completions = runner.sampler_for(variant, sampler, examples).sample(
-        [e["prompt"] for e in examples], [problem_key(e["id"]) for e in examples],
+        [e["prompt"] for e in examples], [problem_draw_key(e["id"]) for e in examples],
         config.num_samples)
     return {(e["id"], i): c for e, texts in zip(examples, completions)
             for i, c in enumerate(texts)}

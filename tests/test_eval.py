@@ -55,7 +55,7 @@ def tiny_run(corpus, tmp_path_factory):  # noqa: F811
 def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
   workdir = str(tmp_path / "ev")
   config = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=tiny_run, max_problems=3,
-                        num_samples=2, batch_size=8, max_prompt_len=512)
+                        num_samples=2, slots_per_call=8, max_prompt_len=512)
   config.sampling.max_new_tokens = 12
   config.mesh.data = 8
   results = run_eval(config, workdir)
@@ -100,7 +100,7 @@ def test_tiny_model_end_to_end_and_resume(tiny_run, mbpp_dirs, tmp_path):
 @pytest.mark.slow
 def test_execution_prediction_is_greedy_and_scored(tiny_run, mbpp_dirs, tmp_path):
   config = _eval_config(eval_execution, mbpp_dirs, checkpoint=tiny_run, max_problems=4,
-                        batch_size=8, max_prompt_len=512)
+                        slots_per_call=8, max_prompt_len=512)
   config.sampling.max_new_tokens = 8
   config.mesh.data = 8
   results = run_eval(config, str(tmp_path / "ev"))
@@ -167,7 +167,7 @@ def test_studies_run_on_a_real_model(tiny_run, mbpp_dirs, tmp_path):
   on to round 1)."""
   from evaluation import repair, studies  # pylint: disable=g-import-not-at-top
   config = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=tiny_run, max_problems=2,
-                        num_samples=2, batch_size=8, max_prompt_len=512)
+                        num_samples=2, slots_per_call=8, max_prompt_len=512)
   config.sampling.max_new_tokens = 8
   config.mesh.data = 8
   summary = studies.run_study(config, str(tmp_path / "temp"), "temperature", values="0.0,1.0")
@@ -231,7 +231,7 @@ def test_a_resumed_eval_may_change_what_changes_no_sample(mbpp_dirs, tmp_path):
     f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
   shutil.copytree(run, tmp_path / "moved")
   later = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(tmp_path / "moved"),
-                       max_problems=4, batch_size=16, pass_at_k=(1,))
+                       max_problems=4, slots_per_call=16, pass_at_k=(1,))
   later.sandbox.workers = 3
   later.mesh.data = 2
   with pytest.raises(run_dir.CheckpointError, match="has no model_config"):

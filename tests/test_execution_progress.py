@@ -1,5 +1,6 @@
-"""The one progress-line format (execution/progress.py) and the sandbox run's progress log."""
-from execution.progress import ProgressLog, format_duration, progress_line
+"""The one progress-line format (rundir/progress.py) and the sandbox run's progress log."""
+from execution.progress import ProgressLog
+from rundir.progress import format_duration, progress_line
 
 
 def test_progress_line_rate_and_eta():

@@ -2,7 +2,7 @@
 
 Tiny random models of each family are built from a config with transformers (PyTorch, CPU;
 nothing is downloaded), saved as sharded safetensors (so the index path is exercised), imported
-with model/import_checkpoint.py and compared: logits within 1e-4 in float32, greedy
+with interop/import_checkpoint.py and compared: logits within 1e-4 in float32, greedy
 generations token for token, on one device and sharded over 8, and tokenizers on MBPP prompts.
 """
 import functools
@@ -22,10 +22,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from data.tasks import load_task_examples  # noqa: E402
-from model import hf_export, hf_families  # noqa: E402
+from interop import hf_export, hf_families  # noqa: E402
+from interop.import_checkpoint import import_checkpoint, main  # noqa: E402
 from model.attention import Attention  # noqa: E402
 from model.decoder import abstract_model, forward  # noqa: E402
-from model.import_checkpoint import import_checkpoint, main  # noqa: E402
 from model.rope import RopeScaling, rope_frequencies  # noqa: E402
 from model.sampling import SamplingConfig, make_generate_fn  # noqa: E402
 from model.sharding import make_mesh  # noqa: E402

@@ -54,11 +54,11 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
 
   # 3 slots x 16 samples per slot (decode_budget.SAMPLES_PER_SLOT) / 16 samples a problem:
   # 3 problems a call.
-  sampler = Recording(lambda p, s: "x = 1\n", batch_size=3)
+  sampler = Recording(lambda p, s: "x = 1\n", slots_per_call=3)
   written = {}
   on_chunk = lambda todo, completions: written.update(completions)
   sampler_lib.sample_problems(sampler, examples, 16, set(), on_chunk)
-  key = sampler_lib.problem_key
+  key = sampler_lib.problem_draw_key
   assert [c[0] for c in calls] == [tuple(key(f"p{i}") for i in ids)
                                    for ids in ((4, 1, 3), (0, 6, 5), (2,))]
   # Every call padded to 3 problems (its shape's largest call) and capped at the
@@ -124,7 +124,7 @@ def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
       return call
 
   sampler = Recording(graphdef, params, _Characters(), mesh,
-                      SamplingConfig(max_new_tokens=16, temperature=0.0), batch_size=0,
+                      SamplingConfig(max_new_tokens=16, temperature=0.0), slots_per_call=0,
                       max_prompt_len=512, cpu_memory_mb=128)
   suffixes = [3 + 47 * i % 378 for i in range(60)]
   examples = [{"id": f"p{i}", "prompt": "s" * 130 + "x" * n} for i, n in enumerate(suffixes)]

@@ -14,7 +14,7 @@ _SAVE = textwrap.dedent("""
     import sys
     import jax
     import orbax.checkpoint as ocp
-    from configs import commands
+    from launch import commands
     from training.save_failures import quiet_storage_failures
     quiet_storage_failures()
     manager = ocp.CheckpointManager(sys.argv[1], options=ocp.CheckpointManagerOptions(

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from model import checkpoint_manifest, run_dir, run_identity, workdir_lock
+from model import checkpoint_manifest, run_dir, run_identity
+from rundir import workdir_lock
 from tests.conftest import REPO_ROOT
 from tests import multiprocess
 from tests.multiprocess import config_flags as _flags

@@ -14,15 +14,15 @@ from safetensors.numpy import save_file
 
 from configs import eval_execution, eval_mathqa, eval_synthesis, mathqa, pretrain, synthesis
 from configs import execution as execution_config
-from configs import commands, validate
-from configs.overrides import closest_keys, unknown_override
+from launch import commands, validate
+from launch.overrides import closest_keys, unknown_override
 from data import code_corpus
 from data.source_files import DatasetFileError
 from evaluation import sample_formats
 from execution import cli as execution_cli
 from evaluation.samples import SamplesFileError, read_samples_file
-from model import import_checkpoint
-from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
+from interop import import_checkpoint
+from interop.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
 from tests.conftest import REPO_ROOT
 from training import inputs
 

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from model import run_dir, workdir_lock
+from rundir import layout, workdir_lock
 from tests.conftest import REPO_ROOT
 
 _HOLDER = """
 import sys
 sys.path.insert(0, {root!r})
-from model import run_dir
-lock = run_dir.workdir_lock({workdir!r})
+from rundir import layout
+lock = layout.workdir_lock({workdir!r})
 lock.acquire()
 print("held", flush=True)
 sys.stdin.read()  # hold until killed
@@ -40,26 +40,26 @@ def held_workdir(tmp_path):
 def test_second_holder_is_refused_naming_the_first_and_kill_9_releases(held_workdir):
   workdir, holder = held_workdir
   with pytest.raises(workdir_lock.WorkdirLocked) as error:
-    run_dir.workdir_lock(workdir).acquire()
+    layout.workdir_lock(workdir).acquire()
   message = str(error.value)
   assert f"pid {holder.pid} on " in message and "started 20" in message
   assert workdir in message
   holder.send_signal(signal.SIGKILL)
   holder.wait()
-  with run_dir.workdir_lock(workdir):  # the kernel released it with the process
-    assert os.path.exists(os.path.join(workdir, run_dir.LOCK_FILE))
-  assert not os.path.exists(os.path.join(workdir, run_dir.LOCK_FILE))  # tidied up after use
+  with layout.workdir_lock(workdir):  # the kernel released it with the process
+    assert os.path.exists(os.path.join(workdir, layout.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, layout.LOCK_FILE))  # tidied up after use
 
 
 def test_lock_is_reentrant_within_a_process(tmp_path):
   workdir = str(tmp_path / "run")
-  with run_dir.workdir_lock(workdir):
-    with run_dir.workdir_lock(workdir):
+  with layout.workdir_lock(workdir):
+    with layout.workdir_lock(workdir):
       pass
     # Still held after the inner release: another process is refused.
     probe = subprocess.run(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-         f"from model import run_dir; run_dir.workdir_lock({workdir!r}).acquire()"],
+         f"from rundir import layout; layout.workdir_lock({workdir!r}).acquire()"],
         capture_output=True, text=True)
     assert probe.returncode != 0 and "WorkdirLocked" in probe.stderr
 
@@ -70,7 +70,7 @@ def test_train_refuses_a_locked_workdir_before_writing_anything(held_workdir):
   workdir, holder = held_workdir
   with pytest.raises(workdir_lock.WorkdirLocked, match=f"pid {holder.pid}"):
     train(pretrain.get_config(), workdir)
-  assert sorted(os.listdir(workdir)) == [run_dir.LOCK_FILE]
+  assert sorted(os.listdir(workdir)) == [layout.LOCK_FILE]
 
 
 def test_train_py_on_a_locked_workdir_exits_2_with_one_line(held_workdir):
@@ -85,7 +85,7 @@ def test_train_py_on_a_locked_workdir_exits_2_with_one_line(held_workdir):
   assert errors == done.stderr.strip().splitlines()[-1:], done.stderr[-3000:]
   assert "Traceback" not in done.stderr
   assert errors[0].startswith(f"error: {workdir} is in use by another run (pid {holder.pid} on ")
-  assert sorted(os.listdir(workdir)) == [run_dir.LOCK_FILE]
+  assert sorted(os.listdir(workdir)) == [layout.LOCK_FILE]
 
 
 def test_eval_and_study_refuse_a_locked_workdir(held_workdir):
@@ -99,7 +99,7 @@ def test_eval_and_study_refuse_a_locked_workdir(held_workdir):
   config.checkpoint = "somewhere"
   with pytest.raises(workdir_lock.WorkdirLocked, match=f"pid {holder.pid}"):
     run_study(config, workdir, "temperature")
-  assert sorted(os.listdir(workdir)) == [run_dir.LOCK_FILE]
+  assert sorted(os.listdir(workdir)) == [layout.LOCK_FILE]
 
 
 def test_unwritable_workdir_is_one_clear_error(tmp_path, monkeypatch):
@@ -107,12 +107,12 @@ def test_unwritable_workdir_is_one_clear_error(tmp_path, monkeypatch):
   real_open = os.open
 
   def read_only_open(path, flags, *args):
-    if str(path).endswith(run_dir.LOCK_FILE):
+    if str(path).endswith(layout.LOCK_FILE):
       raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
     return real_open(path, flags, *args)
   monkeypatch.setattr(os, "open", read_only_open)
   with pytest.raises(workdir_lock.WorkdirNotWritable) as error:
-    run_dir.workdir_lock(str(tmp_path / "run")).acquire()
+    layout.workdir_lock(str(tmp_path / "run")).acquire()
   assert error.value.errno == errno.EROFS
   assert workdir_lock.storage_failure(error.value) == (
       f"cannot write to {tmp_path / 'run'} (Read-only file system); choose a writable "

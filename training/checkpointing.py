@@ -1,7 +1,8 @@
 """Saving and restoring a training run's full state: parameters, optimizer, data iterator.
 
-The layout, the item names and the parameter-only loaders belong to model/run_dir.py (so that
-eval and import/export read checkpoints without importing training/); this module adds what
+The layout and item names belong to rundir/layout.py and the parameter-only loaders to
+model/run_dir.py (so that eval and import/export read checkpoints without importing
+training/); this module adds what
 only training needs: the async manager and the train-state items. Parameters are their own
 item so that another run can start from them (`config.init_from`) without caring about this
 run's optimizer, and so eval can load them alone. Saves are asynchronous (the step loop goes
@@ -34,12 +35,13 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from model import checkpoint_manifest, layer_stack, run_dir, workdir_lock
+from model import checkpoint_manifest, layer_stack, run_dir
 from model.config import ModelConfig
+from rundir import workdir_lock
+from rundir.multihost import any_process
 from training.data_checkpoint import (InvalidIteratorState, ShardedIterator,
                                       ShardedIteratorHandler, ShardedIteratorRestore,
                                       ShardedIteratorSave, check_iterator_state)
-from model.distributed import any_process
 
 # Files orbax (and we) write as JSON inside an item folder: named when they do not parse.
 _JSON_FILES = ("_METADATA", "_sharding", "_CHECKPOINT_METADATA", "metadata")

@@ -21,7 +21,7 @@ from data.pipeline import BATCH_KEYS
 from model import run_dir, run_identity
 from model.config import ModelConfig
 from model.sharding import batch_sharding, make_mesh, resolve_mesh_sizes
-from model import distributed
+from rundir import multihost
 from training import aot, checkpointing, inputs, preemption
 from training.identity import train_identity
 from training.metrics import MetricsWriter, Progress, log_progress
@@ -108,7 +108,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   On SIGTERM / SIGINT it finishes the step in flight, saves a checkpoint of it and raises
   preemption.Preempted (train.py exits with preemption.EXIT_PREEMPTED).
   """
-  with distributed.workdir_held(workdir), preemption.StopSignals() as stop:
+  with multihost.workdir_held(workdir), preemption.StopSignals() as stop:
     return _train(config, workdir, stop)
 
 

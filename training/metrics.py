@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging as py_logging
 import os
 import time
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from execution.progress import progress_line
+from rundir.progress import progress_line
 from training.summaries import Summaries
 
 
@@ -88,17 +87,3 @@ def log_progress(record: dict[str, Any]) -> None:
     details.append(f"eval_loss {record['eval_loss']:.4f}")
   logging.info(progress_line("step", record["step"], record["total_steps"], "",
                              record["steps_per_sec"], details))
-
-
-class _DropLibraryInfo(py_logging.Filter):
-  _NOISY = ("/orbax/", "/grain/")
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in self._NOISY)
-
-
-def quiet_library_logs() -> None:
-  """Orbax and grain log every file rename at INFO through absl; keep the console for
-  progress lines (their warnings and errors still show)."""
-  logging.get_absl_handler().addFilter(_DropLibraryInfo())

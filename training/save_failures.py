@@ -4,9 +4,9 @@ check_free_space (training/checkpointing.py) refuses a save that cannot fit, but
 another process fills while orbax writes fails half way. Then orbax's writer threads log
 each failed write at ERROR with its traceback, and tensorstore callbacks that run after
 orbax closed its event loop print 'Event loop is closed' traces: some 550 lines before
-the main thread meets the same failure and configs/commands.run_or_fail reports it in one
+the main thread meets the same failure and launch/commands.run_or_fail reports it in one
 line. `quiet_storage_failures()` drops exactly those records and traces: what they say
-is a storage failure (model/workdir_lock.storage_failure), which that line says already.
+is a storage failure (rundir/workdir_lock.py storage_failure), which that line says already.
 Everything else is logged and printed as before.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from model import workdir_lock
+from rundir import workdir_lock
 
 _installed = False
 # Set once a storage failure was dropped: the traces that follow it are its aftermath.

@@ -1,6 +1,6 @@
 """Imports a Hugging Face Llama- or Gemma-family checkpoint as one of our runs.
 
-    python -m model.import_checkpoint --source=hf/CodeLlama-7b --output=runs/codellama-7b
+    python -m interop.import_checkpoint --source=hf/CodeLlama-7b --output=runs/codellama-7b
 
 reads SOURCE/config.json, SOURCE/*.safetensors (one file or shards + index) and
 SOURCE/tokenizer.model, and writes
@@ -15,17 +15,17 @@ so `eval.py --config.checkpoint=OUTPUT` and `train.py --config.init_from=OUTPUT`
 any run. RoPE scaling "linear", "llama3" and "yarn" imports exactly (model/rope.py); features
 our decoder cannot reproduce exactly ("dynamic" / "longrope" RoPE, which change with the
 sequence length, sliding windows, soft-capping, biases, ...) are refused by name
-(model/hf_families.py).
+(interop/hf_families.py).
 
 Memory: every parameter is built with `jax.make_array_from_callback` from lazy memmap views
-of its HF tensors (model/safetensors_reader.py; a stacked block parameter has one per layer),
+of its HF tensors (interop/safetensors_reader.py; a stacked block parameter has one per layer),
 so each device's slice is the only anonymous host memory allocated for it: peak host memory
 ~ the largest single device slice in float32 (e.g. 5.8 GB for a 7B Llama's 32 stacked
 4096 x 11008 MLP matrices on one device, 0.7 GB with fsdp=8), plus reclaimable page cache
 for the mmapped files, plus orbax's write staging (bounded by `--save_concurrent_gb`). A 7B
 model therefore imports with far less host RAM than its size.
 
-The run's layout and file names belong to model/run_dir.py; the source's are Hugging Face's
+The run's layout and file names belong to rundir/layout.py; the source's are Hugging Face's
 (hf_families.HF_CONFIG_FILE, HF_TOKENIZER_FILE).
 """
 from __future__ import annotations
@@ -42,10 +42,11 @@ import numpy as np
 import sentencepiece as spm
 from jax.sharding import Mesh
 
-from model import hf_families, run_dir
+from interop import hf_families
+from interop.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
+from model import run_dir
 from model.config import ModelConfig
 from model.decoder import Params, abstract_model
-from model.safetensors_reader import SafetensorsCheckpoint, SafetensorsError
 from model.sharding import make_mesh, param_shardings
 
 

@@ -1,6 +1,6 @@
 """Exports one of our runs as a Hugging Face checkpoint (the importer's inverse).
 
-    python -m model.hf_export --run=runs/ft-synthesis --output=hf/ft-synthesis [--family=llama]
+    python -m interop.hf_export --run=runs/ft-synthesis --output=hf/ft-synthesis [--family=llama]
 
 Writes OUTPUT/config.json, OUTPUT/model*.safetensors (float32, sharded with an index above
 `--max_shard_gb`) and OUTPUT/tokenizer.model, loadable with
@@ -22,9 +22,10 @@ import struct
 import jax
 import numpy as np
 
-from model import hf_families, run_dir
+from interop import hf_families
+from interop.safetensors_reader import INDEX_NAME, SINGLE_NAME
+from model import run_dir
 from model.decoder import abstract_model
-from model.safetensors_reader import INDEX_NAME, SINGLE_NAME
 
 
 def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:

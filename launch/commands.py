@@ -21,10 +21,12 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from configs import validate
+from launch import validate
 
 RUNS_DIR = "runs"
-CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
+# The experiment files: ../configs beside this package.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs")
 DEFAULT_EVAL_CONFIG = os.path.join(CONFIGS_DIR, "eval_synthesis.py")
 
 
@@ -80,7 +82,7 @@ def train_problem(config: ml_collections.ConfigDict) -> str | None:
     first = f"make it first with `{made_by}`, or " if made_by else ""
     return (f"the base model config.init_from={init_from} does not exist: {first}point "
             "--config.init_from= at a train.py workdir or one of its checkpoints/STEP "
-            "folders, or import one (`python -m model.import_checkpoint --source=HF_DIR "
+            "folders, or import one (`python -m interop.import_checkpoint --source=HF_DIR "
             f"--output={init_from}`)")
   return None
 
@@ -126,12 +128,12 @@ def run_or_fail(run: Callable[[], Any],
   missing or unusable (an empty corpus directory, MBPP offline), a full disk (found
   anywhere in an exception's chain: orbax wraps it), or one of `problems`. Anything else
   propagates with its traceback (a bug)."""
-  # Imported here: the checks above this function fail fast without loading JAX and orbax.
+  # Imported here: the checks above this function fail fast without loading TFDS.
   from data.source_files import DatasetFileError  # pylint: disable=g-import-not-at-top
-  from model import run_dir, workdir_lock  # pylint: disable=g-import-not-at-top
+  from rundir import layout, workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     return run()
-  except (workdir_lock.WorkdirLocked, run_dir.CheckpointError, DatasetFileError) + problems as e:
+  except (workdir_lock.WorkdirLocked, layout.CheckpointError, DatasetFileError) + problems as e:
     fail(str(e))
   except Exception as e:  # pylint: disable=broad-except
     message = workdir_lock.storage_failure(e)

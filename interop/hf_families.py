@@ -24,7 +24,7 @@ from model.rope import RopeScaling
 
 # model_type -> family. CodeLlama and TinyLlama are "llama"; CodeGemma is "gemma".
 # The files of a Hugging Face checkpoint directory that import and export read or write
-# (their weights: model/safetensors_reader.py).
+# (their weights: interop/safetensors_reader.py).
 HF_CONFIG_FILE = "config.json"
 HF_TOKENIZER_FILE = "tokenizer.model"
 HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"

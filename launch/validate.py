@@ -1,7 +1,7 @@
 """Checks of a resolved train.py or eval.py config, before anything is loaded.
 
 Each check returns None or one line naming the key, its bad value and what is allowed, e.g.
-`--config.seq_len=0: must be a positive integer`; configs/commands.py turns it into exit
+`--config.seq_len=0: must be a positive integer`; launch/commands.py turns it into exit
 status 2. What needs the devices (the mesh's divisibility) or the data (a corpus with no
 files) is checked where those are known, in training/ and data/.
 """
@@ -17,7 +17,7 @@ from data import prompt_fit, tasks
 from model import config as model_config
 from model.presets import PRESETS
 
-# training/inputs.py's TASKS (configs/ may not import training/; a test keeps them equal).
+# training/inputs.py's TASKS (launch/ may not import training/; a test keeps them equal).
 TRAIN_TASKS = ("python_code",) + tasks.TASK_NAMES
 DECAYS = ("cosine", "linear", "constant")  # training/optimizer.py
 DTYPES = model_config._DTYPES  # pylint: disable=protected-access
@@ -171,7 +171,9 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
       ("num_samples", _positive_int, POSITIVE_INT),
       ("pass_at_k", _ks_ok, "must be positive integers, e.g. '(1,10,80)'"),
       ("max_problems", _non_negative_int, NON_NEGATIVE_INT + " (0 = all)"),
-      ("batch_size", _non_negative_int, NON_NEGATIVE_INT + " (0 = sized to the device)"),
+      ("slots_per_call", _non_negative_int, NON_NEGATIVE_INT + " (0 = sized to the device)"),
+      ("batch_size", lambda v: v is None or _non_negative_int(v),
+       NON_NEGATIVE_INT + " (the old name of slots_per_call; 0 = sized to the device)"),
       ("max_prompt_len", _non_negative_int,
        NON_NEGATIVE_INT + " (0 = computed for the model and task)"),
       ("prompt_overflow", overflow, f"{overflows} (data/prompt_fit.py)"),
@@ -198,6 +200,11 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   ])
   if problem:
     return problem
+  old_slots = config.get("batch_size")
+  if old_slots is not None and config.slots_per_call not in (0, old_slots):
+    return (f"--config.batch_size={old_slots} (the old name of slots_per_call) and "
+            f"--config.slots_per_call={config.slots_per_call} disagree; set slots_per_call "
+            "alone")
   if "prompt" in config:
     names = [f.name for f in dataclasses.fields(tasks.PROMPT_OPTIONS_TYPES[config.task])]
     for name, value in config.prompt.to_dict().items():
