@@ -311,11 +311,7 @@ class _Dispatched:
     return self.ready_at - max(self.dispatched_at, previous_ready_at)
 
 
-# Calls queued on the devices at once. With one, a device that finishes its share of a call
-# (model/slot_sampling.py: each data shard runs its own loop) idles until every shard is done
-# and the host has collected the call and dispatched the next; with two, it starts the next
-# call at once (its compile, when the call has a new shape, overlaps the running one too).
-CALLS_IN_FLIGHT = 2
+CALLS_IN_FLIGHT = decode_budget.CALLS_IN_FLIGHT
 
 
 def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,

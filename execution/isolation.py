@@ -63,6 +63,7 @@ As root, every process of the worker's sandbox uid is killed after each program,
 catches them. Without a mount namespace there are no passwd/group entries for the sandbox uid
 (as root, user lookups raise KeyError) and /dev/shm is the host's.
 """
+import importlib
 import os
 import re
 import resource
@@ -82,6 +83,10 @@ _MIB = 1024 * 1024
 SCRATCH = "/tmp"
 # Where multiprocessing's semaphores and shared_memory live (sem_open, shm_open).
 SHARED_MEMORY_DIR = "/dev/shm"
+# Where interpreter paths that lie under /tmp or /dev/shm on the host (a CI checkout with its
+# venv under `mktemp -d`) appear in the programs' root, so that their /tmp stays empty and
+# theirs alone wherever the project is installed (_relocate_interpreter).
+RELOCATED = "/interpreter"
 # The host's directories a program's root holds besides the interpreter's own: programs,
 # shared libraries and system configuration (ld.so.cache, zoneinfo links, certificates).
 # Whichever of them is a symlink on the host (merged /usr) is recreated as one.
@@ -121,6 +126,32 @@ def interpreter_paths() -> list[str]:
   return _outermost(paths)
 
 
+def _relocate_interpreter(paths: list[str]) -> None:
+  """The interpreter's own view of itself after its paths under /tmp or /dev/shm moved to
+  RELOCATED + path: sys.path, the prefixes and the executable (which programs run again,
+  e.g. multiprocessing's spawn) name the new place; modules imported from there are found
+  again through a fresh path cache."""
+  if not paths:
+    return
+  def moved(value: str) -> str:
+    for path in paths:
+      if _within(os.path.realpath(value), path):
+        return RELOCATED + os.path.realpath(value)
+      if _within(value, path):
+        return RELOCATED + value
+    return value
+  sys.path[:] = [moved(p) if p else p for p in sys.path]
+  for name in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+    setattr(sys, name, moved(getattr(sys, name)))
+  sys.executable = moved(sys.executable)
+  sys._base_executable = moved(sys._base_executable)  # pylint: disable=protected-access
+  spawn = sys.modules.get("multiprocessing.spawn")
+  if spawn is not None:  # It took the executable's path when imported.
+    spawn.set_executable(sys.executable)
+  sys.path_importer_cache.clear()
+  importlib.invalidate_caches()
+
+
 def _outermost(paths) -> list[str]:
   outermost: list[str] = []
   for p in sorted(paths, key=len):
@@ -153,7 +184,6 @@ class WorkerIsolation:
     self._filter: seccomp.Filter | None = None
     self._program_rlimits: list = []
     self.scratch = SCRATCH
-    self._interpreter_mounts: list[str] = []  # Under the scratch dirs (_mount_back_into_scratch).
     self._socket_counters: list[int] = []  # Open SOCKET_COUNTERS of the current net namespace.
     self._sockets_at_start: tuple = ()
     self.cgroup: str | None = None
@@ -254,9 +284,9 @@ class WorkerIsolation:
     tmpfs mounts on /tmp and /dev/shm. Nothing else of the host is reachable: not its /run
     or /tmp (and the unix sockets there), not the homes, not the checkout or its runs and
     data. Paths above an interpreter path are fresh directories (mode 755), so a checkout
-    under `mktemp -d` (mode 700) is no obstacle, and an interpreter under /tmp is mounted
-    back on a read-only tmpfs inside the private /tmp, which stays writable wherever the
-    project is installed."""
+    under `mktemp -d` (mode 700) is no obstacle, and an interpreter under /tmp or /dev/shm
+    appears under RELOCATED instead (_relocate_interpreter): the private /tmp holds nothing of
+    the host's, wherever the project is installed."""
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     keep = interpreter_paths()
     for path in keep:
@@ -265,7 +295,7 @@ class WorkerIsolation:
         raise OSError(f"interpreter path {path} cannot be mounted back in the sandbox's view")
     links = {p: os.readlink(p) for p in SYSTEM_PATHS if os.path.islink(p)}
     binds = _outermost([p for p in SYSTEM_PATHS if p not in links and os.path.isdir(p)] + keep)
-    scratch_binds = [p for p in binds if _within(p, SCRATCH) or _within(p, SHARED_MEMORY_DIR)]
+    relocated = [p for p in binds if _within(p, SCRATCH) or _within(p, SHARED_MEMORY_DIR)]
     # Every tree is cloned first, while the host's view is whole: the new root is then
     # assembled on a tmpfs mounted over the host's /tmp.
     trees = [(p, linux.open_tree_clone(p)) for p in binds]
@@ -287,10 +317,9 @@ class WorkerIsolation:
     for path, target in links.items():
       os.symlink(target, root + path)
     for path, tree_fd in trees + devices + optional:
-      if path in scratch_binds:
-        continue
-      _mount_point(root + path, directory=not path.startswith("/dev/"))
-      linux.move_mount_fd(tree_fd, root + path)
+      target = root + (RELOCATED + path if path in relocated else path)
+      _mount_point(target, directory=not path.startswith("/dev/"))
+      linux.move_mount_fd(tree_fd, target)
       os.close(tree_fd)
     for path in (SCRATCH, SHARED_MEMORY_DIR, "/proc"):
       os.makedirs(root + path, mode=0o755, exist_ok=True)
@@ -323,30 +352,11 @@ class WorkerIsolation:
     linux.mount("tmpfs", SHARED_MEMORY_DIR, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=1024")
     self.shared_memory = SHARED_MEMORY_DIR
-    self._mount_back_into_scratch([(p, fd) for p, fd in trees if p in scratch_binds])
+    _relocate_interpreter(relocated)
 
   def _mount_scratch(self) -> None:
     linux.mount("tmpfs", self.scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"mode=1777,size={self.config.scratch_mb}m,nr_inodes=8192")
-
-  def _mount_back_into_scratch(self, trees: list) -> None:
-    """Interpreter paths under /tmp or /dev/shm (a CI checkout with its venv): each top-level
-    entry above them is a small read-only tmpfs, so that no program can rename, remove or add
-    to it, and the wipe after each program leaves it alone (a mount point)."""
-    tops = {}
-    for path, _ in trees:
-      base = SCRATCH if _within(path, SCRATCH) else SHARED_MEMORY_DIR
-      tops.setdefault(os.path.join(base, path[len(base) + 1:].split(os.sep)[0]), []).append(path)
-    for top, paths in tops.items():
-      os.mkdir(top, 0o755)
-      linux.mount("tmpfs", top, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755,size=1m")
-      for path, tree_fd in trees:
-        if path in paths:
-          os.makedirs(path, mode=0o755, exist_ok=True)
-          linux.move_mount_fd(tree_fd, path)
-          os.close(tree_fd)
-      linux.make_tree_read_only(top)
-      self._interpreter_mounts.append(top)
 
   @staticmethod
   def _account_texts() -> dict[str, str]:
@@ -498,9 +508,7 @@ class WorkerIsolation:
         continue
       if os.stat(directory).st_size == self._empty_sizes.get(directory):
         continue  # Nothing in it: one stat() instead of listing it.
-      # Any depth, in a few descriptors (scratch_wipe.py); the read-only mount an
-      # interpreter under /tmp lives in stays (_mount_back_into_scratch).
-      scratch_wipe.wipe(directory, keep=self._interpreter_mounts)
+      scratch_wipe.wipe(directory)  # Any depth, in a few descriptors (scratch_wipe.py).
 
   def _probe_empty_size(self, directory: str) -> None:
     """Records the size of `directory` while empty if, as on tmpfs, that size changes with

@@ -14,18 +14,14 @@ were killed), so nothing renames entries under the walk.
 """
 import os
 import stat
-from typing import Collection, Sequence
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def wipe(directory: str, keep: Sequence[str] = ()) -> None:
-  """Removes everything in `directory`, which itself stays, but the entries at the top level
-  whose paths are in `keep` (mount points the worker put there). Raises OSError if it cannot."""
-  kept = {os.path.basename(p) for p in keep if os.path.dirname(p) == directory.rstrip("/")}
+def wipe(directory: str) -> None:
+  """Removes everything in `directory`, which itself stays. Raises OSError if it cannot."""
   fd = os.open(directory, _DIRECTORY)
-  # Per level: subdirectories still to remove.
-  pending = [_unlink_all_but_subdirectories(fd, kept)]
+  pending = [_unlink_all_but_subdirectories(fd)]  # Per level: subdirectories still to remove.
   names: list[str] = []  # The path from `directory` down to fd, one name per level.
   try:
     while True:
@@ -52,16 +48,13 @@ def wipe(directory: str, keep: Sequence[str] = ()) -> None:
     os.close(fd)
 
 
-def _unlink_all_but_subdirectories(fd: int, kept: Collection[str] = ()) -> list[str]:
-  """Unlinks every entry of the directory `fd` but its subdirectories and the `kept` names;
-  returns the names of the subdirectories to remove."""
+def _unlink_all_but_subdirectories(fd: int) -> list[str]:
+  """Unlinks every entry of the directory `fd` but its subdirectories; returns their names."""
   if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:  # Unlinking needs write and search.
     os.fchmod(fd, 0o700)
   subdirectories = []
   with os.scandir(fd) as entries:
     for entry in entries:
-      if entry.name in kept:
-        continue
       if entry.is_dir(follow_symlinks=False):
         subdirectories.append(entry.name)
         continue

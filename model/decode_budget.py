@@ -55,6 +55,13 @@ MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compil
 # CPU no speed once a call's problems keep its slots busy: the tiny model on MBPP's 1,500
 # execution-prediction asserts (greedy), two runs side by side on the 2-core CPU, sampled
 # 228 tokens/s with 1 GiB (10 calls; 1.67 GB peak RSS) and 219 with 2 GiB (6; 2.80 GB).
+# Calls queued on the devices at once (evaluation/sampler.py). With one, a device that
+# finishes its share of a call (model/slot_sampling.py: each data shard runs its own loop)
+# idles until every shard is done and the host has collected the call and dispatched the
+# next; with two, it starts the next call at once (its compile, when the call has a new
+# shape, overlaps the running one too). XLA:CPU runs both at once, so a CPU's budget is
+# shared by them.
+CALLS_IN_FLIGHT = 2
 HOST_MEMORY_FRACTION = 0.25
 HOST_MEMORY_CAP = 1 << 30
 # Per CPU device (one per core). The tiny model's full MBPP protocol, 2 devices: 686 s of

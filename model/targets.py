@@ -14,6 +14,12 @@ compiler for it without the hardware:
 
 JAX must be on the CPU platform (JAX_PLATFORMS=cpu) so the plugins are loaded only as
 compilers; `compile_env()` sets what libtpu needs to load without TPU metadata.
+
+The compilers live apart from the environment, in COMPILERS_DIR (`pip install --no-deps
+--target .accel-plan -r requirements-accel-plan.txt`), and join sys.path only where a plan asks for
+them (`use_compilers()`, before jax is imported): with the CUDA plugin importable, every
+`import jax` on a machine without NVIDIA drivers prints driver warnings (and, unless
+JAX_PLATFORMS=cpu, a plugin traceback), which would land in every command's output.
 """
 from __future__ import annotations
 
@@ -23,8 +29,11 @@ import functools
 import importlib.util
 import os
 import pathlib
+import sys
 
 SPECS_DIR = pathlib.Path(__file__).resolve().parent / "target_specs"
+COMPILERS_DIR = os.environ.get(
+    "ACCEL_PLAN_DIR", str(pathlib.Path(__file__).resolve().parents[1] / ".accel-plan"))
 # JAX preallocates this fraction of a GPU's memory and its allocator stays inside it.
 DEFAULT_GPU_MEM_FRACTION = 0.75
 
@@ -78,6 +87,13 @@ def get(name: str) -> Target:
   return TARGETS[name]
 
 
+def use_compilers() -> None:
+  """Makes the compile-only TPU and GPU compilers importable (COMPILERS_DIR, where installed).
+  Call before jax is imported: JAX finds its plugins once, at import."""
+  if os.path.isdir(COMPILERS_DIR) and COMPILERS_DIR not in sys.path:
+    sys.path.append(COMPILERS_DIR)
+
+
 def missing_compiler(target: Target) -> str | None:
   """Why `target` cannot be compiled for here (the package to install), or None."""
   module, package = (("libtpu", "libtpu") if target.platform == "tpu" else
@@ -87,7 +103,8 @@ def missing_compiler(target: Target) -> str | None:
   except ModuleNotFoundError:
     found = False
   return None if found else (f"the {target.platform.upper()} compiler is not installed "
-                             f"(pip install -r requirements-accel-plan.txt: {package})")
+                             f"(pip install --no-deps --target {COMPILERS_DIR} -r "
+                             f"requirements-accel-plan.txt: {package})")
 
 
 def compile_env() -> None:

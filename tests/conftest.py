@@ -11,6 +11,10 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The compile-only TPU/GPU compilers, where installed, for tests/test_plan_targets.py: in this
+# process only (before jax is imported), not in the commands the tests start.
+from model import targets  # pylint: disable=wrong-import-position  (imports no jax)
+targets.use_compilers()
 # One persistent compilation cache per test session, which the train.py / eval.py / multi-process
 # runs the tests start inherit: a program compiled once (a restart's train step, the same tiny
 # model in another test) is read back instead of compiled again. tests/test_train_loop.py: 162 s

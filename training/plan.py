@@ -52,6 +52,7 @@ def _prepare_jax(argv: list[str]) -> None:
   name = _flag_value(argv, "target")
   if name:
     from model import targets  # pylint: disable=g-import-not-at-top  (imports no jax)
+    targets.use_compilers()
     os.environ["JAX_PLATFORMS"] = "cpu"
     if name in targets.TARGETS and targets.missing_compiler(targets.TARGETS[name]):
       count = str(targets.TARGETS[name].devices)

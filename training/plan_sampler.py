@@ -38,14 +38,22 @@ def call_shape(model_cfg: ModelConfig, mesh: Mesh, num_samples: int, max_prompt_
   param_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                     for x in jax.tree.leaves(params))
   prompt_len = bucket_length(max_prompt_len)
+  # The budget evaluation/sampler.py gives a call on these devices (a CPU estimate: the
+  # host's share, as if the fake devices were one host's).
+  budget = decode_budget.call_budget_bytes(
+      memory_bytes, host_available_bytes=None, host_budget_bytes=0,
+      local_devices=mesh.devices.size, calls_at_once=decode_budget.CALLS_IN_FLIGHT)
   if slots:
     slots = max(shards, -(-slots // shards) * shards)
   else:
     slots = decode_budget.slots_per_call(
         model_cfg, max_new_tokens=max_new_tokens, prompt_len=prompt_len,
         num_samples=num_samples, batch_shards=shards, param_bytes_per_device=param_bytes,
-        memory_bytes=memory_bytes)
-  problems = max(1, decode_budget.SAMPLES_PER_SLOT * slots // num_samples)
+        budget_bytes=budget, cpu=memory_bytes is None)
+  problems = decode_budget.problems_per_call(
+      model_cfg, max_new_tokens=max_new_tokens, prompt_len=prompt_len, prefix_len=0,
+      num_samples=num_samples, slots=slots, batch_shards=shards,
+      param_bytes_per_device=param_bytes, budget_bytes=budget)
   problems = -(-problems // shards) * shards
   slots = min(slots, -(-problems * num_samples // shards) * shards)
   return {"slots": slots, "problems": problems, "prompt_len": prompt_len,
