@@ -10,7 +10,8 @@ process per group does, and compares. `program(...)` returns the program; its te
 input (EvalPlus's verdict for the group is "pass" only when every input passes).
 
 This file is itself the program's prelude (program() embeds its source), so it imports only
-the standard library and numpy, and its names start with `_ep` or are module constants.
+the standard library (numpy only when a float comparison needs it: importing it costs more
+than most samples' checks), and its names start with `_ep` or are module constants.
 The comparison rules, special oracles and MBPP+ input retyping are ported from evalplus 0.3.1
 (evalplus/eval/__init__.py, _special_oracle.py, data/mbpp.py; Apache-2.0).
 
@@ -23,9 +24,8 @@ import copy as _ep_copy
 import json as _ep_json
 import math as _ep_math
 import signal as _ep_signal
+import sys as _ep_sys
 import time as _ep_time
-
-import numpy as _ep_np
 
 MIN_TIME_LIMIT_S = 1.0          # evalplus/config.py DEFAULT_MIN_TIME_LIMIT
 TIME_LIMIT_FACTOR = 4.0         # DEFAULT_GT_TIME_LIMIT_FACTOR
@@ -107,8 +107,9 @@ def _ep_is_floats(x):
     return True
   if isinstance(x, (list, tuple)) and x:
     return all(isinstance(i, float) for i in x)
-  if isinstance(x, _ep_np.ndarray):
-    return x.dtype == _ep_np.float64 or x.dtype == _ep_np.float32
+  numpy = _ep_sys.modules.get("numpy")  # an ndarray output means numpy is loaded
+  if numpy is not None and isinstance(x, numpy.ndarray):
+    return x.dtype == numpy.float64 or x.dtype == numpy.float32
   return False
 
 
@@ -154,7 +155,8 @@ def _ep_input_passes(dataset, entry_point, inp, out, exp, atol):
       return False, atol
     if isinstance(exp, (list, tuple)) and len(out) != len(exp):
       return False, atol
-    return bool(_ep_np.allclose(out, exp, rtol=1e-07, atol=atol)), atol
+    import numpy  # pylint: disable=import-outside-toplevel
+    return bool(numpy.allclose(out, exp, rtol=1e-07, atol=atol)), atol
   return bool(exact_match), atol
 
 

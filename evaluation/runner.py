@@ -52,7 +52,7 @@ def prompt_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   options = prompt_options(config)
-  if config.task.startswith("mbpp_"):
+  if config.task in ("mbpp_synthesis", "mbpp_execution"):
     options["mbpp_config"] = config.data.mbpp_config
   elif config.task == "mathqa":  # configs/eval_mathqa.py: "faithful" or "trax" (the paper's split).
     options["mathqa_compat"] = config.data.get("mathqa_compat", "faithful")

