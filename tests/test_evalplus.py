@@ -1,7 +1,8 @@
 """HumanEval+ and MBPP+ (data/evalplus.py, data/evalplus_harness.py): the pinned release files,
 reference solutions passing base and base+plus in our sandbox, broken ones failing, and
 verdicts per sample equal to the `evalplus` 0.3.1 package's own evaluator (run offline on a
-subset of the shared files) on reference, wrong, slow and type-changing samples.
+subset of the shared files) on reference, wrong, slow, type-changing and slightly-off-float
+samples.
 
 Known upstream breakage, kept as EvalPlus scores it: HumanEval/32 (find_zero) fails base and
 plus whatever the sample in evalplus 0.3.1, because its special oracle `continue`s before the
@@ -20,9 +21,9 @@ from evaluation.evaluate import evaluate_samples_file
 from execution import Job, SandboxConfig, run_programs
 
 # Quick references, and the special cases: float tolerance (HumanEval/2, /4; Mbpp/82), the
-# find_zero oracle (/32), set equality (Mbpp/2), retyped inputs (63: nested tuples, 124 and
+# find_zero oracle (/32), float outputs under atol 0 (/47), set equality (Mbpp/2), retyped inputs (63: nested tuples, 124 and
 # 252: complex, 580: all tuples), alternative formulas (558, 581), not-None (737, 787).
-_TASKS = {"humaneval_plus": (0, 2, 4, 12, 32, 53, 100),
+_TASKS = {"humaneval_plus": (0, 2, 4, 12, 32, 47, 53, 100),
           "mbpp_plus": (2, 63, 82, 124, 252, 558, 580, 581, 737, 787)}
 _BROKEN_UPSTREAM = {("humaneval_plus", 32)}
 _SANDBOX = SandboxConfig(timeout_s=150.0, memory_mb=4096, workers=2)
@@ -57,6 +58,11 @@ def _solution(example, kind):
     return f"def {entry}(*args):\n    return None\n"
   if kind == "slow":
     return f"def {entry}(*args):\n    while True:\n        pass\n"
+  if kind == "nudged":  # float outputs off by a little: within EvalPlus's tolerance
+    return (f"{reference}\n_original = {entry}\n"
+            f"def {entry}(*args):\n"
+            f"    out = _original(*args)\n"
+            f"    return out + 1e-9 if isinstance(out, float) else out\n")
   return (f"{reference}\n_original = {entry}\n"  # type-changing
           f"def {entry}(*args):\n"
           f"    out = _original(*args)\n"
@@ -68,7 +74,7 @@ def _solution(example, kind):
 
 
 def _kinds(example):
-  kinds = ["reference", "wrong", "type_changing"]
+  kinds = ["reference", "wrong", "type_changing", "nudged"]
   if example["task_id"] in (0, 2):  # each costs a time limit per group
     kinds.append("slow")
   return kinds
@@ -139,6 +145,8 @@ def test_verdicts_equal_evalplus(task, manual_dir, tmp_path):
   for number, verdicts in theirs.items():
     assert verdicts[0] == ((False, False) if (task, number) in _BROKEN_UPSTREAM
                            else (True, True))
-    assert not any(verdicts[1]) and not any(v for vs in verdicts[3:] for v in vs)
+    assert not any(verdicts[1]) and not any(v for vs in verdicts[4:] for v in vs)
   type_changed = [v[2][1] for n, v in theirs.items() if (task, n) not in _BROKEN_UPSTREAM]
   assert any(type_changed) and not all(type_changed)
+  if task == "humaneval_plus":  # median's float outputs pass within 1e-6, not exactly
+    assert theirs[47][3] == (True, True)
