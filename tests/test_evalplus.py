@@ -150,3 +150,32 @@ def test_verdicts_equal_evalplus(task, manual_dir, tmp_path):
   assert any(type_changed) and not all(type_changed)
   if task == "humaneval_plus":  # median's float outputs pass within 1e-6, not exactly
     assert theirs[47][3] == (True, True)
+
+
+@pytest.mark.parametrize("task", sorted(_TASKS))
+def test_eval_scores_evalplus_files_and_our_completions(task, manual_dir, tmp_path):
+  from configs import eval_humaneval_plus, eval_mbpp_plus  # pylint: disable=import-outside-toplevel
+  from evaluation.runner import run_eval  # pylint: disable=import-outside-toplevel
+  config = {"humaneval_plus": eval_humaneval_plus,
+            "mbpp_plus": eval_mbpp_plus}[task].get_config()
+  config.data.manual_dir = manual_dir
+  config.max_problems = 2
+  config.pass_at_k = (1,)
+  config.sandbox.workers = 2
+  examples = tasks.load_task_examples(task, "test", manual_dir=manual_dir)[:2]
+  prefix = "Mbpp/" if task == "mbpp_plus" else "HumanEval/"
+  # EvalPlus's `completion` follows its raw prompt; ours follows the stripped prompt and is
+  # cut at EvalPlus's stop sequences (the trailing assert never runs).
+  body = {e["task_id"]: e["target"] for e in examples}
+  files = {
+      "evalplus": "".join(json.dumps({"task_id": f"{prefix}{n}", "completion": b}) + "\n"
+                          for n, b in body.items()),
+      "ours": "".join(json.dumps({"task_id": n, "completion": b + "\nassert False\n"}) + "\n"
+                      for n, b in body.items()),
+  }
+  for name, text in files.items():
+    (tmp_path / name).write_text(text)
+    config.samples_path = str(tmp_path / name)
+    results = run_eval(config, str(tmp_path / f"run-{name}"))
+    assert results["pass_at_k"] == {"1": 1.0} and results["challenge"]["pass_at_k"] == {
+        "1": 1.0}, name
