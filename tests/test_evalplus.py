@@ -179,3 +179,16 @@ def test_eval_scores_evalplus_files_and_our_completions(task, manual_dir, tmp_pa
     results = run_eval(config, str(tmp_path / f"run-{name}"))
     assert results["pass_at_k"] == {"1": 1.0} and results["challenge"]["pass_at_k"] == {
         "1": 1.0}, name
+
+
+def test_a_hanging_top_level_fails_within_the_groups_time(manual_dir):
+  """The sample's top level runs under its group's time (EvalPlus: min(60 s, sum of the
+  inputs' limits) + 2 s for the process), not the sandbox's whole 150 s."""
+  example, = [e for e in tasks.load_task_examples("humaneval_plus", "test",
+                                                  manual_dir=manual_dir)
+              if e["task_id"] == 34]  # one base input: 1 s + 3 s
+  request = tasks.execution_request({**example, "completion_is_program": True},
+                                    "while True:\n    pass\n")
+  result, = run_programs([Job("hang", request["program"], tuple(request["tests"]), "")],
+                         SandboxConfig(timeout_s=60.0, memory_mb=4096, workers=1))
+  assert result.status != "timeout" and "_EpTimeout" in result.error
