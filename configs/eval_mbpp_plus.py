@@ -12,9 +12,9 @@ Mbpp/N ids). results.json: `pass_at_k` is EvalPlus's "base", `challenge.pass_at_
 "base + extra tests".
 
 Cost: the 378 canonical solutions, base and base+plus, take about 160 s on 2 CPU cores.
-Known difference: Mbpp/255's plus inputs need more than 4 GiB when the reference's and the
-sample's outputs live in one process (EvalPlus keeps the reference's in another), so even its
-reference solution is killed at memory_mb=4096 here.
+Broken upstream: Mbpp/255's plus inputs (combinations of up to 1.7M tuples) exceed the memory
+limit, so even its reference solution fails "base + extra tests", here (killed at 4 GiB, also
+at 8 GiB) as in evalplus 0.3.1 itself (base pass, plus fail: checked with its evaluator).
 """
 from configs import eval_humaneval_plus
 
