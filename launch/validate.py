@@ -18,11 +18,12 @@ from model import config as model_config
 from model.presets import PRESETS
 
 # training/inputs.py's TASKS (launch/ may not import training/; a test keeps them equal).
-TRAIN_TASKS = ("python_code",) + tasks.TASK_NAMES
+TRAIN_TASKS = ("python_code",) + tasks.TRAINABLE_TASK_NAMES
 DECAYS = ("cosine", "linear", "constant")  # training/optimizer.py
 DTYPES = model_config._DTYPES  # pylint: disable=protected-access
 MBPP_SPLITS = ("prompt", "test", "validation", "train")       # data/mbpp.py SPLIT_TASK_IDS
 MATHQA_SPLITS = ("train", "validation", "test", "challenge_test")  # data/mathqa.py
+HUMANEVAL_SPLITS = ("test",)           # data/humaneval.py, data/evalplus.py SPLITS
 MBPP_CONFIGS = ("full", "sanitized")
 MATHQA_COMPAT = ("faithful", "trax")
 # execution/config.py MIN_MEMORY_MB: below it the interpreter that runs a program cannot start.
@@ -161,7 +162,9 @@ def eval_problem(config: ml_collections.ConfigDict) -> str | None:
   problem = _check(config, [("task", task, task_names)])
   if problem:
     return problem
-  splits = MATHQA_SPLITS if config.task == "mathqa" else MBPP_SPLITS
+  splits = {"mathqa": MATHQA_SPLITS, "humaneval": HUMANEVAL_SPLITS,
+            "humaneval_plus": HUMANEVAL_SPLITS, "mbpp_plus": HUMANEVAL_SPLITS
+            }.get(config.task, MBPP_SPLITS)
   split, split_names = _one_of(splits)
   mbpp_config, mbpp_configs = _one_of(MBPP_CONFIGS)
   compat, compats = _one_of(MATHQA_COMPAT)

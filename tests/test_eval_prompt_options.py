@@ -15,7 +15,10 @@ from tests.test_prompts import GOLDEN_TASK_11
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = {"mbpp_synthesis": CONFIGS_DIR / "eval_synthesis.py",
                 "mbpp_execution": CONFIGS_DIR / "eval_execution.py",
-                "mathqa": CONFIGS_DIR / "eval_mathqa.py"}
+                "mathqa": CONFIGS_DIR / "eval_mathqa.py",
+                "humaneval": CONFIGS_DIR / "eval_humaneval.py",
+                "humaneval_plus": CONFIGS_DIR / "eval_humaneval_plus.py",
+                "mbpp_plus": CONFIGS_DIR / "eval_mbpp_plus.py"}
 # A non-default command-line value for every field of every task's prompt options, and what
 # it parses to.
 FLAG_VALUES = {

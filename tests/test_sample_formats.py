@@ -128,12 +128,12 @@ def test_bad_files_name_file_and_line(problems, tmp_path, content, message):
 
 def test_foreign_formats_are_synthesis_only(tmp_path):
   path = _evalplus([], tmp_path / "e.jsonl")
-  with pytest.raises(SamplesFileError, match="MBPP synthesis programs; config.task is "
-                                             "'mbpp_execution'"):
+  with pytest.raises(SamplesFileError, match="read for task.s. mbpp_synthesis, humaneval, "
+                                             ".*; config.task is 'mbpp_execution'"):
     read_samples(str(path), [{"task": "mbpp_execution", "task_id": 11, "id": "x"}])
   with pytest.raises(SamplesFileError, match="unknown samples_format 'humaneval'"):
     read_samples(str(path), [], "humaneval")
-  assert sample_formats.FORMATS == ("ours", "bigcode", "evalplus", "lm_eval")
+  assert sample_formats.FORMATS == ("ours", "bigcode", "evalplus", "lm_eval", "human_eval")
 
 
 def test_pass_at_k_and_num_samples_follow_the_config_and_the_file(problems, mbpp_dirs,

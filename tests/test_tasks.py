@@ -73,7 +73,7 @@ def test_finetuning_split_has_no_shots_by_default(mbpp_dirs):  # noqa: F811
 
 def test_unknown_task_or_option_is_refused(mbpp_dirs):  # noqa: F811
   with pytest.raises(ValueError, match="unknown task"):
-    _examples("humaneval", "test", mbpp_dirs)
+    _examples("apps", "test", mbpp_dirs)
   with pytest.raises(TypeError, match="num_test_shown"):
     _examples("mbpp_synthesis", "test", mbpp_dirs, num_test_shown=1)
 

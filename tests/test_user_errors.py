@@ -203,7 +203,7 @@ def test_train_config_values_are_checked_up_front(key, value, says):
 
 @pytest.mark.parametrize("key, value, says", [
     ("split", "dev", "--config.split='dev': must be one of prompt, test, validation, train"),
-    ("task", "humaneval", "--config.task='humaneval': must be one of mbpp_synthesis"),
+    ("task", "apps", "--config.task='apps': must be one of mbpp_synthesis"),
     ("pass_at_k", (0,), "--config.pass_at_k=(0,): must be positive integers"),
     ("num_samples", 0, "--config.num_samples=0: must be a positive integer"),
     ("sandbox.timeout_s", -1.0, "--config.sandbox.timeout_s=-1.0: must be a positive number"),
