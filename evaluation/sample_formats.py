@@ -202,17 +202,7 @@ def _read_bigcode(path: str, examples: Sequence[dict[str, Any]]):
   if not any(first <= e["task_id"] <= last for e in examples):
     raise SamplesFileError(f"{path}: bigcode's mbpp generations are for the test split "
                            f"(task ids {first}..{last}); set --config.split=test")
-  collector = _Collector(path, examples)
-  for index, problem in enumerate(generations):
-    where = f"{path}[{index}]"
-    if not isinstance(problem, list):
-      raise SamplesFileError(f"{where}: expected a list of generations, got "
-                             f"{type(problem).__name__}")
-    example = collector.example(first + index, where)
-    for generation in problem:
-      if example is not None:
-        collector.add(example, generation, where)
-  return collector.result()
+  return _collect_generation_lists(path, generations, examples, first)
 
 
 def _collect_bigcode_humaneval(path: str, generations: Any,
@@ -220,13 +210,20 @@ def _collect_bigcode_humaneval(path: str, generations: Any,
   if not isinstance(generations, list) or len(generations) > humaneval.NUM_PROBLEMS:
     raise SamplesFileError(f"{path}: expected a JSON list of at most {humaneval.NUM_PROBLEMS} "
                            "lists of generations (bigcode's humaneval task)")
+  return _collect_generation_lists(path, generations, examples, 0)
+
+
+def _collect_generation_lists(path: str, generations: list, examples: Sequence[dict[str, Any]],
+                              first_task_id: int):
+  """bigcode's layout: one list of generations per problem, in task id order from
+  first_task_id."""
   collector = _Collector(path, examples)
   for index, problem in enumerate(generations):
     where = f"{path}[{index}]"
     if not isinstance(problem, list):
       raise SamplesFileError(f"{where}: expected a list of generations, got "
                              f"{type(problem).__name__}")
-    example = collector.example(index, where)
+    example = collector.example(first_task_id + index, where)
     for generation in problem:
       if example is not None:
         collector.add(example, generation, where)
