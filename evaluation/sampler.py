@@ -126,11 +126,8 @@ class Sampler:
     """(the compiled shape, the most problems) of a call whose longest prompt has
     prompt_tokens tokens, after the evaluation's shared prefix of max_prefix (call_plan):
     decode_budget.problems_per_call with that call's prefill. The same on every host."""
-    if prompt_tokens > self.max_prompt_len:  # truncated: its shared prefix is not known here
-      suffix, prefix = self.max_prompt_len, 0
-    else:
-      prefix = max_prefix // 64 * 64  # split_shared_prefix's cap
-      suffix = prompt_tokens - prefix
+    prefix = max_prefix // 64 * 64  # split_shared_prefix's cap
+    suffix = prompt_tokens - prefix
     length = bucket_length(suffix, half_octaves=True)  # dispatch's padded length
     slots = self.slots(num_samples)
     return (length, prefix), decode_budget.problems_per_call(
@@ -165,12 +162,12 @@ class Sampler:
     return self.collect(self.dispatch(prompts, problem_keys, num_samples))
 
   def call_plan(self, prompts: Sequence[str]) -> tuple[list[int], int]:
-    """(each prompt's tokens before truncation to max_prompt_len, the tokens all prompts
-    that it leaves whole share): sample_problems orders its calls by the first and caps each
-    call's shared prefix at the second, so an evaluation's calls share one prefix length."""
-    encoded = [self.tokenizer.encode_prompt(p) for p in prompts]
-    whole = [e for e in encoded if len(e) <= self.max_prompt_len]
-    return [len(e) for e in encoded], shared_prefix_length(whole)
+    """(each prompt's tokens, the tokens all prompts share; prompts are fitted to
+    max_prompt_len first, fit_prompts): sample_problems orders its calls by the first and caps
+    each call's shared prefix at the second, so an evaluation's calls share one prefix
+    length."""
+    encoded = [self.encode_prompt(p) for p in prompts]
+    return [len(e) for e in encoded], shared_prefix_length(encoded)
 
   def dispatch(self, prompts: Sequence[str], problem_keys: Sequence[int],
                num_samples: int, max_prefix: int | None = None,
@@ -237,36 +234,25 @@ class Sampler:
 
 def chunks_of_problems(examples: Sequence[dict[str, Any]],
                        problems_per_chunk: int | Callable[[int], int],
-                       prompt_lengths: Sequence[int], max_prompt_len: int
-                       ) -> Iterator[list[dict[str, Any]]]:
+                       prompt_lengths: Sequence[int]) -> Iterator[list[dict[str, Any]]]:
   """Problems in calls, fixed by the full list (so a resumed evaluation with the same budget
-  makes the same calls): shortest prompt first, ties in list order, and the prompts longer than
-  max_prompt_len (truncated) in calls of their own. `problems_per_chunk`: the most problems a
-  call holds, or a function of its longest prompt's length giving that (it must not grow
-  with the length: a call's memory does, Sampler.call_limit).
+  makes the same calls): shortest prompt first, ties in list order. `problems_per_chunk`: the
+  most problems a call holds, or a function of its longest prompt's length giving that (it
+  must not grow with the length: a call's memory does, Sampler.call_limit).
 
   Why by length: a call pads its prompts (after their shared prefix) to one bucketed length,
   and every slot attends to a window of several problems' padded prompts, so a call of
-  similar lengths attends to less padding, and holds more problems in the same memory; and
-  the prompts that max_prompt_len truncated (they lose the shared start) come last, in calls
-  of their own, instead of costing the calls they would share their shared prefix. MBPP's
-  500 3-shot test prompts (the tiny model's tokenizer, 12 of them truncated at 1,024 tokens)
-  in calls of 25: in id order, 12 calls of a 640-token shared prefix + 384-token suffixes and
-  8 with no shared prefix (1,024 tokens each); by length, 12 calls of 640 + 192, 4 of 640 +
-  256, 4 of 640 + 384 and one of 1,024.
+  similar lengths attends to less padding, and holds more problems in the same memory.
   """
   limit = problems_per_chunk if callable(problems_per_chunk) else lambda _: problems_per_chunk
-  order = sorted(range(len(examples)), key=lambda i: (prompt_lengths[i], i))
-  whole = [i for i in order if prompt_lengths[i] <= max_prompt_len]
-  for group in (whole, order[len(whole):]):
-    chunk: list[int] = []
-    for i in group:  # i is the chunk's longest prompt so far
-      if chunk and len(chunk) >= limit(prompt_lengths[i]):
-        yield [examples[j] for j in chunk]
-        chunk = []
-      chunk.append(i)
-    if chunk:
+  chunk: list[int] = []
+  for i in sorted(range(len(examples)), key=lambda i: (prompt_lengths[i], i)):
+    if chunk and len(chunk) >= limit(prompt_lengths[i]):  # i: the chunk's longest prompt
       yield [examples[j] for j in chunk]
+      chunk = []
+    chunk.append(i)
+  if chunk:
+    yield [examples[j] for j in chunk]
 
 
 def padded_problems(chunks: Sequence[Sequence[Any]], shapes: Sequence[Any]) -> list[int]:
@@ -343,8 +329,7 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
       limits[length] = sampler.call_limit(num_samples, length, max_prefix)
     return limits[length]
 
-  planned = list(chunks_of_problems(examples, lambda n: limit(n)[1], lengths,
-                                    sampler.max_prompt_len))
+  planned = list(chunks_of_problems(examples, lambda n: limit(n)[1], lengths))
   length_of = {id(e): n for e, n in zip(examples, lengths)}
   # Every call of a compiled shape padded to that shape's largest call: few shapes to compile.
   # A chunk's last problem has its longest prompt.

@@ -23,14 +23,11 @@ def test_calls_take_problems_shortest_prompt_first_ties_in_list_order():
   examples = _examples([5, 3, 9, 3, 1, 7, 5, 12, 10])
   lengths = [len(e["prompt"]) for e in examples]
   ids = lambda chunks: [[e["id"] for e in c] for c in chunks]
-  assert ids(sampler_lib.chunks_of_problems(examples, 3, lengths, 100)) == [
+  assert ids(sampler_lib.chunks_of_problems(examples, 3, lengths)) == [
       ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2", "p8", "p7"]]
-  # Prompts over max_prompt_len lose their start (and the shared prefix): calls of their own.
-  assert ids(sampler_lib.chunks_of_problems(examples, 3, lengths, 9)) == [
-      ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2"], ["p8", "p7"]]
   # A limit by the call's longest prompt: a call closes before a prompt it cannot hold.
   by_length = lambda n: 3 if n < 8 else 1
-  assert ids(sampler_lib.chunks_of_problems(examples, by_length, lengths, 100)) == [
+  assert ids(sampler_lib.chunks_of_problems(examples, by_length, lengths)) == [
       ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2"], ["p8"], ["p7"]]
 
 
