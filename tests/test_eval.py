@@ -192,16 +192,20 @@ def _fake_run(path, steps):
   (path / "tokenizer.model").write_bytes(b"a tokenizer")
 
 
+def _first_launch(mbpp_dirs, run, workdir):
+  """What a first eval launch of `run` leaves in `workdir`: its record, then a scored sample."""
+  first = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2)
+  runner._record_config(first, workdir, runner._check_identity(first, workdir))
+  with open(os.path.join(workdir, run_dir.SAMPLES_FILE), "w") as f:
+    f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
+
+
 def test_a_resumed_eval_of_another_model_or_sampling_is_refused(mbpp_dirs, tmp_path):
   """16 problems from one model and 8 from another in one results.json: refused, in one line,
   before anything is loaded; resume_mismatch=allow goes on on purpose."""
   run, workdir = tmp_path / "run", str(tmp_path / "ev")
   _fake_run(run, [2])
-  first = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2)
-  # What a first launch leaves: its record, then scored samples.
-  runner._record_config(first, workdir, runner._check_identity(first, workdir))
-  with open(os.path.join(workdir, run_dir.SAMPLES_FILE), "w") as f:
-    f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
+  _first_launch(mbpp_dirs, run, workdir)
   config_before = open(os.path.join(workdir, run_dir.CONFIG_FILE)).read()
   os.makedirs(run / "checkpoints" / "4" / "params")  # the run trained on: another model
   second = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2, seed=1)
@@ -225,10 +229,7 @@ def test_a_resumed_eval_may_change_what_changes_no_sample(mbpp_dirs, tmp_path):
   """The same checkpoint copied elsewhere, more problems, other workers, slots and mesh."""
   run, workdir = tmp_path / "run", str(tmp_path / "ev")
   _fake_run(run, [2])
-  first = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(run), max_problems=2)
-  runner._record_config(first, workdir, runner._check_identity(first, workdir))
-  with open(os.path.join(workdir, run_dir.SAMPLES_FILE), "w") as f:
-    f.write(json.dumps({"id": "mbpp/11", "sample_index": 0}) + "\n")
+  _first_launch(mbpp_dirs, run, workdir)
   shutil.copytree(run, tmp_path / "moved")
   later = _eval_config(eval_synthesis, mbpp_dirs, checkpoint=str(tmp_path / "moved"),
                        max_problems=4, slots_per_call=16, pass_at_k=(1,))

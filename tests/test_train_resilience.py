@@ -161,8 +161,14 @@ def test_refused_restart_leaves_the_metadata_as_it_was(corpus, straight, tmp_pat
   assert run_dir.checkpoint_steps(workdir) == [4, 8]
 
 
-def _unusable_warnings(caplog):
-  return [r.getMessage() for r in caplog.records if "is unusable" in r.getMessage()]
+def _resume_past_one_unusable_step(corpus, workdir, caplog):  # noqa: F811
+  """Resumes `workdir`; (the config, the one warning that set its newest step aside)."""
+  config = _config(corpus)
+  with caplog.at_level(logging.WARNING):
+    train(config, workdir)
+  warnings = [r.getMessage() for r in caplog.records if "is unusable" in r.getMessage()]
+  assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+  return config, warnings[0]
 
 
 def test_every_saved_step_has_checksums_and_a_flipped_bit_is_set_aside(
@@ -178,14 +184,10 @@ def test_every_saved_step_has_checksums_and_a_flipped_bit_is_set_aside(
     byte = f.read(1)[0]
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte ^ 0x01]))
-  config = _config(corpus)
-  with caplog.at_level(logging.WARNING):
-    train(config, workdir)
-  warnings = _unusable_warnings(caplog)
-  assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-  assert "resuming from step 4" in warnings[0] and "sha256 differs" in warnings[0]
+  config, warning = _resume_past_one_unusable_step(corpus, workdir, caplog)
+  assert "resuming from step 4" in warning and "sha256 differs" in warning
   assert os.path.relpath(bad_file, os.path.join(run_dir.checkpoints_dir(workdir), "8")) \
-      in warnings[0]
+      in warning
   assert sorted(os.listdir(run_dir.checkpoints_dir(workdir))) == ["4", "8", "8.corrupt"]
   _assert_same_run(workdir, straight, config)
 
@@ -205,12 +207,8 @@ def test_a_data_position_with_wrong_values_is_set_aside(corpus, straight, tmp_pa
   with open(os.path.join(step_dir, "data_iter", "shard_0-of-1.json"), "w") as f:
     json.dump(state, f)
   checkpoint_manifest.write(step_dir)
-  config = _config(corpus)
-  with caplog.at_level(logging.WARNING):
-    train(config, workdir)
-  warnings = _unusable_warnings(caplog)
-  assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
-  assert "resuming from step 4" in warnings[0] and "shard_0-of-1.json" in warnings[0]
+  config, warning = _resume_past_one_unusable_step(corpus, workdir, caplog)
+  assert "resuming from step 4" in warning and "shard_0-of-1.json" in warning
   _assert_same_run(workdir, straight, config)
 
 
