@@ -47,7 +47,7 @@ def main(argv):
       config_flags.get_config_filename(flags.FLAGS["config"]), _CONFIG.value)
   logging.info("Workdir: %s", workdir)
   # pylint: disable=g-import-not-at-top  (after the checks above: they need no JAX)
-  from model.host_devices import split_host_cpu
+  from decode.host_devices import split_host_cpu
   split_host_cpu(_CONFIG.value.cpu_devices)  # before JAX starts its backends
   from rundir.multihost import PeerFailed, maybe_initialize_distributed
   maybe_initialize_distributed(_DISTRIBUTED.value)

@@ -1,11 +1,12 @@
-"""Sampling throughput of model/sampling.py (prefill + on-device while_loop), as one JSON line.
+"""Sampling throughput of the decode engine with one sample per prompt, as one JSON line.
 
     python benchmarks/decode_throughput.py --d-model 512 --layers 8 --heads 8 --ffn 2048 \
         --vocab 32000 --batch 16 --prompt-len 256 --new-tokens 128 \
         --peer-python ../peer-venv/bin/python
 
-Generated tokens/s = batch * new_tokens / median wall time of a whole `generate` call
-(prefill included, like the peer), after one compile+warm-up call. No stop string fires
+Generated tokens/s = batch * new_tokens / median wall time of a whole call of the decode
+engine (decode/engine.py: paged prefill, then one slot per prompt; prefill included, like
+the peer), after one compile+warm-up call. No stop string fires
 (random weights), so every row generates all new tokens. With --peer-python, the same-shaped
 `transformers` LlamaForCausalLM.generate (../shared/peers/hf_llama_bench.py --mode generate)
 is measured in the same run and the ratio reported.
@@ -28,9 +29,10 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.llama_peer import add_model_args, llama_config, run_peer
+from decode.engine import make_sample_fn
+from decode.stop_matcher import build_stop_table
+from decode.token_choice import SamplingConfig
 from model.decoder import Decoder
-from model.sampling import SamplingConfig, make_generate_fn
-from model.stop_matcher import build_stop_table
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,21 +50,23 @@ def measure_ours(args: argparse.Namespace) -> dict:
   cfg = llama_config(args)
   graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
   params = nnx.to_pure_dict(state)
-  generate = make_generate_fn(
+  sample = make_sample_fn(
       graphdef, SamplingConfig(max_new_tokens=args.new_tokens, temperature=args.temperature),
-      eos_id=-1)
+      eos_id=-1, num_samples=1, num_slots=args.batch)
   stop = tuple(map(jnp.asarray, build_stop_table([""] * args.vocab, "[DONE]")))
   rng = np.random.default_rng(0)
   prompt = jnp.asarray(rng.integers(2, args.vocab, (args.batch, args.prompt_len)), jnp.int32)
   lengths = jnp.full((args.batch,), args.prompt_len, jnp.int32)
+  keys = jnp.arange(args.batch, dtype=jnp.int32)
+  generate = lambda seed: sample(params, prompt, lengths, keys, jnp.int32(args.batch),
+                                 jax.random.key(seed), *stop, None)
   started = time.perf_counter()
-  jax.block_until_ready(generate(params, prompt, lengths, jax.random.key(0), *stop))
+  jax.block_until_ready(generate(0))
   compile_s = time.perf_counter() - started
   times = []
   for run in range(args.runs):
     started = time.perf_counter()
-    out, out_lengths = generate(params, prompt, lengths, jax.random.key(run + 1), *stop)
-    jax.block_until_ready(out)
+    out, out_lengths = jax.block_until_ready(generate(run + 1))
     times.append(time.perf_counter() - started)
   assert int(np.min(np.asarray(out_lengths))) == args.new_tokens
   wall = statistics.median(times)

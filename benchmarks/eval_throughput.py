@@ -1,4 +1,4 @@
-"""Throughput of the eval protocol's sampling (model/slot_sampling.py), as one JSON line.
+"""Throughput of the eval protocol's sampling (decode/engine.py), as one JSON line.
 
     python benchmarks/eval_throughput.py --peer-python ../peer-venv/bin/python
 
@@ -38,13 +38,13 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from benchmarks.llama_peer import add_model_args, llama_config, run_peer
+from decode.engine import make_sample_fn
+from decode.host_devices import split_host_cpu
+from decode.stop_matcher import build_stop_table
+from decode.token_choice import SamplingConfig
 from model.config import ModelConfig
 from model.decoder import Decoder
-from model.host_devices import split_host_cpu
-from model.sampling import SamplingConfig
 from model.sharding import batch_sharding, make_mesh
-from model.slot_sampling import make_sample_fn
-from model.stop_matcher import build_stop_table
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
   p.add_argument("--peer-runs", type=int, default=1)
   p.add_argument("--cpu-devices", type=int, default=0,
                  help="on a CPU, XLA devices to split it into (0 = one per core, as eval.py; "
-                      "model/host_devices.py); the problems and slots split over them")
+                      "decode/host_devices.py); the problems and slots split over them")
   p.add_argument("--peak-gflops", type=float, default=170.0,
                  help="the machine's matmul rate, for the FLOP bound")
   return p.parse_args()

@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_problems = 0              # 0 = all; >0 for quick looks
   config.num_samples = 80              # per problem (the paper: 80)
   config.pass_at_k = (1, 10, 80)       # reported where every problem has >= k samples
-  config.slots_per_call = 0            # sampling slots per call; 0 = model/decode_budget.py
+  config.slots_per_call = 0            # sampling slots per call; 0 = decode/budget.py
   # The old name of slots_per_call (in training configs batch_size is the global batch):
   # still read, with a warning (evaluation/runner.py's slots_per_call).
   config.batch_size = config_dict.placeholder(int)
@@ -85,11 +85,11 @@ def get_config() -> ml_collections.ConfigDict:
   # at a syntax error gets its verdict without a process of its own; verdicts are unchanged.
   config.sandbox.screen_batch = 64
   # On a CPU, XLA devices per host (0 = one per core): each samples its own problems with its
-  # own slots (model/host_devices.py; 1.45x on 2 cores). Parameters are held once per device:
+  # own slots (decode/host_devices.py; 1.45x on 2 cores). Parameters are held once per device:
   # 1 for a model that fits the host's memory only once. No effect on accelerators.
   config.cpu_devices = 0
   # On a CPU, the MB the sampler's calls may take (all its devices together); 0 = a quarter of
-  # the host's available memory, at most 1 GiB (model/decode_budget.py). A call's problems
+  # the host's available memory, at most 1 GiB (decode/budget.py). A call's problems
   # follow it: their prefill (attention scores quadratic in the prompt) must fit.
   config.cpu_sampling_memory_mb = 0
   config.mesh = ml_collections.ConfigDict()

@@ -14,7 +14,7 @@ An answer counts only if it is a value (a literal; an echoed call or a name scor
 matches 3.0): data/execution_examples.py. Cost, measured on the 2-core CPU (2026-12-01) with
 the tiny model: 40 asserts, greedy, 8-14 s (115-265 generated tokens/s); all 1,500 asserts
 (2026-12-07, a loaded machine) 7-10 minutes at 1.7 GB peak resident memory (calls sized by
-model/decode_budget.py's CPU budget; `--config.cpu_sampling_memory_mb`). What to expect there:
+decode/budget.py's CPU budget; `--config.cpu_sampling_memory_mb`). What to expect there:
 few-shot 1 of 40 right, after execution finetuning 2 of 40 (both the value 1).
 """
 from configs import eval_base

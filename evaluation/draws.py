@@ -1,7 +1,7 @@
 """The draw variant: which random draws an eval's samples use, besides the seed.
 
 A sample's draws are keyed by (seed, problem, sample index, position) (evaluation/sampler.py,
-model/slot_sampling.py). Two evals that differ only in their prompt (or token rule) would
+decode/engine.py). Two evals that differ only in their prompt (or token rule) would
 then share their uniforms: prompt A's sample i and prompt B's sample i start alike far more
 often than two independent samples do, and a union of both (the prompt-ensemble study) rests
 on correlated samples. So what a study varies goes into the key as well: the variant is a
@@ -20,7 +20,7 @@ import zlib
 from typing import Any
 
 from data.tasks import PROMPT_OPTIONS_TYPES
-from model.sampling import SamplingConfig
+from decode.token_choice import SamplingConfig
 
 _TOKEN_RULE = ("temperature", "top_k", "top_p")  # the SamplingConfig fields that shape a draw
 

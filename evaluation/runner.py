@@ -34,7 +34,7 @@ from rundir import layout, multihost
 
 if TYPE_CHECKING:
   from evaluation.sampler import Sampler
-  from model.sampling import SamplingConfig
+  from decode.token_choice import SamplingConfig
 
 
 def prompt_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def slots_per_call(config: ml_collections.ConfigDict) -> int:
 
 
 def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> SamplingConfig:
-  from model.sampling import SamplingConfig  # pylint: disable=g-import-not-at-top
+  from decode.token_choice import SamplingConfig  # pylint: disable=g-import-not-at-top
   return SamplingConfig(max_new_tokens=max_new_tokens,
                         temperature=config.sampling.temperature, top_k=config.sampling.top_k,
                         top_p=config.sampling.top_p)

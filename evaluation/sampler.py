@@ -1,9 +1,10 @@
 """Turns prompts into completions with a checkpointed model: tokenise, bucket, sample, detokenise.
 
-A call samples whole problems: each problem's prompt is prefilled once and its n samples run
-through a fixed number of slots refilled on device (model/slot_sampling.py). The tokens all of
-a call's prompts start with (a few-shot template's examples; model.sampling.
-shared_prefix_length, to a multiple of 64) are prefilled and held once for the call. A
+A call samples whole problems through the decode engine (decode/engine.py): each problem's
+prompt is prefilled once into pages its n samples share, and the samples run through a fixed
+number of slots refilled on device. The tokens all of a call's prompts start with (a few-shot
+template's examples; decode/prompt_rows.py shared_prefix_length, to a multiple of 64) are
+prefilled and held once for the call. A
 sample's random draws are keyed by (seed, the draw variant, the problem's id, its sample
 index), so a resumed evaluation draws the samples an uninterrupted one would have, whatever
 went into each call (the logits themselves can differ in their last bits where a call's
@@ -34,15 +35,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data import prompt_fit
 from data.prompts import DONE, cut_at_done
 from data.tokenizer import Tokenizer
-from model import decode_budget
-from model.sampling import (SamplingConfig, bucket_length, left_pad, shared_prefix_length,
-                            split_shared_prefix)
-from model.host_devices import available_memory_bytes
-from model.sharding import (batch_shard_count, batch_sharding, data_shards,
-                            device_memory_bytes)
-from model.shared_decode import unrolled_layers
-from model.slot_sampling import make_sample_fn, problem_rows
-from model.stop_matcher import build_stop_table
+from decode import budget as decode_budget
+from decode.engine import loop_shards, make_sample_fn, problem_rows
+from decode.host_devices import available_memory_bytes
+from decode.prompt_rows import (bucket_length, right_pad, shared_prefix_length,
+                                split_shared_prefix)
+from decode.stop_matcher import build_stop_table
+from decode.token_choice import SamplingConfig
+from model.sharding import batch_shard_count, batch_sharding, device_memory_bytes
 from rundir import multihost
 from rundir.progress import progress_line
 
@@ -63,12 +63,12 @@ def draw_key(seed: int, variant: int) -> jax.Array:
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
 
-  slots_per_call: rows decoded per call; 0 = model/decode_budget.py's rule (model size,
+  slots_per_call: rows decoded per call; 0 = decode/budget.py's rule (model size,
     device memory).
   max_prompt_len: the most tokens a prompt may have; `fit_prompts` makes them fit
     (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
   cpu_memory_mb: on a CPU, the memory its calls may take (all its devices together);
-    0 = model/decode_budget.py's share of the host's available memory.
+    0 = decode/budget.py's share of the host's available memory.
   """
   graphdef: Any
   params: Any
@@ -90,14 +90,9 @@ class Sampler:
     self._stop = (jax.device_put(stop_next, replicated),
                   jax.device_put(stop_completes, replicated))
     self._sample_fns: dict[tuple[int, int], Any] = {}
-    model = nnx.merge(self.graphdef, self.params)
-    self._model_cfg = model.cfg
-    # Parameter bytes on one device, twice where decoding slices the layers out of the
-    # stacked weights for each call (model/shared_decode.py layers_for_decoding).
-    self._param_bytes = sum(
-        x.addressable_shards[0].data.nbytes if hasattr(x, "addressable_shards") else x.nbytes
-        for x in jax.tree.leaves(self.params)) * (2 if unrolled_layers(model) else 1)
-    # One call's memory per device (model/decode_budget.py); a CPU's is shared by the host's
+    self._model_cfg = nnx.merge(self.graphdef, self.params).cfg
+    self._param_bytes = decode_budget.param_bytes_per_device(self.params, self.mesh)
+    # One call's memory per device (decode/budget.py); a CPU's is shared by the host's
     # devices and the CALLS_IN_FLIGHT calls that XLA:CPU runs at once. Process 0's, so that
     # every process plans the same calls (a host's available memory differs by the moment).
     self.budget_bytes = int(multihost.broadcast_json(decode_budget.call_budget_bytes(
@@ -187,13 +182,13 @@ class Sampler:
     # Problems padded to a multiple of the batch shards (the prefill splits them); the
     # padding problems are not sampled.
     padded = -(-max(len(encoded), min_problems) // shards) * shards
-    # Each data shard samples its own rows: an even share of the real problems each.
-    rows = problem_rows(len(encoded), padded, data_shards(self.mesh))
-    placed = [[] for _ in range(padded)]
+    # Each loop shard samples its own rows: an even share of the real problems each.
+    rows = problem_rows(len(encoded), padded, loop_shards(self.mesh))
+    placed = [[0] for _ in range(padded)]  # padding problems: one token, never sampled
     for row, tokens in zip(rows, encoded):
       placed[row] = tokens
     length = bucket_length(max(len(r) for r in encoded), half_octaves=True)
-    tokens, lengths = left_pad(placed, length)
+    tokens, lengths = right_pad(placed, length)
     keys = np.zeros((padded,), np.int32)
     keys[rows] = problem_keys
     slots = min(self.slots(num_samples), -(-len(encoded) * num_samples // shards) * shards)
@@ -241,8 +236,8 @@ def chunks_of_problems(examples: Sequence[dict[str, Any]],
   must not grow with the length: a call's memory does, Sampler.call_limit).
 
   Why by length: a call pads its prompts (after their shared prefix) to one bucketed length,
-  and every slot attends to a window of several problems' padded prompts, so a call of
-  similar lengths attends to less padding, and holds more problems in the same memory.
+  so a call of similar lengths prefills and holds less padding, and holds more problems in
+  the same memory.
   """
   limit = problems_per_chunk if callable(problems_per_chunk) else lambda _: problems_per_chunk
   chunk: list[int] = []

@@ -2,8 +2,8 @@
 -> LM head.
 
 The N blocks are one stacked module (model/layer_stack.py: every block parameter has a
-leading [num_layers] axis) run by `nnx.scan`, so the step compiles once for any depth, each
-layer under the configured remat policy. Used functionally in the hot path: callers
+leading [num_layers] axis) run by one `lax.scan` (`Decoder.scan_layers`), so the step compiles
+once for any depth, each layer under the configured remat policy. Used functionally in the hot path: callers
 `nnx.split` once and jit pure functions of the parameter state (see training/step.py);
 `forward` below is that pure function.
 """
@@ -18,7 +18,7 @@ from flax import nnx
 from model.attention import Attention
 from model.config import ModelConfig
 from model.kernels import kernel_set
-from model.layer_stack import layer_of, stack_layers
+from model.layer_stack import stack_layers
 from model.layers import GatedMLP, RMSNorm
 from model.sharding import param_shardings, shard_activation
 
@@ -48,26 +48,11 @@ class Block(nnx.Module):
 
   def __call__(self, x_BxLxD, positions_BxL, segment_ids_BxL):
     attn_BxLxD = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL)
-    return self._residuals(x_BxLxD, attn_BxLxD)
+    return self.residuals(x_BxLxD, attn_BxLxD)
 
-  def decode(self, x_BxTxD, positions_BxT, kv_valid_BxS, cache, index):
-    """The same block over T new tokens, attending to (and updating) a layer's KV cache."""
-    attn_BxTxD, cache = self.attn.decode(self.attn_norm(x_BxTxD), positions_BxT, kv_valid_BxS,
-                                         cache, index)
-    return self._residuals(x_BxTxD, attn_BxTxD), cache
-
-  def decode_shared(self, x_Sx1xD, positions_S, prompt, prompt_valid_SxL, window_offset_S,
-                    generated, own, store=None, prefix=None):
-    """One token per slot over the shared prefix, its problem's prompt cache and its own
-    generated pages (model/shared_decode.py); returns (x, the token's k, v, the generated
-    pages), see Attention.decode_shared for `own`, `store` and `prefix`."""
-    attn_Sx1xD, k_SxKxH, v_SxKxH, generated = self.attn.decode_shared(
-        self.attn_norm(x_Sx1xD), positions_S, prompt, prompt_valid_SxL, window_offset_S,
-        generated, own, store, prefix)
-    return self._residuals(x_Sx1xD, attn_Sx1xD), k_SxKxH, v_SxKxH, generated
-
-  def _residuals(self, x_BxLxD, attn_BxLxD):
-    """x + attention, then + mlp(norm(.)): the block's one residual path, for both modes."""
+  def residuals(self, x_BxLxD, attn_BxLxD):
+    """x + attention, then + mlp(norm(.)): the block's one residual path (decode/ calls it
+    with the attention of a paged cache)."""
     x_BxLxD = x_BxLxD + attn_BxLxD
     x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
     return shard_activation(x_BxLxD, ("batch", "length", "act_embed"))
@@ -102,23 +87,42 @@ class Decoder(nnx.Module):
 
   def run_layers(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
                  segment_ids_BxL: jax.Array) -> jax.Array:
-    """The N blocks: one scan over the stacked layers (or, scan_layers=False, a Python loop
-    over the same parameters), each layer under the remat policy."""
+    """The N blocks, each under the remat policy; scan_layers=False unrolls the scan (one
+    program per layer, the same maths)."""
     cfg = self.cfg
 
-    def layer(block: Block, x_BxLxD: jax.Array) -> jax.Array:
+    def layer(block: Block, x_BxLxD: jax.Array, _) -> jax.Array:
       return block(x_BxLxD, positions_BxL, segment_ids_BxL)
 
+    remat = None
     if cfg.remat != "none":
-      # Inside a scan, common-subexpression elimination cannot merge the recomputation into
-      # the forward pass, so the CSE barriers would only cost.
-      layer = nnx.remat(layer, policy=REMAT_POLICIES[cfg.remat],
-                        prevent_cse=not cfg.scan_layers)
-    if cfg.scan_layers:
-      return nnx.scan(layer, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x_BxLxD)
-    for index in range(cfg.num_layers):
-      x_BxLxD = layer(layer_of(self.blocks, index), x_BxLxD)
-    return x_BxLxD
+      # Inside a rolled scan, common-subexpression elimination cannot merge the recomputation
+      # into the forward pass, so the CSE barriers would only cost.
+      remat = dict(policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    return self.scan_layers(layer, x_BxLxD, unroll=1 if cfg.scan_layers else True,
+                            remat=remat)
+
+  def scan_layers(self, layer_fn, carry: Any, per_layer: Any = None, *,
+                  unroll: int | bool = 1, remat: dict[str, Any] | None = None) -> Any:
+    """carry = layer_fn(block, carry, layer_inputs) for every layer in order: one `lax.scan`
+    over the stacked blocks, the code base's one loop over layers (training, scoring,
+    prefill, decoding).
+
+    per_layer: arrays with a leading [num_layers] axis, one slice per layer (or None);
+    unroll: layers per iteration of the scan (True: all of them, no loop left);
+    remat: jax.checkpoint's keyword arguments for each layer, or None.
+    """
+    graphdef, state = nnx.split(self.blocks)
+
+    def body(carry, layer):
+      block_state, inputs = layer
+      return layer_fn(nnx.merge(graphdef, block_state), carry, inputs)
+
+    if remat is not None:
+      body = jax.checkpoint(body, **remat)
+    carry, _ = jax.lax.scan(lambda c, layer: (body(c, layer), None), carry,
+                            (state, per_layer), unroll=unroll)
+    return carry
 
   def embed(self, tokens_BxL: jax.Array) -> jax.Array:
     dtype = jnp.dtype(self.cfg.dtype)
@@ -188,44 +192,3 @@ def forward(graphdef: nnx.GraphDef, params: Params, tokens_BxL: jax.Array,
             segment_ids_BxL: jax.Array | None = None) -> jax.Array:
   """Logits as a pure function of the parameters (what jit sees)."""
   return nnx.merge(graphdef, params)(tokens_BxL, positions_BxL, segment_ids_BxL)
-
-
-# --- Cached decoding (model/sampling.py) -------------------------------------------------
-
-KVCache = list[dict[str, jax.Array]]  # per layer {"k", "v"}: [batch, kv_heads, length, head_dim]
-
-
-def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
-  shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
-  zeros = lambda: shard_activation(jnp.zeros(shape, jnp.dtype(cfg.dtype)),
-                                   ("batch", "act_kv_heads", "length", None))
-  return [{"k": zeros(), "v": zeros()} for _ in range(cfg.num_layers)]
-
-
-def decode_layers(model: Decoder) -> list[Block]:
-  """The blocks as one module per layer, for cached decoding.
-
-  Slice them once per `generate` call, outside its decode loop: XLA:CPU does not hoist a
-  slice of the stacked parameters out of the loop, so inside it every step would copy every
-  layer's weights, a large cost for memory-bound decoding. Costs one copy of the blocks'
-  parameters while sampling.
-  """
-  return [layer_of(model.blocks, index) for index in range(model.cfg.num_layers)]
-
-
-def decode_step(model: Decoder, tokens_BxT: jax.Array, positions_BxT: jax.Array,
-                kv_valid_BxS: jax.Array, cache: KVCache, index, last_only: bool = False,
-                layers: list[Block] | None = None) -> tuple[jax.Array, KVCache]:
-  """Logits [B, T, V] for T tokens written at cache[index:index+T], and the updated cache.
-
-  `last_only`: logits of the last token only ([B, 1, V]); a prefill needs no more, and the
-  head over every prompt position would cost as much as the rest of the prefill. `layers`:
-  decode_layers(model), when the caller loops (else sliced here).
-  """
-  x_BxTxD = model.embed(tokens_BxT)
-  new_cache = []
-  for block, layer_cache in zip(layers or decode_layers(model), cache):
-    x_BxTxD, layer_cache = block.decode(x_BxTxD, positions_BxT, kv_valid_BxS, layer_cache,
-                                        index)
-    new_cache.append(layer_cache)
-  return model.logits(x_BxTxD[:, -1:] if last_only else x_BxTxD), new_cache

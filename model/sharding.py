@@ -103,7 +103,7 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | N
                      f"LOGICAL_AXIS_RULES; known: {sorted(_RULES)}")
     axes = tuple(a for a in _RULES[name] if a not in used)
     if mesh is not None:
-      # Axes a shard_map made manual are already split by hand (model/slot_sampling.py).
+      # Axes a shard_map made manual are already split by hand (decode/engine.py).
       axes = tuple(a for a in axes if mesh.shape[a] > 1 and a not in mesh.manual_axes)
       if shape is not None:
         # Keep the longest prefix of mesh axes whose product divides the dimension.

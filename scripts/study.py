@@ -42,7 +42,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
-  from model.host_devices import split_host_cpu  # pylint: disable=g-import-not-at-top
+  from decode.host_devices import split_host_cpu  # pylint: disable=g-import-not-at-top
   split_host_cpu(_CONFIG.value.cpu_devices)  # before JAX starts its backends
   from evaluation.studies import run_study  # pylint: disable=g-import-not-at-top
   commands.run_or_fail(lambda: run_study(_CONFIG.value, _WORKDIR.value, _STUDY.value,

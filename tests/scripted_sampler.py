@@ -5,8 +5,8 @@ import dataclasses
 from typing import Any, Callable
 
 from data import prompt_fit
-from model import decode_budget
-from model.sampling import SamplingConfig
+from decode import budget as decode_budget
+from decode.token_choice import SamplingConfig
 
 
 @dataclasses.dataclass

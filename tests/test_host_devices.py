@@ -1,11 +1,11 @@
-"""One XLA CPU device per core (model/host_devices.py): the flag eval.py sets before JAX starts."""
+"""One XLA CPU device per core (decode/host_devices.py): the flag eval.py sets before JAX starts."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from model import host_devices
+from decode import host_devices
 from tests.conftest import REPO_ROOT
 
 
@@ -30,7 +30,7 @@ def test_the_count_is_added_to_xla_flags_zero_meaning_one_per_core(monkeypatch):
 def test_jax_started_after_the_split_has_that_many_cpu_devices():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  code = ("import jax; from model.host_devices import split_host_cpu; "
+  code = ("import jax; from decode.host_devices import split_host_cpu; "
           "print(split_host_cpu(3), jax.device_count())")  # jax imported first: still in time
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, check=True,
                        capture_output=True, text=True).stdout.split()

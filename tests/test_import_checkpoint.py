@@ -24,10 +24,10 @@ transformers = pytest.importorskip("transformers")
 from data.tasks import load_task_examples  # noqa: E402
 from interop import hf_export, hf_families  # noqa: E402
 from interop.import_checkpoint import import_checkpoint, main  # noqa: E402
-from model.attention import Attention  # noqa: E402
 from model.decoder import abstract_model, forward  # noqa: E402
 from model.rope import RopeScaling, rope_frequencies  # noqa: E402
-from model.sampling import SamplingConfig, make_generate_fn  # noqa: E402
+from decode.engine import sample_prompts  # noqa: E402
+from decode.token_choice import SamplingConfig  # noqa: E402
 from model.sharding import make_mesh  # noqa: E402
 from model import run_dir  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
@@ -153,22 +153,24 @@ def _hf_greedy(model, prompt, new_tokens):
   return out.numpy()[:, prompt.shape[1]:]
 
 
-@pytest.mark.skipif(not hasattr(Attention, "decode"),
-                    reason="model/attention.py has no cached decode path in this tree")
+def _engine_greedy(graphdef, params, cfg, prompt, new_tokens):
+  """The decode engine's greedy samples (paged prefill, paged decode steps, one call)."""
+  no_stops = (np.zeros((1, cfg.vocab_size), np.int32), np.zeros((1, cfg.vocab_size), bool))
+  out = sample_prompts(graphdef, params, [list(row) for row in prompt],
+                       SamplingConfig(max_new_tokens=new_tokens, temperature=0.0), eos_id=-1,
+                       stop_tables=no_stops)
+  return np.asarray([samples[0] for samples in out])
+
+
 def test_sampler_greedy_matches_transformers_generate(hf_checkpoint, tmp_path):
-  """Our on-device sampler (prefill + KV cache + while_loop) against transformers' generate."""
+  """The decode engine against transformers' generate, token for token."""
   _, model, source = hf_checkpoint
   import_checkpoint(source, str(tmp_path), make_mesh(devices=jax.devices()[:1]))
   cfg, graphdef, params = _load(str(tmp_path))
   prompt, new_tokens = TOKENS[:, :7], 12
-  generate = make_generate_fn(graphdef, SamplingConfig(max_new_tokens=new_tokens,
-                                                       temperature=0.0), eos_id=-1)
-  no_stops = (jnp.zeros((1, cfg.vocab_size), jnp.int32), jnp.zeros((1, cfg.vocab_size), bool))
-  got, lengths = generate(params, jnp.asarray(prompt, jnp.int32),
-                          jnp.full((2,), prompt.shape[1], jnp.int32), jax.random.key(0),
-                          *no_stops)
-  assert np.asarray(lengths).tolist() == [new_tokens] * 2
-  np.testing.assert_array_equal(np.asarray(got), _hf_greedy(model, prompt, new_tokens))
+  got = _engine_greedy(graphdef, params, cfg, prompt, new_tokens)
+  assert got.shape == (2, new_tokens)  # no early stop
+  np.testing.assert_array_equal(got, _hf_greedy(model, prompt, new_tokens))
 
 
 def test_sharded_import_matches_and_is_really_sharded(hf_checkpoint, tmp_path):
@@ -227,14 +229,10 @@ def test_scaled_rope_logits_and_greedy_generation_match_transformers(scaled_chec
   plain = np.asarray(forward(plain_graphdef, params, jnp.asarray(TOKENS)))
   assert np.abs(plain - expected).max() > 1e-2
 
-  # Prefill + KV-cached decode (Attention.decode) against transformers' generate.
+  # The decode engine against transformers' generate.
   prompt, new_tokens = TOKENS[:, :7], 12
-  generate = make_generate_fn(graphdef, SamplingConfig(max_new_tokens=new_tokens,
-                                                       temperature=0.0), eos_id=-1)
-  no_stops = (jnp.zeros((1, cfg.vocab_size), jnp.int32), jnp.zeros((1, cfg.vocab_size), bool))
-  got, _ = generate(params, jnp.asarray(prompt, jnp.int32),
-                    jnp.full((2,), prompt.shape[1], jnp.int32), jax.random.key(0), *no_stops)
-  np.testing.assert_array_equal(np.asarray(got), _hf_greedy(model, prompt, new_tokens))
+  np.testing.assert_array_equal(_engine_greedy(graphdef, params, cfg, prompt, new_tokens),
+                                _hf_greedy(model, prompt, new_tokens))
 
 
 def test_scaled_rope_export_round_trips_through_transformers(scaled_checkpoint, tmp_path):

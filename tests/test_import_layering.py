@@ -6,12 +6,14 @@ function, is checked against the allowed package edges, and no files import each
     data/, execution/          import nothing else of the project but rundir/ (execution/
                                writes its progress line with it)
     model/                     may import data/, rundir/
+    decode/                    may import data/, model/, rundir/ (the decode engine)
     interop/                   may import data/, model/, rundir/ (Hugging Face import/export)
-    training/, evaluation/     may import data/, model/, rundir/ (evaluation/ also
-                               execution/); never configs/ or each other
+    training/, evaluation/     may import data/, model/, decode/, rundir/ (evaluation/
+                               also execution/); never configs/ or each other
     launch/                    may import data/, model/, rundir/ (what train.py and eval.py
                                check and assume before the library call)
-    configs/                   may import data/, model/, rundir/ (experiment definitions), and
+    configs/                   may import data/, model/, decode/, rundir/ (experiment
+                               definitions), and
                                sweeps/ (the sweep files in configs/sweeps/ are written in its API)
     sweeps/, scripts/, entry points, benchmarks/, tests/: anything
 
@@ -24,7 +26,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ("rundir", "data", "model", "interop", "launch", "training", "evaluation",
+PACKAGES = ("rundir", "data", "model", "decode", "interop", "launch", "training", "evaluation",
             "execution", "configs", "sweeps", "scripts", "benchmarks", "tests")
 ANYTHING = frozenset(PACKAGES)
 ALLOWED = {
@@ -32,11 +34,12 @@ ALLOWED = {
     "data": frozenset({"rundir"}),
     "execution": frozenset({"rundir"}),
     "model": frozenset({"data", "rundir"}),
+    "decode": frozenset({"data", "model", "rundir"}),
     "interop": frozenset({"data", "model", "rundir"}),
-    "training": frozenset({"data", "model", "rundir"}),
-    "evaluation": frozenset({"data", "model", "execution", "rundir"}),
+    "training": frozenset({"data", "model", "decode", "rundir"}),
+    "evaluation": frozenset({"data", "model", "decode", "execution", "rundir"}),
     "launch": frozenset({"data", "model", "rundir"}),
-    "configs": frozenset({"data", "model", "rundir", "sweeps"}),
+    "configs": frozenset({"data", "model", "decode", "rundir", "sweeps"}),
 }
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from evaluation import sampler as sampler_lib
-from model import decode_budget
+from decode import budget as decode_budget
 from model.config import ModelConfig
 from model.decoder import abstract_model
-from model.sampling import SamplingConfig, bucket_length, split_shared_prefix
+from decode.prompt_rows import bucket_length, split_shared_prefix
+from decode.token_choice import SamplingConfig
 from model.sharding import make_mesh
-from model.slot_sampling import problem_rows
+from decode.engine import problem_rows
 from tests.scripted_sampler import ScriptedSampler
 
 

@@ -1,7 +1,7 @@
 """The stop-string automaton against plain string search on random token streams."""
 import numpy as np
 
-from model.stop_matcher import build_stop_table
+from decode.stop_matcher import build_stop_table
 
 TEXTS = ["[", "DO", "NE", "]", "[DONE]", "x", "[D", "ONE]\n", "[[", "DONE", "E]", "]x[", "", "N"]
 

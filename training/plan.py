@@ -322,5 +322,5 @@ if __name__ == "__main__":
   _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 256,
                                          "--step=sample: tokens sampled per completion.")
   _SLOTS = flags.DEFINE_integer("slots", 0, "--step=sample: slots per call (0: "
-                                "model/decode_budget.py's rule for the device's memory).")
+                                "decode/budget.py's rule for the device's memory).")
   app.run(main)

@@ -1,8 +1,8 @@
 """The eval's sampling call compiled ahead of time from abstract arrays (training/plan.py
 --step=sample).
 
-The call evaluation/sampler.py dispatches (model/slot_sampling.py's jitted decode loop), at
-the size its rules give it on the target: slots by model/decode_budget.py's rule for the
+The call evaluation/sampler.py dispatches (decode/engine.py's jitted call), at
+the size its rules give it on the target: slots by decode/budget.py's rule for the
 device's memory, problems per call as evaluation/sampler.py's sample_problems takes them,
 prompts at their longest bucket (max_prompt_len, no shared prefix): the largest call an
 evaluation makes.
@@ -17,13 +17,14 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from model import decode_budget
+from decode import budget as decode_budget
 from model.config import ModelConfig
 from model.decoder import sharded_abstract_params
-from model.sampling import SamplingConfig, bucket_length
+from decode.prompt_rows import bucket_length
+from decode.token_choice import SamplingConfig
 from model.sharding import batch_shard_count, batch_sharding
-from model.slot_sampling import make_sample_fn
-from model.stop_matcher import build_stop_table
+from decode.engine import make_sample_fn
+from decode.stop_matcher import build_stop_table
 
 
 def _abstract(x, sharding) -> jax.ShapeDtypeStruct:
@@ -35,8 +36,7 @@ def call_shape(model_cfg: ModelConfig, mesh: Mesh, num_samples: int, max_prompt_
   """{slots, problems, prompt_len, param_bytes_per_device} of an evaluation's largest call."""
   shards = batch_shard_count(mesh)
   _, params = sharded_abstract_params(model_cfg, mesh)
-  param_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-                    for x in jax.tree.leaves(params))
+  param_bytes = decode_budget.param_bytes_per_device(params, mesh)
   prompt_len = bucket_length(max_prompt_len)
   # The budget evaluation/sampler.py gives a call on these devices (a CPU estimate: the
   # host's share, as if the fake devices were one host's).

@@ -33,8 +33,8 @@ def weight_grad(x_BxLxD: jax.Array, dy_BxLxF: jax.Array) -> jax.Array:
   Materialising the small [D, T] transpose, behind a barrier so it is not folded back into
   the dot, leaves the big [T, F] operand untouched (see the module docstring).
   """
-  x_DxT = jax.lax.optimization_barrier(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]).T)
-  return jnp.dot(x_DxT, dy_BxLxF.reshape(-1, dy_BxLxF.shape[-1]),
+  x_DxBL = jax.lax.optimization_barrier(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]).T)
+  return jnp.dot(x_DxBL, dy_BxLxF.reshape(-1, dy_BxLxF.shape[-1]),
                  preferred_element_type=jnp.float32).astype(dy_BxLxF.dtype)
 
 
@@ -45,31 +45,31 @@ def _query_chunks(length: int) -> list[tuple[int, int]]:
 
 
 def _chunk_mask(segment_ids_BxL: jax.Array, start: int, end: int) -> jax.Array:
-  """[B, 1, 1, T, S] mask of queries start..end against keys 0..end.
+  """[B, 1, 1, L, U] mask of queries start..end against keys 0..end.
 
   Built from iota and compares so XLA fuses it into the score pass instead of reading a
   materialised mask per layer.
   """
-  query_TxS = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 0) + start
-  key_TxS = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 1)
-  same_BxTxS = segment_ids_BxL[:, start:end, None] == segment_ids_BxL[:, None, :end]
-  return ((key_TxS <= query_TxS)[None] & same_BxTxS)[:, None, None]
+  query_LxU = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 0) + start
+  key_LxU = jax.lax.broadcasted_iota(jnp.int32, (end - start, end), 1)
+  same_BxLxU = segment_ids_BxL[:, start:end, None] == segment_ids_BxL[:, None, :end]
+  return ((key_LxU <= query_LxU)[None] & same_BxLxU)[:, None, None]
 
 
-def _chunk_fwd(q_BxKxGxTxH, k_BxKxSxH, v_BxKxSxH, mask):
-  scores = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH,
+def _chunk_fwd(q_BxKxGxLxH, k_BxKxUxH, v_BxKxUxH, mask):
+  scores = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxLxH, k_BxKxUxH,
                       preferred_element_type=jnp.float32)
   # The diagonal is always visible (same token, same segment), so every row has a finite
   # max and masked entries become exactly 0 after exp.
   scores = jnp.where(mask, scores, -jnp.inf)
   probs_un = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-  inv_sum_BxKxGxT = 1.0 / jnp.sum(probs_un, axis=-1)
-  # Normalise the [T, H] output rather than the [T, S] probabilities: one fewer pass over
+  inv_sum_BxKxGxL = 1.0 / jnp.sum(probs_un, axis=-1)
+  # Normalise the [L, H] output rather than the [L, U] probabilities: one fewer pass over
   # the big tensor, same maths.
-  out_un = jnp.einsum("bkgts,bksh->bkgth", probs_un.astype(v_BxKxSxH.dtype), v_BxKxSxH,
+  out_un = jnp.einsum("bkgts,bksh->bkgth", probs_un.astype(v_BxKxUxH.dtype), v_BxKxUxH,
                       preferred_element_type=jnp.float32)
-  out_BxKxGxTxH = (out_un * inv_sum_BxKxGxT[..., None]).astype(q_BxKxGxTxH.dtype)
-  return out_BxKxGxTxH, probs_un, inv_sum_BxKxGxT
+  out_BxKxGxLxH = (out_un * inv_sum_BxKxGxL[..., None]).astype(q_BxKxGxLxH.dtype)
+  return out_BxKxGxLxH, probs_un, inv_sum_BxKxGxL
 
 
 def _chunk_bwd(q, k, v, probs_un, inv_sum, out, dout):
@@ -245,3 +245,51 @@ def _token_nll_bwd(residuals, g_BxL):
 
 
 token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
+
+
+
+# --- Paged decode attention ----------------------------------------------------------------
+
+def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
+                    lengths_S: jax.Array, page_table_SxM: jax.Array, *,
+                    shared_pages: int = 0) -> jax.Array:
+  """xla.paged_attention's maths, with the pages every sequence shares (the first
+  `shared_pages` of every table: a few-shot prefix) gathered once and scored for all S x N
+  queries in one matmul per kv head; only the rest is gathered per sequence. XLA:CPU runs a
+  gather as a copy, and a call's shared prefix is most of each sequence's keys."""
+  seqs, num_heads, head_dim = q_SxNxH.shape
+  kv_heads, _, page, _ = k_pages_KxQxExH.shape
+  group = num_heads // kv_heads
+  f32 = jnp.float32
+  q_KxSxGxH = q_SxNxH.reshape(seqs, kv_heads, group, head_dim).transpose(1, 0, 2, 3)
+  rest_SxM = page_table_SxM[:, shared_pages:]
+  gather = lambda pages: pages[:, rest_SxM].reshape(kv_heads, seqs, -1, head_dim)
+  k_KxSxUxH, v_KxSxUxH = gather(k_pages_KxQxExH), gather(v_pages_KxQxExH)
+  own = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, k_KxSxUxH, preferred_element_type=f32)
+  valid_SxU = shared_pages * page + jnp.arange(own.shape[-1])[None] < lengths_S[:, None]
+  own = jnp.where(valid_SxU[None, :, None], own, jnp.finfo(f32).min)
+  top = jnp.max(own, -1, keepdims=True)
+  if shared_pages:
+    first_M = page_table_SxM[0, :shared_pages]
+    shared_k_KxCxH, shared_v_KxCxH = (
+        pages[:, first_M].reshape(kv_heads, -1, head_dim)
+        for pages in (k_pages_KxQxExH, v_pages_KxQxExH))
+    q_KxSGxH = q_KxSxGxH.reshape(kv_heads, seqs * group, head_dim)
+    shared = jnp.einsum("kqh,kch->kqc", q_KxSGxH, shared_k_KxCxH,
+                        preferred_element_type=f32).reshape(kv_heads, seqs, group, -1)
+    top = jnp.maximum(top, jnp.max(shared, -1, keepdims=True))
+  # One softmax over both parts, by a shared max; the values are weighted by the
+  # unnormalised exponentials and the sum divided once, on the [.., H] output.
+  own_exp = jnp.exp(own - top)
+  total = jnp.sum(own_exp, -1, keepdims=True)
+  out = jnp.einsum("ksgu,ksuh->ksgh", own_exp.astype(v_KxSxUxH.dtype), v_KxSxUxH,
+                   preferred_element_type=f32)
+  if shared_pages:
+    shared_exp = jnp.exp(shared - top)
+    total = total + jnp.sum(shared_exp, -1, keepdims=True)
+    out = out + jnp.einsum(
+        "kqc,kch->kqh", shared_exp.reshape(kv_heads, seqs * group, -1).astype(
+            shared_v_KxCxH.dtype), shared_v_KxCxH,
+        preferred_element_type=f32).reshape(kv_heads, seqs, group, head_dim)
+  out = (out / total).astype(q_SxNxH.dtype)
+  return out.transpose(1, 0, 2, 3).reshape(seqs, num_heads, head_dim)

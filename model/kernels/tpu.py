@@ -29,6 +29,7 @@ from model.sharding import logical_to_spec
 gated_mlp = xla.gated_mlp
 lm_head = xla.lm_head
 token_nll = xla.token_nll
+paged_attention = xla.paged_attention  # TEMP until the Pallas kernel lands
 
 # Splash tiles the sequence in blocks of 128 lanes; lengths that no block divides take the
 # xla attention (a [L, L] score tile that short costs nothing worth a kernel).

@@ -51,3 +51,22 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
   """Per-token cross-entropy logsumexp(logits) - logits[target]."""
   label_BxL = jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
   return jax.nn.logsumexp(logits_BxLxV, axis=-1) - label_BxL
+
+
+def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
+                    lengths_S: jax.Array, page_table_SxM: jax.Array, *,
+                    shared_pages: int = 0) -> jax.Array:
+  """One query per sequence over its pages (scaled queries; lengths >= 1): the reference."""
+  del shared_pages
+  seqs, num_heads, head_dim = q_SxNxH.shape
+  kv_heads, _, page, _ = k_pages_KxQxExH.shape
+  gather = lambda pages: pages[:, page_table_SxM].reshape(
+      kv_heads, seqs, -1, head_dim)  # [K, S, M * E, H]
+  k_KxSxUxH, v_KxSxUxH = gather(k_pages_KxQxExH), gather(v_pages_KxQxExH)
+  q_SxKxGxH = q_SxNxH.reshape(seqs, kv_heads, num_heads // kv_heads, head_dim)
+  scores = jnp.einsum("skgh,ksuh->skgu", q_SxKxGxH, k_KxSxUxH, preferred_element_type=jnp.float32)
+  valid_SxU = jnp.arange(k_KxSxUxH.shape[2])[None] < lengths_S[:, None]
+  scores = jnp.where(valid_SxU[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_KxSxUxH.dtype)
+  out = jnp.einsum("skgu,ksuh->skgh", probs, v_KxSxUxH, preferred_element_type=jnp.float32)
+  return out.astype(q_SxNxH.dtype).reshape(seqs, num_heads, head_dim)

@@ -1,19 +1,17 @@
 """One XLA CPU device per core, for sampling on a CPU.
 
-XLA:CPU runs one program's small ops on about one core: a decode step of the tiny model
-(64 slots, d_model 128) is [64, 128] x [128, 512] matmuls and softmaxes over 64 x 704
-scores, too small for its intra-op threads. Split into one device per core, the host runs
-one such program per device at once: the slot sampler gives each device of the mesh's data
-axis its own problems, slots and loop (model/slot_sampling.py generate_samples_per_shard).
-Measured on the 2-core CPU, the tiny model on 12 real MBPP 3-shot prompts x 80 samples:
-3,613 tokens/s on one device, 5,254 on two.
+XLA:CPU runs one program's small ops on about one core: a decode step of a small model is
+matmuls of a few dozen rows, too small for its intra-op threads. Split into one device per
+core, the host runs one such program per device at once: the decode engine gives each device
+of the mesh's data axis its own problems, slots and loop (decode/engine.py; the gain is in
+benchmarks/RESULTS.md).
 
 Parameters are held once per device, so a model that fits the host's memory only once wants
 one device (eval configs: `cpu_devices=1`). The flag only shapes the CPU platform: on a GPU
 or TPU host JAX still samples on the accelerators.
 
 The host's devices share its memory: `available_memory_bytes` is what the sampler's budget on
-a CPU starts from (model/decode_budget.py).
+a CPU starts from (decode/budget.py).
 """
 from __future__ import annotations
 

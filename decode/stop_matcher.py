@@ -6,7 +6,7 @@ characters and precompute, for every (automaton state, token) pair, the state af
 token's text and whether the stop string was completed inside it. Decoding then needs one
 table lookup per row and step: no host round trip, no detokenisation in the loop.
 
-model/ knows nothing of tokenizers: callers pass the text of every token id.
+decode/ knows nothing of tokenizers: callers pass the text of every token id.
 """
 from __future__ import annotations
 

@@ -4,17 +4,17 @@ sets the slots (eval configs: `batch_size` > 0).
 
 The budget, per device and per call:
   * accelerators: MEMORY_FRACTION of the device's memory (calls run one after another on it);
-  * CPU: HOST_MEMORY_FRACTION of the host's available memory (model/host_devices.py), at most
+  * CPU: HOST_MEMORY_FRACTION of the host's available memory (decode/host_devices.py), at most
     HOST_MEMORY_CAP, or the config's `cpu_sampling_memory_mb`; split over the host's devices
     and over the calls queued at once (XLA:CPU runs them at the same time).
 
-The rule (per device; slots and problems are split over the batch-sharded mesh axes,
-parameters over fsdp/tensor):
+The rule (per device; slots and problems are split over the batch mesh axes, data and fsdp;
+parameters only over tensor):
 
-    free    = budget - parameter bytes on the device (twice where decoding slices the
-              layers out of the stacked weights, model/shared_decode.py)
-    slot    = its generated-token pages (2 * layers * kv_heads * max_new_tokens * head_dim
-              * dtype bytes, max_new_tokens rounded up to whole pages, model/page_pool.py)
+    free    = budget - parameter bytes on the device (whole within a loop shard, split only
+              by tensor parallelism: decode/engine.py)
+    slot    = its own pages (2 * layers * kv_heads * pages * PAGE * head_dim * dtype bytes,
+              decode/kv_pages.py: max_new_tokens plus a prompt's last page)
               + its working set in a step (logits and their sampling copies,
               4 * vocab float32; a layer's activations, (4 * d_model + 2 * d_ff) float32)
     problem = its prompt cache (2 * layers * kv_heads * L * head_dim * dtype bytes)
@@ -23,7 +23,7 @@ parameters over fsdp/tensor):
               heads * L * (C + L) float32 (quadratic in the prompt), a layer's [prefix ;
               prompt] keys and values (2 * kv_heads * (C + L) * head_dim * dtype bytes)
               + its first logits (vocab float32)
-              + per sample, its uniforms (drawn before the loop, model/slot_sampling.py)
+              + per sample, its uniforms (drawn before the loop, decode/engine.py)
               and its output tokens: 2 * max_new_tokens * 4 bytes
     prefix  = the shared prefix, prefilled and held once a call (a problem of C tokens)
     slots   = free / (slot + problem * SAMPLES_PER_SLOT / num_samples) * batch shards,
@@ -42,47 +42,40 @@ those of a 128-token one.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 
-from model import page_pool
+from decode import kv_pages
 from model.config import ModelConfig
 
 MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compiled program
 # A CPU host's memory is shared: by the sandbox's workers (sandbox.workers x memory_mb, a GiB
-# each by default), this process's own arrays, libraries and compiled programs (about 1.2 GB
-# for an MBPP eval of the tiny model), and other jobs on the machine. And more memory buys a
-# CPU no speed once a call's problems keep its slots busy: the tiny model on MBPP's 1,500
-# execution-prediction asserts (greedy), two runs side by side on the 2-core CPU, sampled
-# 228 tokens/s with 1 GiB (10 calls; 1.67 GB peak RSS) and 219 with 2 GiB (6; 2.80 GB).
-# Calls queued on the devices at once (evaluation/sampler.py). With one, a device that
-# finishes its share of a call (model/slot_sampling.py: each data shard runs its own loop)
-# idles until every shard is done and the host has collected the call and dispatched the
-# next; with two, it starts the next call at once (its compile, when the call has a new
-# shape, overlaps the running one too). XLA:CPU runs both at once, so a CPU's budget is
-# shared by them.
-CALLS_IN_FLIGHT = 2
+# each by default), this process's own arrays, libraries and compiled programs, and other jobs
+# on the machine; and more memory buys a CPU no speed once a call's problems keep its slots
+# busy (benchmarks/RESULTS.md). So a quarter of what is available, at most a GiB.
 HOST_MEMORY_FRACTION = 0.25
 HOST_MEMORY_CAP = 1 << 30
-# Per CPU device (one per core). The tiny model's full MBPP protocol, 2 devices: 686 s of
-# sampling at 32 each (25 problems a call), 668 s at 64 (51 a call, before the even split
-# of a call's problems over the shards): alike. Synthetic calls (random weights, 640-token
-# shared prefix, 192-token suffixes, 256 new tokens) favoured 64 (8,430 / 8,026 tokens/s
-# against 7,436 / 7,221); the real samples' refills and short calls even it out.
+# Calls queued on the devices at once (evaluation/sampler.py): with two, a device that
+# finishes its share of a call (each loop shard runs its own loop, decode/engine.py) starts
+# the next one at once instead of idling while the host collects and dispatches (and a new
+# shape's compile overlaps the running call). XLA:CPU runs both at once, so a CPU's budget is
+# shared by them.
+CALLS_IN_FLIGHT = 2
+# Slots per CPU device (one device per core, decode/host_devices.py): CPU decoding is bound by
+# compute, and past a few dozen slots a step's matmuls are as efficient as they get.
 CPU_SLOTS = 32
 MAX_SLOTS = 1024
-# A call carries whole problems, about this many samples per slot (so the slots that idle
-# while its last samples finish are few next to its work): evaluation/sampler.py. Replaying
-# the tiny model's 40,000 MBPP sample lengths through the refill rule, 2 devices of 32 slots,
-# calls pipelined: 89% of the slot-steps busy at 16 samples per slot (12 problems a call),
-# 94% at 32 (25); one 64-slot device: 69% at 4, 90% at 16.
+# A call carries whole problems, about this many samples per slot, so the slots that idle
+# while its last samples finish are few next to its work.
 SAMPLES_PER_SLOT = 32
 _F32 = 4
 
 
 def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
   itemsize = jax.numpy.dtype(cfg.dtype).itemsize
-  positions = page_pool.pages_per_slot(max_new_tokens) * page_pool.PAGE  # whole pages
+  positions = kv_pages.PageLayout.of(prefix_len=0, prompt_len=0, problems=0, slots=1,
+                                     max_new_tokens=max_new_tokens).slot_pages * kv_pages.PAGE
   cache = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * itemsize
   working = _F32 * (4 * cfg.vocab_size + 4 * cfg.d_model + 2 * cfg.d_ff)
   return cache + working
@@ -102,6 +95,18 @@ def bytes_per_problem(cfg: ModelConfig, prompt_len: int, prefix_len: int = 0) ->
   scores = _F32 * cfg.num_heads * prompt_len * (prefix_len + prompt_len)
   layer_keys = 2 * cfg.num_kv_heads * (prefix_len + prompt_len) * cfg.head_dim * itemsize
   return cache + activations + scores + layer_keys + _F32 * cfg.vocab_size
+
+
+def param_bytes_per_device(params: Any, mesh: Any) -> int:
+  """The parameters' bytes on one device while sampling: whole, but for what tensor
+  parallelism splits (decode/engine.py gathers what the batch axes split, once a call)."""
+  total = 0
+  for x in jax.tree.leaves(params):
+    spec = getattr(getattr(x, "sharding", None), "spec", ())
+    axes = {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+    split = math.prod(mesh.shape[a] for a in axes if a not in ("data", "fsdp"))
+    total += x.size * x.dtype.itemsize // split
+  return total
 
 
 def call_budget_bytes(device_memory_bytes: int | None, *, host_available_bytes: int | None,
