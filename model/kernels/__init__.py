@@ -1,12 +1,16 @@
 """Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu.
 
-Every kernel set has the same four functions, with the same maths and signatures:
+Every kernel set has the same five functions, with the same maths and signatures:
 
     attention(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL, impl) -> out_BxNxLxH
         causal, same-segment softmax attention (grouped-query when K < N)
     gated_mlp(activation, x_BxLxD, gate_DxF, up_DxF, down_FxD) -> out_BxLxD
     lm_head(x_BxLxD, head_DxV) -> float32 logits_BxLxV
     token_nll(logits_BxLxV, targets_BxL) -> per-token cross-entropy, float32
+    paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S, page_table_SxM, *,
+                    shared_pages=0) -> out_SxNxH
+        decode attention: one (pre-scaled) query token per sequence against its keys/values
+        in a paged KV cache (model/kernels/xla.py says the layout)
 
 `xla` (model/kernels/xla.py) is the model in plain JAX with autodiff, attention through
 `jax.nn.dot_product_attention` (`attention_impl` = "cudnn" picks cuDNN's flash kernel on
@@ -50,6 +54,6 @@ def resolve(kernels: str, platform: str | None = None) -> str:
 
 
 def kernel_set(kernels: str) -> types.ModuleType:
-  """The module holding the four kernels of `kernels`, resolved in context (imported on
+  """The module holding the kernels of `kernels`, resolved in context (imported on
   first use: the tpu set imports the Pallas TPU kernels)."""
   return importlib.import_module(f"model.kernels.{resolve(kernels)}")

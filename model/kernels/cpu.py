@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from model.kernels import xla
 from model.sharding import shard_activation
 
 # Queries are processed in chunks of this many rows; chunk i only needs the keys up to its
@@ -245,3 +246,10 @@ def _token_nll_bwd(residuals, g_BxL):
 
 
 token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
+
+
+# --- Decode attention over the paged KV cache ----------------------------------------------
+
+# One query token per sequence: no backward pass to hand-write, and XLA:CPU runs the
+# reference's gather, two small batched matmuls and softmax as well as anything here.
+paged_attention = xla.paged_attention

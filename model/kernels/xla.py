@@ -51,3 +51,30 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
   """Per-token cross-entropy logsumexp(logits) - logits[target]."""
   label_BxL = jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
   return jax.nn.logsumexp(logits_BxLxV, axis=-1) - label_BxL
+
+
+def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
+                    lengths_S: jax.Array, page_table_SxM: jax.Array, *,
+                    shared_pages: int = 0) -> jax.Array:
+  """One query token per sequence against its paged keys/values (decode attention).
+
+  Sequence s's position t lives in page page_table_SxM[s, t // E] at offset t % E; positions
+  from lengths_S[s] on are masked. q is already scaled by 1/sqrt(H); the softmax is float32;
+  query head n reads kv head n // (N / K). The reference of every set: each sequence's pages
+  gathered into one [M * E] key row, masked, one softmax. `shared_pages` (the first table
+  entries, the same pages in every row) changes nothing here.
+  """
+  del shared_pages
+  num_seqs, num_heads, head_dim = q_SxNxH.shape
+  num_kv_heads, _, page_size, _ = k_pages_KxQxExH.shape
+  span = page_table_SxM.shape[1] * page_size
+  gather = lambda pages: pages[:, page_table_SxM].reshape(num_kv_heads, num_seqs, span, head_dim)
+  k_KxSxTxH, v_KxSxTxH = gather(k_pages_KxQxExH), gather(v_pages_KxQxExH)
+  q_SxKxGxH = q_SxNxH.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+  scores_SxKxGxT = jnp.einsum("skgh,ksth->skgt", q_SxKxGxH, k_KxSxTxH,
+                              preferred_element_type=jnp.float32)
+  valid_Sx1x1xT = (jnp.arange(span)[None, :] < lengths_S[:, None])[:, None, None, :]
+  probs_SxKxGxT = jax.nn.softmax(jnp.where(valid_Sx1x1xT, scores_SxKxGxT, -jnp.inf), axis=-1)
+  out_SxKxGxH = jnp.einsum("skgt,ksth->skgh", probs_SxKxGxT, v_KxSxTxH,
+                           preferred_element_type=jnp.float32)
+  return out_SxKxGxH.reshape(num_seqs, num_heads, head_dim).astype(q_SxNxH.dtype)
