@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
-from model import kernels
+from model import kernels, targets
 from model.kernels import xla
+from model.sharding import make_mesh
 
 RTOL, ATOL = 2e-5, 2e-5
 
@@ -101,8 +103,9 @@ def _uses_pallas(kernel_set, case) -> bool:
   return "pallas_call" in str(jax.make_jaxpr(paged)(*case))
 
 
-@pytest.mark.parametrize("num_heads,num_kv_heads", [(4, 2), (4, 4)], ids=["gqa", "mha"])
-@pytest.mark.parametrize("shared_pages", [0, 2])
+# The Pallas kernels ignore shared_pages: one case with a shared prefix, one without.
+@pytest.mark.parametrize("num_heads,num_kv_heads,shared_pages", [(4, 2, 2), (4, 4, 0)],
+                         ids=["gqa-prefix", "mha"])
 def test_the_tpu_kernel_equals_the_reference(num_heads, num_kv_heads, shared_pages):
   # head_dim 128: the kernel's [G, H] tiles need whole 128-lane rows
   case = _paged_case(2, num_seqs=4, num_heads=num_heads, num_kv_heads=num_kv_heads,
@@ -115,3 +118,81 @@ def test_the_tpu_set_takes_the_reference_for_head_dims_the_kernel_cannot_tile():
   case = _paged_case(3, head_dim=32)
   assert not _uses_pallas("tpu", case)
   _set_equals_reference("tpu", case, 0)
+
+
+# The Pallas kernels ignore shared_pages: one case with a shared prefix, one without.
+@pytest.mark.parametrize("num_heads,num_kv_heads,shared_pages", [(4, 2, 2), (4, 4, 0)],
+                         ids=["gqa-prefix", "mha"])
+def test_the_gpu_kernel_equals_the_reference(num_heads, num_kv_heads, shared_pages):
+  case = _paged_case(6, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                     shared_pages=shared_pages)
+  assert _uses_pallas("gpu", case)
+  _set_equals_reference("gpu", case, shared_pages)
+
+
+def test_the_gpu_set_takes_the_reference_for_tiles_triton_cannot_make():
+  case = _paged_case(7, head_dim=24)
+  assert not _uses_pallas("gpu", case)
+  _set_equals_reference("gpu", case, 0)
+
+
+def _as_the_engine_calls_it(paged, shared_pages=0):
+  """paged_attention inside a shard_map manual over the batch axes, as the decode engine
+  calls it; the mesh's tensor axis (heads) stays auto."""
+  manual = {"data", "fsdp"}
+  rows, whole = PartitionSpec(("data", "fsdp")), PartitionSpec()
+  return jax.shard_map(lambda *a: paged(*a, shared_pages=shared_pages),
+                       in_specs=(rows, whole, whole, rows, rows), out_specs=rows,
+                       axis_names=manual, check_vma=False)
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2], ids=["kv_heads_split", "kv_heads_repeated"])
+def test_a_pallas_kernel_runs_per_device_under_the_engines_shard_map(num_kv_heads):
+  """Rows over data, heads over tensor (the kernel's own shard_map); 2 kv heads do not
+  split over 4 tensor shards and are repeated to one per query head."""
+  case = _paged_case(8, num_seqs=4, num_heads=8, num_kv_heads=num_kv_heads, shared_pages=1)
+  with jax.set_mesh(make_mesh(2, 1, 4)):
+    out = jax.jit(_as_the_engine_calls_it(kernels.kernel_set("gpu").paged_attention, 1))(*case)
+  np.testing.assert_allclose(out, jax.jit(xla.paged_attention)(*case), rtol=RTOL, atol=ATOL)
+
+
+# --- Compiled for the accelerators (compile-only devices, tests/test_plan_targets.py's) ------
+
+_TPU = pytest.mark.skipif(targets.missing_compiler(targets.get("v5e-8")) is not None,
+                          reason=str(targets.missing_compiler(targets.get("v5e-8"))))
+_GPU = pytest.mark.skipif(targets.missing_compiler(targets.get("h100")) is not None,
+                          reason=str(targets.missing_compiler(targets.get("h100"))))
+
+
+def _compiled_hlo(target_name, mesh_shape, case_shapes, dtype=jnp.bfloat16):
+  """The kernels="auto" set's paged_attention, compiled for the target as the engine calls
+  it (rows over data, heads over tensor)."""
+  mesh = make_mesh(*mesh_shape, devices=targets.compile_devices(target_name))
+  q, k_pages, v_pages, lengths, table = case_shapes
+  rows = lambda ndim: NamedSharding(mesh, PartitionSpec("data", *(None,) * (ndim - 1)))
+  whole = NamedSharding(mesh, PartitionSpec())
+  args = (jax.ShapeDtypeStruct(q, dtype, sharding=rows(3)),
+          jax.ShapeDtypeStruct(k_pages, dtype, sharding=whole),
+          jax.ShapeDtypeStruct(v_pages, dtype, sharding=whole),
+          jax.ShapeDtypeStruct(lengths, jnp.int32, sharding=rows(1)),
+          jax.ShapeDtypeStruct(table, jnp.int32, sharding=rows(2)))
+  with jax.set_mesh(mesh), targets.no_persistent_cache():
+    paged = kernels.kernel_set("auto").paged_attention
+    return jax.jit(_as_the_engine_calls_it(paged)).lower(*args).compile().as_text()
+
+
+@_TPU
+@pytest.mark.parametrize("num_kv_heads", [8, 2], ids=["kv_heads_split", "kv_heads_repeated"])
+def test_the_tpu_kernel_compiles_for_a_v5e_8(num_kv_heads):
+  # 1b-like: 128-dim heads, 16 slots per data shard, 40 pages of 16 positions
+  shapes = ((32, 8, 128), (num_kv_heads, 700, 16, 128), (num_kv_heads, 700, 16, 128), (32,),
+            (32, 40))
+  hlo = _compiled_hlo("v5e-8", (2, 1, 4), shapes)
+  assert hlo.count('custom_call_target="tpu_custom_call"') == 1, hlo[-3000:]
+
+
+@_GPU
+def test_the_gpu_kernel_compiles_for_an_h100():
+  shapes = ((32, 8, 128), (2, 700, 16, 128), (2, 700, 16, 128), (32,), (32, 40))
+  hlo = _compiled_hlo("h100", (1, 1, 1), shapes)
+  assert hlo.count("__gpu$xla.gpu.triton") == 1, hlo[-3000:]

@@ -118,7 +118,7 @@ def test_1b_sampler_compiles_for_the_target_and_fits(target_name, mesh):
 @_GPU
 def test_1b_train_step_fits_one_h100_by_the_preallocation_budget():
   result = _train_plan("h100", _config("1b", 8, 2048, mesh=(1, 1, 1), remat="full"))
-  assert (result["device_kind"], result["kernels"]) == ("NVIDIA H100 80GB HBM3", "xla")
+  assert (result["device_kind"], result["kernels"]) == ("NVIDIA H100 80GB HBM3", "gpu")
   # JAX preallocates 0.75 of the H100's 79.1 GiB; the step must fit in that, not in 80 GB.
   assert result["device_memory_gib"] == pytest.approx(0.75 * 84942979072 / 2 ** 30, abs=1e-3)
   assert result["fits"] is True

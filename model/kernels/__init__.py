@@ -1,4 +1,4 @@
-"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu.
+"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu | gpu.
 
 Every kernel set has the same five functions, with the same maths and signatures:
 
@@ -16,8 +16,10 @@ Every kernel set has the same five functions, with the same maths and signatures
 `jax.nn.dot_product_attention` (`attention_impl` = "cudnn" picks cuDNN's flash kernel on
 GPUs); it is what GPUs run and the reference of the other sets. `cpu` (model/kernels/cpu.py)
 has hand-written backward passes that suit XLA:CPU's GEMMs. `tpu` (model/kernels/tpu.py) is
-`xla` with JAX's Pallas splash attention. tests/test_custom_vjps.py checks every kernel of
-every set against autodiff of the textbook formula.
+`xla` with JAX's Pallas splash attention and paged attention, `gpu` (model/kernels/gpu.py) is
+`xla` with JAX's Pallas (Triton) paged attention. tests/test_custom_vjps.py checks every
+training kernel of every set against autodiff of the textbook formula,
+tests/test_paged_attention.py every set's paged attention against the xla reference.
 
 `auto` is resolved from the devices the computation is for: the mesh in context
 (`jax.set_mesh`, under which the train step, the eval step and the sampler are traced), so a
@@ -33,8 +35,9 @@ import jax
 
 from model.config import KERNELS
 
-# platform -> the set `auto` means there; every other platform (cuda, rocm, ...) gets xla.
-_AUTO = {"cpu": "cpu", "tpu": "tpu"}
+# platform -> the set `auto` means there; every other platform (rocm, ...) gets xla. JAX
+# names an NVIDIA GPU's platform "gpu" (its backend "cuda").
+_AUTO = {"cpu": "cpu", "tpu": "tpu", "gpu": "gpu", "cuda": "gpu"}
 
 
 def platform_in_context() -> str:

@@ -5,8 +5,8 @@ A Pallas kernel is a per-device program: XLA cannot partition it. The engine cal
 what may remain is an auto `tensor` axis splitting the heads. `on_shards` runs the kernel
 under its own shard_map over those remaining axes, with each operand split the way
 model/sharding.py's rules split it anyway (queries by "act_heads", the pool by
-"act_kv_heads", rows by "batch"), so no data moves; directly when no mesh is set or no auto
-axis splits anything. Called outside any shard_map, the batch axes split the rows here too,
+"act_kv_heads", rows by "batch"), so no data moves; directly when no mesh is set or every
+axis is manual already. Called outside any shard_map, the batch axes split the rows here too,
 and the page pool stays whole on each of them (a table may point at any page).
 """
 from __future__ import annotations
@@ -40,9 +40,10 @@ def on_shards(kernel, q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array,
   lengths_spec = logical_to_spec(("batch",), lengths_S.shape, mesh)
   table_spec = logical_to_spec(("batch", None), page_table_SxM.shape, mesh)
   specs = (q_spec, pool_spec, pool_spec, lengths_spec, table_spec)
-  split_axes = {axis for spec in specs for entry in spec if entry is not None
-                for axis in ((entry,) if isinstance(entry, str) else entry)}
-  if not split_axes:
+  # Manual over every axis not manual yet, size 1 too: a kernel interpreted on the CPU is a
+  # callback, which XLA places only where no axis is left to its partitioner.
+  auto_axes = set(mesh.axis_names) - set(mesh.manual_axes)
+  if not auto_axes:
     return kernel(*args)
   return jax.shard_map(kernel, mesh=mesh, in_specs=specs, out_specs=q_spec,
-                       axis_names=split_axes, check_vma=False)(*args)
+                       axis_names=auto_axes, check_vma=False)(*args)
