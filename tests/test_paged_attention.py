@@ -37,7 +37,7 @@ def _paged_case(seed, num_seqs=6, num_heads=4, num_kv_heads=2, head_dim=32, page
   table = np.concatenate([np.broadcast_to(prefix, (num_seqs, shared_pages)),
                           np.repeat(prompts, group, axis=0), own], axis=1)[:, :pages_per_seq]
   span = pages_per_seq * page_size
-  lengths = rng.integers(shared_pages * page_size + 1, span + 1, num_seqs)
+  lengths = rng.integers(min(shared_pages * page_size + 1, span), span + 1, num_seqs)
   lengths[0], lengths[-1] = 1, span  # one token, and a full table
   normal = lambda shape: rng.normal(size=shape).astype(np.float32)
   pool = (num_kv_heads, num_pages, page_size, head_dim)
@@ -93,9 +93,12 @@ def _set_equals_reference(kernel_set, case, shared_pages, rtol=RTOL, atol=ATOL, 
   np.testing.assert_allclose(out, reference, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("shared_pages", [0, 2])
-def test_the_cpu_set_equals_the_reference(shared_pages):
-  _set_equals_reference("cpu", _paged_case(4, shared_pages=shared_pages), shared_pages)
+@pytest.mark.parametrize("num_heads,num_kv_heads", [(4, 2), (4, 4)], ids=["gqa", "mha"])
+@pytest.mark.parametrize("shared_pages", [0, 2, 5], ids=["no_prefix", "prefix", "all_prefix"])
+def test_the_cpu_set_equals_the_reference(num_heads, num_kv_heads, shared_pages):
+  """The cpu set scores the shared prefix apart (also for a row shorter than it: length 1)."""
+  case = _paged_case(4, num_heads=num_heads, num_kv_heads=num_kv_heads, shared_pages=shared_pages)
+  _set_equals_reference("cpu", case, shared_pages)
 
 
 def _uses_pallas(kernel_set, case) -> bool:

@@ -250,6 +250,43 @@ token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
 
 # --- Decode attention over the paged KV cache ----------------------------------------------
 
-# One query token per sequence: no backward pass to hand-write, and XLA:CPU runs the
-# reference's gather, two small batched matmuls and softmax as well as anything here.
-paged_attention = xla.paged_attention
+def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
+                    lengths_S: jax.Array, page_table_SxM: jax.Array, *,
+                    shared_pages: int = 0) -> jax.Array:
+  """xla.paged_attention's maths, with the pages every sequence shares scored once.
+
+  The reference gathers each sequence's pages, the shared prefix's S times over: on XLA:CPU
+  that copy, not the arithmetic, is most of the cost when the prefix (few-shot examples) is
+  most of each sequence. Here the prefix's keys are gathered once and every sequence's queries
+  of a kv head are the rows of one [S * G, H] x [H, prefix] matmul; only the sequences' own
+  pages are gathered per sequence. One softmax over both parts, as in the reference.
+  """
+  if shared_pages == 0:
+    return xla.paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S,
+                               page_table_SxM)
+  num_seqs, num_heads, head_dim = q_SxNxH.shape
+  num_kv_heads, _, page_size, _ = k_pages_KxQxExH.shape
+  group, prefix_len = num_heads // num_kv_heads, shared_pages * page_size
+  prefix_pages_P, own_pages_SxO = page_table_SxM[0, :shared_pages], page_table_SxM[:, shared_pages:]
+  prefix = lambda pages: pages[:, prefix_pages_P].reshape(num_kv_heads, prefix_len, head_dim)
+  own = lambda pages: pages[:, own_pages_SxO].reshape(num_kv_heads, num_seqs, -1, head_dim)
+  f32 = dict(preferred_element_type=jnp.float32)
+
+  q_KxSxGxH = q_SxNxH.reshape(num_seqs, num_kv_heads, group, head_dim).transpose(1, 0, 2, 3)
+  q_KxRxH = q_KxSxGxH.reshape(num_kv_heads, num_seqs * group, head_dim)  # R = S * G rows
+  prefix_scores_KxRxT = jnp.einsum("krh,kth->krt", q_KxRxH, prefix(k_pages_KxQxExH), **f32)
+  own_scores_KxSxGxU = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, own(k_pages_KxQxExH), **f32)
+  scores_KxSxGxL = jnp.concatenate(
+      [prefix_scores_KxRxT.reshape(num_kv_heads, num_seqs, group, prefix_len),
+       own_scores_KxSxGxU], axis=-1)
+  valid_SxL = jnp.arange(scores_KxSxGxL.shape[-1])[None, :] < lengths_S[:, None]
+  probs_KxSxGxL = jax.nn.softmax(
+      jnp.where(valid_SxL[None, :, None, :], scores_KxSxGxL, -jnp.inf), axis=-1)
+
+  prefix_probs_KxRxT = probs_KxSxGxL[..., :prefix_len].reshape(num_kv_heads, -1, prefix_len)
+  prefix_out_KxRxH = jnp.einsum("krt,kth->krh", prefix_probs_KxRxT, prefix(v_pages_KxQxExH),
+                                **f32)
+  own_out_KxSxGxH = jnp.einsum("ksgu,ksuh->ksgh", probs_KxSxGxL[..., prefix_len:],
+                               own(v_pages_KxQxExH), **f32)
+  out_KxSxGxH = prefix_out_KxRxH.reshape(own_out_KxSxGxH.shape) + own_out_KxSxGxH
+  return out_KxSxGxH.transpose(1, 0, 2, 3).reshape(q_SxNxH.shape).astype(q_SxNxH.dtype)
