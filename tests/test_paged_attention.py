@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from model import kernels, targets
-from model.kernels import xla
+from model.kernels import gpu, tpu, xla
 from model.sharding import make_mesh
 
 RTOL, ATOL = 2e-5, 2e-5
@@ -109,12 +109,22 @@ def _uses_pallas(kernel_set, case) -> bool:
 # The Pallas kernels ignore shared_pages: one case with a shared prefix, one without.
 @pytest.mark.parametrize("num_heads,num_kv_heads,shared_pages", [(4, 2, 2), (4, 4, 0)],
                          ids=["gqa-prefix", "mha"])
-def test_the_tpu_kernel_equals_the_reference(num_heads, num_kv_heads, shared_pages):
+def test_the_tpu_kernel_equals_the_reference(num_heads, num_kv_heads, shared_pages,
+                                            monkeypatch):
+  # Blocks of 2 pages: a row walks up to 2 blocks, its softmax carried across them.
+  monkeypatch.setattr(tpu, "PAGED_BLOCK_TOKENS", 16)
   # head_dim 128: the kernel's [G, H] tiles need whole 128-lane rows
   case = _paged_case(2, num_seqs=4, num_heads=num_heads, num_kv_heads=num_kv_heads,
                      head_dim=128, shared_pages=shared_pages, pages_per_seq=4)
   assert _uses_pallas("tpu", case)
   _set_equals_reference("tpu", case, shared_pages, round_kv=True)
+
+
+def test_kernel_blocks_divide_the_page_table():
+  assert tpu.pages_per_compute_block(40, 16) == 20  # 320 tokens a block
+  assert tpu.pages_per_compute_block(30, 32) == 15 and tpu.pages_per_compute_block(29, 32) == 1
+  assert gpu.kernel_blocks(40) == (10, 4) and gpu.kernel_blocks(64) == (16, 4)
+  assert gpu.kernel_blocks(29) == (1, 1) and gpu.kernel_blocks(5) == (5, 1)
 
 
 def test_the_tpu_set_takes_the_reference_for_head_dims_the_kernel_cannot_tile():
