@@ -101,6 +101,18 @@ def test_the_cpu_set_equals_the_reference(num_heads, num_kv_heads, shared_pages)
   _set_equals_reference("cpu", case, shared_pages)
 
 
+@pytest.mark.parametrize("kernel_set", ["xla", "cpu", "gpu"])
+def test_bfloat16_in_bfloat16_out_with_float32_softmax(kernel_set):
+  case = _paged_case(9, shared_pages=2)
+  as_bf16 = [jnp.asarray(x, jnp.bfloat16) for x in case[:3]]
+  paged = kernels.kernel_set(kernel_set).paged_attention
+  out = jax.jit(lambda *a: paged(*a, shared_pages=2))(*as_bf16, *case[3:])
+  assert out.dtype == jnp.bfloat16
+  rounded = [np.asarray(x.astype(jnp.float32)) for x in as_bf16]
+  np.testing.assert_allclose(out.astype(jnp.float32), _dense_numpy(*rounded, *case[3:]),
+                             rtol=1e-2, atol=1e-2)
+
+
 def _uses_pallas(kernel_set, case) -> bool:
   paged = kernels.kernel_set(kernel_set).paged_attention
   return "pallas_call" in str(jax.make_jaxpr(paged)(*case))
