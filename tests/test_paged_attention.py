@@ -181,6 +181,17 @@ def test_a_pallas_kernel_runs_per_device_under_the_engines_shard_map(num_kv_head
   np.testing.assert_allclose(out, jax.jit(xla.paged_attention)(*case), rtol=RTOL, atol=ATOL)
 
 
+def test_the_tpu_set_off_a_tpu_takes_the_reference_on_a_mesh_of_several_devices():
+  """Pallas' TPU interpreter hangs or crashes XLA:CPU on several devices; the set must still
+  run there (CPU tests of an engine on 8 devices with kernels="tpu")."""
+  case = _paged_case(10, num_seqs=8, num_heads=8, num_kv_heads=4, head_dim=128)
+  with jax.set_mesh(make_mesh(8, 1, 1)):
+    paged = _as_the_engine_calls_it(kernels.kernel_set("tpu").paged_attention)
+    assert "pallas_call" not in str(jax.make_jaxpr(paged)(*case))
+    out = jax.jit(paged)(*case)
+  np.testing.assert_allclose(out, jax.jit(xla.paged_attention)(*case), rtol=RTOL, atol=ATOL)
+
+
 # --- Compiled for the accelerators (compile-only devices, tests/test_plan_targets.py's) ------
 
 _TPU = pytest.mark.skipif(targets.missing_compiler(targets.get("v5e-8")) is not None,

@@ -113,11 +113,15 @@ def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQx
                     shared_pages: int = 0) -> jax.Array:
   """xla.paged_attention's maths by the Pallas TPU kernel (interpreted off a TPU)."""
   del shared_pages  # the kernel reads every sequence's pages itself
-  if q_SxNxH.shape[-1] % PAGED_LANES:
+  interpret = platform_in_context() != "tpu"
+  # Pallas' TPU interpreter runs the kernel as host callbacks, which on a CPU mesh of several
+  # devices deadlock or crash XLA:CPU (nested shard_maps): there, off a TPU, the reference
+  # runs instead, and the kernel's sharding is checked by compiling for a v5e-8.
+  several_cpu_devices = interpret and jax.sharding.get_abstract_mesh().size > 1
+  if q_SxNxH.shape[-1] % PAGED_LANES or several_cpu_devices:
     return xla.paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S,
                                page_table_SxM)
   block = pages_per_compute_block(page_table_SxM.shape[1], k_pages_KxQxExH.shape[2])
-  interpret = platform_in_context() != "tpu"
 
   def kernel(q, k_pages, v_pages, lengths, page_table):
     # Off a TPU the kernel runs in Pallas' TPU interpret mode (its DMAs and semaphores
