@@ -65,7 +65,7 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
                segment_ids_BxL: jax.Array) -> jax.Array:
-    if self.attention_impl != "xla" and resolve(self.kernels) != "xla":
+    if self.attention_impl != "xla" and resolve(self.kernels) not in ("xla", "gpu"):
       raise ValueError(f"attention_impl={self.attention_impl!r} needs the xla kernels, but "
                        f"kernels={self.kernels!r} resolves to {resolve(self.kernels)!r} here")
     q_BxNxLxH, k_BxKxLxH, v_BxKxLxH = self.qkv(x_BxLxD, positions_BxL)

@@ -13,8 +13,8 @@ from model.rope import RopeScaling
 _ACTIVATIONS = ("silu", "gelu")  # gated MLP: SwiGLU (Llama) or GeGLU (Gemma, the paper's LaMDA)
 _DTYPES = ("float32", "bfloat16")
 # Kernel sets (model/kernels/): auto = the set of the platform of the mesh in context (cpu,
-# tpu; xla on GPUs).
-KERNELS = ("auto", "xla", "cpu", "tpu")
+# tpu, gpu on NVIDIA GPUs; xla elsewhere).
+KERNELS = ("auto", "xla", "cpu", "tpu", "gpu")
 # jax.nn.dot_product_attention implementations, for the xla kernels.
 ATTENTION_IMPLS = ("xla", "cudnn")
 # What the backward pass of a layer may reuse from its forward pass (model/decoder.py):
@@ -90,8 +90,8 @@ class ModelConfig:
                       f"{self.attention_impl!r}")
     elif self.attention_impl != "xla" and self.kernels in ("cpu", "tpu"):
       problems.append(f"attention_impl={self.attention_impl!r} needs the xla kernels "
-                      "(kernels='xla', or 'auto' on a GPU); the cpu and tpu kernels have one "
-                      "attention each")
+                      "(kernels='xla' or 'gpu', or 'auto' on a GPU); the cpu and tpu kernels "
+                      "have one attention each")
     if problems:
       raise ValueError("Invalid ModelConfig: " + "; ".join(problems))
 

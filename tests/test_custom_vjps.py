@@ -40,7 +40,8 @@ def _assert_same(ours, reference, args, argnums):
 
 def test_auto_picks_the_kernels_of_the_platform():
   assert kernels.resolve("auto", "cpu") == "cpu" and kernels.resolve("auto", "tpu") == "tpu"
-  assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "cuda") == "xla"
+  assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "cuda") == "gpu"
+  assert kernels.resolve("auto", "rocm") == "xla"
   assert kernels.resolve("xla", "cpu") == "xla" and kernels.resolve("cpu", "gpu") == "cpu"
   assert kernels.kernel_set("auto") is cpu  # this suite runs on CPU
   with pytest.raises(ValueError, match="kernels must be one of"):

@@ -108,7 +108,7 @@ def test_invalid_model_config_is_rejected_with_reasons():
   with pytest.raises(ValueError, match="remat must be one of .*no longer a bool"):
     SMALL.replace(remat="True")
   with pytest.raises(ValueError, match="kernels must be one of"):
-    SMALL.replace(kernels="gpu")
+    SMALL.replace(kernels="pallas")
   with pytest.raises(ValueError, match="attention_impl='cudnn' needs the xla kernels"):
     SMALL.replace(kernels="cpu", attention_impl="cudnn")
   # kernels="auto" resolves to the cpu set on this CPU: refused when the model runs.

@@ -231,7 +231,8 @@ def plan_sampling(model_cfg: ModelConfig, mesh_sizes: tuple[int, int, int], devi
     return result
   used = bytes_per_device(compiled)
   result.update(compile_s=round(compile_s, 2), bytes_per_device=used,
-                gib_per_device=round(used["total"] / GIB, 3))
+                gib_per_device=round(used["total"] / GIB, 3),
+                kernels=plan_sampler.kernels_in(compiled))
   _verdict(result, used, target, estimate, device_memory_gib)
   if target is not None:
     # A decode step reads the parameters and (at most) every temporary buffer: the caches.
@@ -245,9 +246,9 @@ def plan_sampling(model_cfg: ModelConfig, mesh_sizes: tuple[int, int, int], devi
 
 def for_platform(model_cfg: ModelConfig, platform: str) -> ModelConfig:
   """`kernels="auto"` fixed to the set of `platform` (an estimate compiled on CPU devices for
-  a TPU takes the xla set: Pallas TPU kernels would only be interpreted on a CPU)."""
+  a TPU or GPU takes the xla set: Pallas kernels would only be interpreted on a CPU)."""
   resolved = kernels.resolve(model_cfg.kernels, platform)
-  return model_cfg.replace(kernels="xla" if resolved == "tpu" else resolved)
+  return model_cfg.replace(kernels="xla" if resolved in ("tpu", "gpu") else resolved)
 
 
 def _usage(message: str):

@@ -84,6 +84,18 @@ def compile_sampler(model_cfg: ModelConfig, mesh: Mesh, shape: dict[str, int],
   return compiled, time.perf_counter() - started
 
 
+# Custom-call targets of the kernels a compiled program may hold: Pallas on TPU (Mosaic) and on
+# GPU (Triton).
+_KERNEL_CALLS = {"tpu_custom_call": "pallas (TPU)", "__gpu$xla.gpu.triton": "pallas (Triton)"}
+
+
+def kernels_in(compiled: Any) -> list[str]:
+  """The hand-written kernels (Pallas) a compiled program calls, by kind."""
+  text = compiled.as_text()
+  return sorted({kind for target, kind in _KERNEL_CALLS.items()
+                 if f'custom_call_target="{target}"' in text})
+
+
 def decode_step_flops(model_cfg: ModelConfig, slots: int, context: int) -> float:
   """Matmul FLOPs of one decode step of `slots` tokens attending to `context` keys."""
   # A forward pass is 1/3 of training's; flops_per_token counts causal attention over a

@@ -1,19 +1,25 @@
-"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu.
+"""Kernels per platform, behind one switch: `ModelConfig.kernels` = auto | xla | cpu | tpu | gpu.
 
-Every kernel set has the same four functions, with the same maths and signatures:
+Every kernel set has the same five functions, with the same maths and signatures:
 
     attention(q_BxNxLxH, k_BxKxLxH, v_BxKxLxH, segment_ids_BxL, impl) -> out_BxNxLxH
         causal, same-segment softmax attention (grouped-query when K < N)
     gated_mlp(activation, x_BxLxD, gate_DxF, up_DxF, down_FxD) -> out_BxLxD
     lm_head(x_BxLxD, head_DxV) -> float32 logits_BxLxV
     token_nll(logits_BxLxV, targets_BxL) -> per-token cross-entropy, float32
+    paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S, page_table_SxM, *,
+                    shared_pages=0) -> out_SxNxH
+        decode attention: one (pre-scaled) query token per sequence against its keys/values
+        in a paged KV cache (model/kernels/xla.py says the layout)
 
 `xla` (model/kernels/xla.py) is the model in plain JAX with autodiff, attention through
 `jax.nn.dot_product_attention` (`attention_impl` = "cudnn" picks cuDNN's flash kernel on
 GPUs); it is what GPUs run and the reference of the other sets. `cpu` (model/kernels/cpu.py)
 has hand-written backward passes that suit XLA:CPU's GEMMs. `tpu` (model/kernels/tpu.py) is
-`xla` with JAX's Pallas splash attention. tests/test_custom_vjps.py checks every kernel of
-every set against autodiff of the textbook formula.
+`xla` with JAX's Pallas splash attention and paged attention, `gpu` (model/kernels/gpu.py) is
+`xla` with JAX's Pallas (Triton) paged attention. tests/test_custom_vjps.py checks every
+training kernel of every set against autodiff of the textbook formula,
+tests/test_paged_attention.py every set's paged attention against the xla reference.
 
 `auto` is resolved from the devices the computation is for: the mesh in context
 (`jax.set_mesh`, under which the train step, the eval step and the sampler are traced), so a
@@ -29,8 +35,9 @@ import jax
 
 from model.config import KERNELS
 
-# platform -> the set `auto` means there; every other platform (cuda, rocm, ...) gets xla.
-_AUTO = {"cpu": "cpu", "tpu": "tpu"}
+# platform -> the set `auto` means there; every other platform (rocm, ...) gets xla. JAX
+# names an NVIDIA GPU's platform "gpu" (its backend "cuda").
+_AUTO = {"cpu": "cpu", "tpu": "tpu", "gpu": "gpu", "cuda": "gpu"}
 
 
 def platform_in_context() -> str:
@@ -50,6 +57,6 @@ def resolve(kernels: str, platform: str | None = None) -> str:
 
 
 def kernel_set(kernels: str) -> types.ModuleType:
-  """The module holding the four kernels of `kernels`, resolved in context (imported on
+  """The module holding the kernels of `kernels`, resolved in context (imported on
   first use: the tpu set imports the Pallas TPU kernels)."""
   return importlib.import_module(f"model.kernels.{resolve(kernels)}")

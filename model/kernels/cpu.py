@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from model.kernels import xla
 from model.sharding import shard_activation
 
 # Queries are processed in chunks of this many rows; chunk i only needs the keys up to its
@@ -247,49 +248,56 @@ def _token_nll_bwd(residuals, g_BxL):
 token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
 
 
-
-# --- Paged decode attention ----------------------------------------------------------------
+# --- Decode attention over the paged KV cache ----------------------------------------------
 
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
                     shared_pages: int = 0) -> jax.Array:
-  """xla.paged_attention's maths, with the pages every sequence shares (the first
-  `shared_pages` of every table: a few-shot prefix) gathered once and scored for all S x N
-  queries in one matmul per kv head; only the rest is gathered per sequence. XLA:CPU runs a
-  gather as a copy, and a call's shared prefix is most of each sequence's keys."""
+  """xla.paged_attention's maths, with the pages every sequence shares scored once.
+
+  The reference gathers each sequence's pages, the shared prefix's S times over: on XLA:CPU
+  that copy, not the arithmetic, is most of the cost when the prefix (few-shot examples) is
+  most of each sequence. Here the prefix's keys are gathered once and every sequence's queries
+  of a kv head are the rows of one [S * G, H] x [H, C] matmul; only the rest of each table is
+  gathered per sequence. One softmax over both parts by a shared max (no concatenation of the
+  scores, which XLA:CPU copies), the values weighted by the unnormalised exponentials and the
+  sum divided once, on the [.., H] output.
+  """
+  if shared_pages == 0:
+    return xla.paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S,
+                               page_table_SxM)
   seqs, num_heads, head_dim = q_SxNxH.shape
   kv_heads, _, page, _ = k_pages_KxQxExH.shape
   group = num_heads // kv_heads
-  f32 = jnp.float32
+  f32 = dict(preferred_element_type=jnp.float32)
   q_KxSxGxH = q_SxNxH.reshape(seqs, kv_heads, group, head_dim).transpose(1, 0, 2, 3)
-  rest_SxM = page_table_SxM[:, shared_pages:]
-  gather = lambda pages: pages[:, rest_SxM].reshape(kv_heads, seqs, -1, head_dim)
-  k_KxSxUxH, v_KxSxUxH = gather(k_pages_KxQxExH), gather(v_pages_KxQxExH)
-  own = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, k_KxSxUxH, preferred_element_type=f32)
-  valid_SxU = shared_pages * page + jnp.arange(own.shape[-1])[None] < lengths_S[:, None]
-  own = jnp.where(valid_SxU[None, :, None], own, jnp.finfo(f32).min)
-  top = jnp.max(own, -1, keepdims=True)
-  if shared_pages:
-    first_M = page_table_SxM[0, :shared_pages]
-    shared_k_KxCxH, shared_v_KxCxH = (
-        pages[:, first_M].reshape(kv_heads, -1, head_dim)
-        for pages in (k_pages_KxQxExH, v_pages_KxQxExH))
-    q_KxSGxH = q_KxSxGxH.reshape(kv_heads, seqs * group, head_dim)
-    shared = jnp.einsum("kqh,kch->kqc", q_KxSGxH, shared_k_KxCxH,
-                        preferred_element_type=f32).reshape(kv_heads, seqs, group, -1)
-    top = jnp.maximum(top, jnp.max(shared, -1, keepdims=True))
-  # One softmax over both parts, by a shared max; the values are weighted by the
-  # unnormalised exponentials and the sum divided once, on the [.., H] output.
-  own_exp = jnp.exp(own - top)
-  total = jnp.sum(own_exp, -1, keepdims=True)
-  out = jnp.einsum("ksgu,ksuh->ksgh", own_exp.astype(v_KxSxUxH.dtype), v_KxSxUxH,
-                   preferred_element_type=f32)
-  if shared_pages:
-    shared_exp = jnp.exp(shared - top)
-    total = total + jnp.sum(shared_exp, -1, keepdims=True)
-    out = out + jnp.einsum(
-        "kqc,kch->kqh", shared_exp.reshape(kv_heads, seqs * group, -1).astype(
-            shared_v_KxCxH.dtype), shared_v_KxCxH,
-        preferred_element_type=f32).reshape(kv_heads, seqs, group, head_dim)
-  out = (out / total).astype(q_SxNxH.dtype)
-  return out.transpose(1, 0, 2, 3).reshape(seqs, num_heads, head_dim)
+  q_KxSGxH = q_KxSxGxH.reshape(kv_heads, seqs * group, head_dim)
+  shared_M, rest_SxM = page_table_SxM[0, :shared_pages], page_table_SxM[:, shared_pages:]
+  shared = lambda pages: pages[:, shared_M].reshape(kv_heads, -1, head_dim)
+  rest = lambda pages: pages[:, rest_SxM].reshape(kv_heads, seqs, -1, head_dim)
+
+  shared_KxSxGxC = jnp.einsum("kqh,kch->kqc", q_KxSGxH, shared(k_pages_KxQxExH),
+                              **f32).reshape(kv_heads, seqs, group, -1)
+  valid_KxSxGxC = (jnp.arange(shared_KxSxGxC.shape[-1]) < lengths_S[:, None, None])[None]
+  shared_KxSxGxC = jnp.where(valid_KxSxGxC, shared_KxSxGxC, -jnp.inf)
+  top_KxSxGx1 = jnp.max(shared_KxSxGxC, -1, keepdims=True)
+  has_rest = rest_SxM.shape[1] > 0
+  if has_rest:
+    rest_KxSxGxU = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, rest(k_pages_KxQxExH), **f32)
+    positions_U = shared_pages * page + jnp.arange(rest_KxSxGxU.shape[-1])
+    rest_KxSxGxU = jnp.where((positions_U[None] < lengths_S[:, None])[None, :, None],
+                             rest_KxSxGxU, -jnp.inf)
+    top_KxSxGx1 = jnp.maximum(top_KxSxGx1, jnp.max(rest_KxSxGxU, -1, keepdims=True))
+  v_dtype = v_pages_KxQxExH.dtype
+  shared_exp = jnp.exp(shared_KxSxGxC - top_KxSxGx1)
+  total_KxSxGx1 = jnp.sum(shared_exp, -1, keepdims=True)
+  out_KxSxGxH = jnp.einsum(
+      "kqc,kch->kqh", shared_exp.reshape(kv_heads, seqs * group, -1).astype(v_dtype),
+      shared(v_pages_KxQxExH), **f32).reshape(kv_heads, seqs, group, head_dim)
+  if has_rest:
+    rest_exp = jnp.exp(rest_KxSxGxU - top_KxSxGx1)
+    total_KxSxGx1 += jnp.sum(rest_exp, -1, keepdims=True)
+    out_KxSxGxH += jnp.einsum("ksgu,ksuh->ksgh", rest_exp.astype(v_dtype),
+                              rest(v_pages_KxQxExH), **f32)
+  out_KxSxGxH = out_KxSxGxH / total_KxSxGx1
+  return out_KxSxGxH.transpose(1, 0, 2, 3).reshape(q_SxNxH.shape).astype(q_SxNxH.dtype)

@@ -56,17 +56,25 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
                     shared_pages: int = 0) -> jax.Array:
-  """One query per sequence over its pages (scaled queries; lengths >= 1): the reference."""
+  """One query token per sequence against its paged keys/values (decode attention).
+
+  Sequence s's position t lives in page page_table_SxM[s, t // E] at offset t % E; positions
+  from lengths_S[s] on are masked. q is already scaled by 1/sqrt(H); the softmax is float32;
+  query head n reads kv head n // (N / K). The reference of every set: each sequence's pages
+  gathered into one [M * E] key row, masked, one softmax. `shared_pages` (the first table
+  entries, the same pages in every row) changes nothing here.
+  """
   del shared_pages
-  seqs, num_heads, head_dim = q_SxNxH.shape
-  kv_heads, _, page, _ = k_pages_KxQxExH.shape
-  gather = lambda pages: pages[:, page_table_SxM].reshape(
-      kv_heads, seqs, -1, head_dim)  # [K, S, M * E, H]
+  num_seqs, num_heads, head_dim = q_SxNxH.shape
+  num_kv_heads, _, page_size, _ = k_pages_KxQxExH.shape
+  span = page_table_SxM.shape[1] * page_size
+  gather = lambda pages: pages[:, page_table_SxM].reshape(num_kv_heads, num_seqs, span, head_dim)
   k_KxSxUxH, v_KxSxUxH = gather(k_pages_KxQxExH), gather(v_pages_KxQxExH)
-  q_SxKxGxH = q_SxNxH.reshape(seqs, kv_heads, num_heads // kv_heads, head_dim)
-  scores = jnp.einsum("skgh,ksuh->skgu", q_SxKxGxH, k_KxSxUxH, preferred_element_type=jnp.float32)
-  valid_SxU = jnp.arange(k_KxSxUxH.shape[2])[None] < lengths_S[:, None]
-  scores = jnp.where(valid_SxU[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_KxSxUxH.dtype)
-  out = jnp.einsum("skgu,ksuh->skgh", probs, v_KxSxUxH, preferred_element_type=jnp.float32)
-  return out.astype(q_SxNxH.dtype).reshape(seqs, num_heads, head_dim)
+  q_SxKxGxH = q_SxNxH.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+  scores_SxKxGxU = jnp.einsum("skgh,ksuh->skgu", q_SxKxGxH, k_KxSxUxH,
+                              preferred_element_type=jnp.float32)
+  valid_Sx1x1xU = (jnp.arange(span)[None, :] < lengths_S[:, None])[:, None, None, :]
+  probs_SxKxGxU = jax.nn.softmax(jnp.where(valid_Sx1x1xU, scores_SxKxGxU, -jnp.inf), axis=-1)
+  out_SxKxGxH = jnp.einsum("skgu,ksuh->skgh", probs_SxKxGxU, v_KxSxUxH,
+                           preferred_element_type=jnp.float32)
+  return out_SxKxGxH.reshape(num_seqs, num_heads, head_dim).astype(q_SxNxH.dtype)
