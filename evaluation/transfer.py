@@ -15,6 +15,7 @@ objective and task are averaged, as in compare.py's plots.
 import collections
 import csv
 import io
+import math
 import os
 import re
 from typing import Any, Sequence
@@ -121,10 +122,15 @@ def plot(table: Sequence[dict[str, Any]], path: str) -> None:
                            squeeze=False)
   labels = [f"{r['model']}\n{r['objective']}" for r in table]
   for ax, k in zip(axes[0], ks):
+    tallest = 0.0
     for offset, task in ((-0.2, SOURCE_TASK), (0.2, TARGET_TASK)):
-      heights = [100 * (r[f"{task}_pass@{k}"] or 0.0) for r in table]
+      # A run without this k gets no bar (NaN), not a bar at 0.
+      heights = [math.nan if r[f"{task}_pass@{k}"] is None else 100 * r[f"{task}_pass@{k}"]
+                 for r in table]
+      tallest = max([tallest, *(h for h in heights if not math.isnan(h))])
       ax.bar([i + offset for i in range(len(table))], heights, width=0.4,
              label=_TASK_NAMES[task])
+    ax.set_ylim(0, max(1.0, 1.15 * tallest))  # all-zero tiny runs: an axis from 0, not -0.05
     ax.set_xticks(range(len(table)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(f"pass@{k} (%)")

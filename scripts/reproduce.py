@@ -5,8 +5,9 @@ compare.
     python scripts/reproduce.py --scale=tiny --root=runs/reproduce-tiny \
         --mbpp_dir=../shared/data/mbpp --humaneval_dir=../shared/data/humaneval
 
-Scales (sweeps/reproduce.py SCALES): tiny (2-core CPU, 14-19 min before HumanEval, which
-adds its three evals), small (244m, one GPU), medium (1b, weights sharded over a pod slice).
+Scales (sweeps/reproduce.py SCALES): tiny (2-core CPU, 14-19 min, and about 1.5 min more
+for the three HumanEval evals), small (244m, one GPU), medium (1b, weights sharded over a pod
+slice; at these two HumanEval adds about a third of the MBPP synthesis evals' sampling).
 Rerunning resumes: finished stages are skipped, interrupted ones continue from their
 checkpoints / scored samples. Writes ROOT/compare.md (the table: a row per model, objective
 and task), compare.csv, compare.jsonl, compare_*.png, and ROOT/transfer.md, transfer.csv,

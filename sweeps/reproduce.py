@@ -42,8 +42,14 @@ class Scale:
   eval_mesh: tuple[int, int, int] = (-1, 1, 1)
 
 
+# HumanEval's three evals take each scale's eval settings: 164 problems (tiny: the first 40)
+# with the synthesis eval's samples and token cap, so about a third of the MBPP synthesis
+# evals' sampling again (164 vs 500 problems) at the full scales.
 SCALES = {
-    # 14-19 minutes on the 2-core CPU (README): the whole pipeline, small numbers.
+    # 14-19 minutes on the 2-core CPU (README) before HumanEval, whose three evals add about
+    # 1.5 minutes (28-30 s each for 40 x 4 samples of up to 96 tokens, measured with models
+    # that never stop early, on a loaded 2-core CPU). The whole pipeline, small numbers: a
+    # tiny model solves about nothing on HumanEval (or MBPP); the pipeline is the point.
     "tiny": Scale(model="tiny", pretrain_steps=600, pretrain_batch=16, seq_len=256,
                   finetune_steps=100, finetune_batch=16, eval_problems=40, eval_samples=4,
                   max_new_tokens=96, eval_batch=32),
