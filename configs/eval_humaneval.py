@@ -22,8 +22,8 @@ rounded up to 32, unless sampling.max_new_tokens is set). Defaults: 200 samples 
 samples for pass@1 alone). scripts/reproduce.py evaluates each of its models on HumanEval
 with its MBPP synthesis sampling instead (temperature 0.5, same samples and k), for the
 transfer table beside MBPP (evaluation/transfer.py). Expectation: a tiny model trained on
-this project's data scores about 0; the point of a small run is the pipeline. Published pass@1 for comparison: Codex-12B
-28.8%, the paper's models are not evaluated on HumanEval.
+this project's data scores about 0; the point of a small run is the pipeline. Published
+pass@1 for comparison: Codex-12B 28.8%, the paper's models are not evaluated on HumanEval.
 """
 from configs import eval_base
 
