@@ -115,7 +115,7 @@ class Worker:
     self._devnull_w = _move_high(os.open(os.devnull, os.O_WRONLY))
     self._output = _move_high(os.memfd_create("program-output", os.MFD_CLOEXEC))
     self._output_size = 0
-    self._oom_kills = memory_cgroup.oom_kills()
+    self._oom_watch = memory_cgroup.OomKillWatch()
 
   def run(self, header: dict, job_fd: int) -> tuple[verdict.Result, int]:
     """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
@@ -161,7 +161,11 @@ class Worker:
     nonce = os.urandom(16).hex().encode()
     report_r, report_w = os.pipe()
     output_r, output_w = os.pipe()
-    text_r, text_w = (_move_high(fd) for fd in os.pipe())
+    text_r, text_w = os.pipe()
+    # Out of the way of the program's fds 0-5, which _program sets up before it takes text_r
+    # to TEXT_FD. (text_w needs no move: whatever its number, the program's process ends up
+    # without it, as every fd there is replaced or closed.)
+    text_r = _move_high(text_r)
     # Room for ~20k verdict records, so the worker need not wake up for each one: it reads
     # this pipe only once the program is gone (a program that floods it just blocks itself).
     watch_report = not _grow_pipe(report_w)  # If it stayed small, it must be drained live.
@@ -189,17 +193,10 @@ class Worker:
       os.close(report_r)
       os.close(output_r)
     duration = time.monotonic() - start
-    try:
-      # Most programs leave only their own file: gone, the scratch directory is empty again,
-      # and after_program's wipe costs one stat().
-      os.unlink(self.program_path)
-    except OSError:
-      pass
+    # A program that ran to its end removed its own file (harness.run), so the scratch
+    # directory is empty again and after_program's wipe costs one stat().
     self.isolation.after_program(pid)
-    oom_kills = memory_cgroup.oom_kills()
-    out_of_memory = oom_kills is not None and oom_kills != self._oom_kills
-    self._oom_kills = oom_kills
-    return nonce, report, wait_status, timed_out, duration, out_of_memory
+    return nonce, report, wait_status, timed_out, duration, self._oom_watch.struck()
 
   def _pass_text(self, job_fd: int, text_w: int, size: int) -> None:
     """Moves `size` bytes from job_fd to the program's text pipe, without copying them into
