@@ -20,7 +20,8 @@ lives only in the screen's own process.
 
 The worker never executes untrusted code itself; see isolation.py for the process tree and
 harness.py for the verdict channel. Forking from a warm interpreter is what makes this fast: a
-fresh `python` costs 10-40 ms, a fork of this process about a millisecond.
+fresh `python` starts the interpreter and imports its modules again, which costs many times
+what a fork of this process does.
 """
 import fcntl
 import gc
