@@ -5,11 +5,14 @@ PACKAGE_PARENT`. It reads requests from JOB_FD and writes one reply per request 
 The first frame it writes says whether its isolation could be set up (and if not, why), so the
 caller fails loudly instead of running anything unsandboxed.
 
-A request is a length-prefixed JSON header, either a job's ({"id", "tests": count, "sizes"})
-or a syntax screen's ({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed
-by the texts it has "sizes" of, UTF-8 encoded, back to back: the job's program, setup and
-tests, or the screened programs. A reply is a length-prefixed JSON frame; a job's ({"result",
-"output": size}) is followed by `size` raw bytes of the program's output.
+A request is a length-prefixed JSON header, either a job's ({"sizes"}) or a syntax screen's
+({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed by the texts it has
+"sizes" of, UTF-8 encoded, back to back: the job's program, setup and tests, or the screened
+programs. A reply is a length-prefixed JSON frame. A job's says what the worker saw ({"seen":
+[wait status, timed out, seconds, OOM kill], "nonce", "report": size, "output": size}) and is
+followed by the verdict pipe's bytes and the program's output, raw; the caller turns that into
+a Result (verdict.decide), so that the worker, whose every page each fork shares with the next
+program, does as little per program as it can.
 
 The texts never enter this process's memory, which every program inherits: it moves them
 from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
@@ -86,11 +89,19 @@ def read_exactly(fd: int, size: int) -> bytes | None:
   return b"".join(chunks)
 
 
-def write_frame(fd: int, payload: bytes, raw: bytes = b"") -> None:
+def frame(payload: bytes, raw: bytes = b"") -> bytes:
   """A length-prefixed frame, then `raw` bytes (whose size the frame says)."""
-  data = _HEADER.pack(len(payload)) + payload + raw
-  while data:
-    data = data[os.write(fd, data):]
+  return _HEADER.pack(len(payload)) + payload + raw
+
+
+def write_frame(fd: int, payload: bytes, raw: bytes = b"") -> None:
+  write_all(fd, frame(payload, raw))
+
+
+def write_all(fd: int, data: bytes) -> None:
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
 
 
 def _preimport() -> None:
@@ -118,9 +129,10 @@ class Worker:
     self._output_size = 0
     self._oom_watch = memory_cgroup.OomKillWatch()
 
-  def run(self, header: dict, job_fd: int) -> tuple[verdict.Result, int]:
+  def run(self, header: dict, job_fd: int) -> tuple[dict, bytes]:
     """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
-    its Result without output, and how many bytes of output send_output would send."""
+    the reply (see the module's docstring) and the verdict pipe's bytes, which follow it;
+    send_output then sends the output."""
     def body(report_fd: int, nonce: bytes) -> None:
       harness.run(TEXT_FD, header["sizes"], report_fd, nonce, self.config.python_hash_seed,
                   self.config.run_as_main, self.program_path)
@@ -128,9 +140,8 @@ class Worker:
     self._discard_output()
     nonce, report, wait_status, timed_out, duration, out_of_memory = _retrying(
         self._fork, body, job_fd, sum(header["sizes"]))
-    seen = verdict.Observation(report, nonce, wait_status, timed_out, header["tests"], duration,
-                               out_of_memory=out_of_memory)
-    return verdict.decide(header["id"], seen), self._output_size
+    return {"seen": [wait_status, timed_out, duration, out_of_memory], "nonce": nonce.decode(),
+            "report": len(report), "output": self._output_size}, report
 
   def send_output(self, result_fd: int) -> None:
     """Moves the last program's output (capped) to result_fd, inside the kernel."""
@@ -411,19 +422,17 @@ def main(argv: list[str]) -> int:
       isolation_state.close()
       return 0
     header = json.loads(frame)
-    output_size = 0
+    report = b""
     try:
       if "screen" in header:
         verdicts = worker.screen(header, job_fd)
         reply = {"screened": [None if v is None else v.to_json() for v in verdicts]}
       else:
-        result, output_size = worker.run(header, job_fd)
-        reply = {"result": result.to_json(), "output": output_size}
+        reply, report = worker.run(header, job_fd)
     except verdict.SandboxFailure as e:
       reply = {"sandbox_failure": str(e)}
-      output_size = 0
-    write_frame(result_fd, json.dumps(reply).encode())
-    if output_size:
+    write_frame(result_fd, json.dumps(reply).encode(), report)
+    if reply.get("output"):
       worker.send_output(result_fd)
 
 

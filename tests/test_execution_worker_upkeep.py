@@ -127,3 +127,29 @@ def test_a_worker_imports_no_tempfile_machinery():
                        env={"PYTHONPATH": root, "PATH": os.environ.get("PATH", "")},
                        check=True, timeout=60)
   assert out.stdout.strip() == "[]"
+
+
+_PIPE_BOUND_REPLY_THEN_BIG_JOB = r'''
+import sys
+from execution import Job, SandboxConfig, WorkerPool
+# 1 MiB on the verdict pipe (less room for the records) and some output: the worker's reply,
+# which carries both, is bigger than the result pipe.
+flood = Job("flood", "import os\nos.write(3, b'x' * (1040384 - 1) + b'\\n')\nprint('y' * 20000)",
+            ("assert True",))
+# More text than the job pipe holds: queued behind `flood`, it would block the pool's thread
+# while the worker blocks writing flood's reply.
+big = Job("big", "x = 1\n" + "#" * 1_600_000 + "\n", ("assert x == 1",))
+with WorkerPool(SandboxConfig(workers=1, timeout_s=20, screen_batch=0)) as pool:
+  results = pool.run([flood, big, Job("small", "y = 2", ("assert y == 2",))])
+print([(r.id, r.status) for r in results], len(results[0].output))
+'''
+
+
+def test_a_reply_bigger_than_its_pipe_and_a_job_bigger_than_its_pipe_do_not_deadlock():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", _PIPE_BOUND_REPLY_THEN_BIG_JOB],
+                       capture_output=True, text=True, cwd=root, timeout=240,
+                       env={"PYTHONPATH": root, "PATH": os.environ.get("PATH", "")})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split("\n")[0] == (
+      "[('flood', 'passed'), ('big', 'passed'), ('small', 'passed')] 20001")
