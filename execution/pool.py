@@ -10,6 +10,7 @@ Workers are tied to the caller with PR_SET_PDEATHSIG, which fires when the *thre
 created the pool exits: create and use a pool from the same, long-lived thread. A pool runs
 one batch at a time (run() is not reentrant), and can run many batches.
 """
+import array
 import collections
 import dataclasses
 import fcntl
@@ -79,7 +80,9 @@ class _WorkerHandle:
   @staticmethod
   def request(job: Job) -> bytes:
     """`job` as the worker reads it: a header, then the texts (see worker.py)."""
-    return _request({}, (job.program, job.setup, *job.tests))
+    encoded = _encode((job.program, job.setup, *job.tests))
+    sizes = array.array("I", [len(data) for data in encoded]).tobytes()
+    return worker_module.frame(worker_module.JOB_REQUEST + sizes, b"".join(encoded))
 
   def send(self, request: bytes) -> None:
     worker_module.write_all(self._job_w, request)
@@ -91,13 +94,16 @@ class _WorkerHandle:
 
   def receive(self, job: Job) -> Result:
     """The Result of `job`, the oldest one sent and not yet received."""
-    reply = self._reply()
-    report = self._raw(reply["report"])
-    output = self._raw(reply["output"])
-    wait_status, timed_out, duration, out_of_memory = reply["seen"]
-    seen = verdict.Observation(report, reply["nonce"].encode(), wait_status, timed_out,
-                               len(job.tests), duration, output.decode("utf-8", "replace"),
-                               out_of_memory)
+    frame = self._frame()
+    if frame[:1] != worker_module.JOB_REPLY_TAG:
+      self._json(frame)  # Raises the SandboxFailure it holds.
+      raise verdict.SandboxFailure(f"unexpected reply from the worker: {frame[:200]!r}")
+    (_, wait_status, timed_out, out_of_memory, duration, report_size, output_size,
+     nonce) = worker_module.JOB_REPLY.unpack(frame)
+    report = self._raw(report_size)
+    output = self._raw(output_size).decode("utf-8", "replace")
+    seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
+                               output, out_of_memory)
     return verdict.decide(job.id, seen)
 
   def _raw(self, size: int) -> bytes:
@@ -112,15 +118,19 @@ class _WorkerHandle:
     """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
     self.send(_request({"screen": [(job.id, len(job.tests)) for job in jobs]},
                        [job.program for job in jobs]))
-    return [None if r is None else Result(**r) for r in self._reply()["screened"]]
+    return [None if r is None else Result(**r) for r in self._json(self._frame())["screened"]]
 
-  def _reply(self) -> dict:
+  def _frame(self) -> bytes:
     try:
       frame = worker_module.read_frame(self._result_r)
     except EOFError:
       frame = None
     if frame is None:
       raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    return frame
+
+  @staticmethod
+  def _json(frame: bytes) -> dict:
     reply = json.loads(frame)
     if "sandbox_failure" in reply:
       raise verdict.SandboxFailure(reply["sandbox_failure"])
@@ -141,9 +151,13 @@ class _WorkerHandle:
       memory_cgroup.remove(self.cgroup)
 
 
-def _request(header: dict, texts: Sequence[str]) -> bytes:
+def _encode(texts: Sequence[str]) -> list[bytes]:
   # Lone surrogates (which JSON can carry) survive the trip, as they did inside JSON.
-  encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
+  return [text.encode("utf-8", "surrogatepass") for text in texts]
+
+
+def _request(header: dict, texts: Sequence[str]) -> bytes:
+  encoded = _encode(texts)
   header["sizes"] = [len(data) for data in encoded]
   return worker_module.frame(json.dumps(header).encode(), b"".join(encoded))
 

@@ -5,14 +5,16 @@ PACKAGE_PARENT`. It reads requests from JOB_FD and writes one reply per request 
 The first frame it writes says whether its isolation could be set up (and if not, why), so the
 caller fails loudly instead of running anything unsandboxed.
 
-A request is a length-prefixed JSON header, either a job's ({"sizes"}) or a syntax screen's
-({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed by the texts it has
-"sizes" of, UTF-8 encoded, back to back: the job's program, setup and tests, or the screened
-programs. A reply is a length-prefixed JSON frame. A job's says what the worker saw ({"seen":
-[wait status, timed out, seconds, OOM kill], "nonce", "report": size, "output": size}) and is
-followed by the verdict pipe's bytes and the program's output, raw; the caller turns that into
-a Result (verdict.decide), so that the worker, whose every page each fork shares with the next
-program, does as little per program as it can.
+A request is a length-prefixed header followed by texts, UTF-8 encoded, back to back: a job's
+(JOB_REQUEST and the sizes of its program, setup and tests) or a syntax screen's (JSON:
+{"screen": [[id, tests count], ...], "sizes"}: Worker.screen, then the screened programs). A
+reply is a length-prefixed frame. A job's says what the worker saw (JOB_REPLY: wait status,
+timed out, OOM kill, seconds, the sizes of what follows, the nonce) and is followed by the
+verdict pipe's bytes and the program's output, raw; the caller turns that into a Result
+(verdict.decide). Every other reply is JSON. All this keeps the worker's own work per program
+small: each page it writes between two forks is a copy-on-write fault (its pages are shared
+with the program it forked last), and decide(), the Result and the json module's encoder and
+decoder touched about 150 pages per program.
 
 The texts never enter this process's memory, which every program inherits: it moves them
 from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
@@ -62,6 +64,10 @@ _REPORT_CAP = 1 << 20
 _PIPE_SIZE = 1 << 20
 _DRAIN_S = 1.0
 _HEADER = struct.Struct("!I")
+JOB_REQUEST = b"J"  # Then the texts' sizes, as native unsigned ints.
+JOB_REPLY_TAG = b"R"
+# The tag, wait status, timed out, OOM kill, seconds, verdict pipe bytes, output bytes, nonce.
+JOB_REPLY = struct.Struct("=ci??dII32s")
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -129,19 +135,20 @@ class Worker:
     self._output_size = 0
     self._oom_watch = memory_cgroup.OomKillWatch()
 
-  def run(self, header: dict, job_fd: int) -> tuple[dict, bytes]:
-    """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
-    the reply (see the module's docstring) and the verdict pipe's bytes, which follow it;
-    send_output then sends the output."""
+  def run(self, sizes: list[int], job_fd: int) -> tuple[bytes, bytes, int]:
+    """Runs the job whose texts (of these sizes) come next on job_fd. Returns the reply
+    (JOB_REPLY), the verdict pipe's bytes that follow it, and the size of the output that
+    send_output sends after them."""
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.run(TEXT_FD, header["sizes"], report_fd, nonce, self.config.python_hash_seed,
+      harness.run(TEXT_FD, sizes, report_fd, nonce, self.config.python_hash_seed,
                   self.config.run_as_main, self.program_path)
 
     self._discard_output()
     nonce, report, wait_status, timed_out, duration, out_of_memory = _retrying(
-        self._fork, body, job_fd, sum(header["sizes"]))
-    return {"seen": [wait_status, timed_out, duration, out_of_memory], "nonce": nonce.decode(),
-            "report": len(report), "output": self._output_size}, report
+        self._fork, body, job_fd, sum(sizes))
+    reply = JOB_REPLY.pack(JOB_REPLY_TAG, wait_status, timed_out, out_of_memory, duration,
+                           len(report), self._output_size, nonce)
+    return reply, report, self._output_size
 
   def send_output(self, result_fd: int) -> None:
     """Moves the last program's output (capped) to result_fd, inside the kernel."""
@@ -421,18 +428,19 @@ def main(argv: list[str]) -> int:
     if frame is None:
       isolation_state.close()
       return 0
-    header = json.loads(frame)
-    report = b""
+    report, output_size = b"", 0
     try:
-      if "screen" in header:
-        verdicts = worker.screen(header, job_fd)
-        reply = {"screened": [None if v is None else v.to_json() for v in verdicts]}
+      if frame[:1] == JOB_REQUEST:
+        reply, report, output_size = worker.run(memoryview(frame)[1:].cast("I").tolist(),
+                                                job_fd)
       else:
-        reply, report = worker.run(header, job_fd)
+        verdicts = worker.screen(json.loads(frame), job_fd)
+        reply = json.dumps({"screened": [None if v is None else v.to_json()
+                                         for v in verdicts]}).encode()
     except verdict.SandboxFailure as e:
-      reply = {"sandbox_failure": str(e)}
-    write_frame(result_fd, json.dumps(reply).encode(), report)
-    if reply.get("output"):
+      reply, report, output_size = json.dumps({"sandbox_failure": str(e)}).encode(), b"", 0
+    write_frame(result_fd, reply, report)
+    if output_size:
       worker.send_output(result_fd)
 
 
