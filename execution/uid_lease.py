@@ -32,8 +32,8 @@ def lease_dir() -> str:
   if os.path.isdir("/run/lock"):
     parent = "/run/lock"
   else:
-    # Imported only here: tempfile brings shutil, bz2, lzma and more, over half a megabyte
-    # in every worker, whose every page each fork must map again.
+    # Imported only here: tempfile brings shutil, bz2, lzma and more into every worker, whose
+    # every page each fork must map again.
     import tempfile  # pylint: disable=import-outside-toplevel
     parent = tempfile.gettempdir()
   return os.path.join(parent, "execution-sandbox-uids")

@@ -14,7 +14,7 @@ verdict pipe's bytes and the program's output, raw; the caller turns that into a
 (verdict.decide). Every other reply is JSON. All this keeps the worker's own work per program
 small: each page it writes between two forks is a copy-on-write fault (its pages are shared
 with the program it forked last), and decide(), the Result and the json module's encoder and
-decoder touched about 150 pages per program.
+decoder touched more of its pages than the rest of its work around a fork.
 
 The texts never enter this process's memory, which every program inherits: it moves them
 from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
