@@ -1,9 +1,12 @@
-"""What the worker does around every program stays small: the program's process removes its own
-file, the OOM and socket counters are parsed only when their text changed, and the worker
-imports nothing it does not need (every page of it is mapped again by each fork)."""
+"""What the worker does around every program stays small (each page it writes between two forks
+is a copy-on-write fault): the program's process removes its own file, the OOM and socket
+counters are parsed only when their text changed, the worker imports nothing it does not need,
+and the caller, not the worker, turns what a program did into its Result."""
 import os
 import subprocess
 import sys
+
+import pytest
 
 from execution import harness
 from execution import isolation
@@ -153,3 +156,39 @@ def test_a_reply_bigger_than_its_pipe_and_a_job_bigger_than_its_pipe_do_not_dead
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split("\n")[0] == (
       "[('flood', 'passed'), ('big', 'passed'), ('small', 'passed')] 20001")
+
+
+def _handle_reading(data: bytes):
+  """A _WorkerHandle whose result pipe holds `data` (and no worker behind it)."""
+  from execution import pool  # pylint: disable=import-outside-toplevel
+  handle = object.__new__(pool._WorkerHandle)
+  read_end, write_end = os.pipe()
+  os.write(write_end, data)
+  os.close(write_end)
+  handle._result_r = read_end
+  handle.process = subprocess.Popen(["true"])  # What "worker died" messages wait for.
+  handle.process.wait()
+  return handle
+
+
+def test_the_caller_decides_from_the_workers_raw_reply():
+  from execution import Job, SandboxFailure  # pylint: disable=import-outside-toplevel
+  from execution import worker  # pylint: disable=import-outside-toplevel
+  job = Job("j", "x = 1", ("assert x == 1", "assert x == 2"))
+  records = b"".join(NONCE + line + b"\n" for line in (
+      b" ready -1 ", b" pass 0 ", b" fail 1 AssertionError", b" done -1 "))
+  output = "héllo\n".encode()
+  reply = worker.JOB_REPLY.pack(worker.JOB_REPLY_TAG, 0, False, False, 0.25, len(records),
+                                len(output), NONCE)
+  result = _handle_reading(worker.frame(reply, records + output)).receive(job)
+  assert (result.id, result.status, result.tests_passed, result.tests_total) == (
+      "j", "failed", 1, 2)
+  assert (result.error, result.output, result.duration_s) == (
+      "test 1: AssertionError", "héllo\n", 0.25)
+  failed_setup = NONCE + b" setup_failed -1 PermissionError()\n"
+  reply = worker.JOB_REPLY.pack(worker.JOB_REPLY_TAG, 111 << 8, False, False, 0.1,
+                                len(failed_setup), 0, NONCE)
+  with pytest.raises(SandboxFailure, match="sandbox setup failed"):
+    _handle_reading(worker.frame(reply, failed_setup)).receive(job)
+  with pytest.raises(SandboxFailure, match="no fork"):
+    _handle_reading(worker.frame(b'{"sandbox_failure": "no fork"}')).receive(job)
