@@ -19,9 +19,11 @@ Cost: the sandbox runs the 164 canonical solutions in a few seconds on 2 CPU cor
 is the model's cost (164 x num_samples completions of up to the longest reference's tokens,
 rounded up to 32, unless sampling.max_new_tokens is set). Defaults: 200 samples at temperature
 0.8, pass@1/10/100 (the Codex paper's protocol for pass@10/100; use temperature 0.2 and fewer
-samples for pass@1 alone). Expectation: a tiny model trained on this project's data scores
-about 0; the point of a small run is the pipeline. Published pass@1 for comparison: Codex-12B
-28.8%, the paper's models are not evaluated on HumanEval.
+samples for pass@1 alone). scripts/reproduce.py evaluates each of its models on HumanEval
+with its MBPP synthesis sampling instead (temperature 0.5, same samples and k), for the
+transfer table beside MBPP (evaluation/transfer.py). Expectation: a tiny model trained on
+this project's data scores about 0; the point of a small run is the pipeline. Published
+pass@1 for comparison: Codex-12B 28.8%, the paper's models are not evaluated on HumanEval.
 """
 from configs import eval_base
 

@@ -14,7 +14,8 @@ MIN_MEMORY_MB = 64
 class SandboxConfig:
   """How programs are run. Times are wall-clock seconds, sizes MiB unless named otherwise."""
   # Generous on purpose: verdicts must not flip when the machine is loaded. Every MBPP
-  # reference solution but task 123 (3-6 s here) finishes in well under a second.
+  # reference solution but task 123 (which alone runs for seconds) finishes in well under a
+  # second.
   timeout_s: float = 10.0
   memory_mb: int = 1024            # RLIMIT_AS of every process the program starts.
   max_processes: int = 32          # RLIMIT_NPROC (processes and threads of the sandbox uid).
@@ -35,8 +36,8 @@ class SandboxConfig:
   python_hash_seed: int = 0        # Fixed so set/dict iteration order cannot vary run to run.
   # setsid() per program even with namespaces. Off by default: PID 1 of its own pid namespace
   # in its own process group is already cut off from everything a session would separate it
-  # from, and the scheduler autogroup the kernel creates per session costs 0.3-2 ms here,
-  # more than all other per-program isolation together. The weak mode always calls setsid().
+  # from, and the scheduler autogroup the kernel creates per session costs more than all
+  # other per-program isolation together. The weak mode always calls setsid().
   own_session: bool = False
   # Whether the program runs as `__main__` (`python prog.py`: its `if __name__ == "__main__":`
   # block runs) or as a module named `program` (the block does not run). Off by default, to

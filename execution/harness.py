@@ -67,6 +67,7 @@ _read = os.read
 _open = os.open
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _close = os.close
+_unlink = os.unlink
 _exit = os._exit
 _compile = builtins.compile
 _exec = builtins.exec
@@ -218,6 +219,19 @@ def _flush(streams: tuple) -> None:
       pass
 
 
+def _end(streams: tuple, program_path: str) -> None:
+  """Flushes the program's output, removes its file and exits. Removed here, by the process
+  that wrote it, the file costs the worker nothing: the scratch directory is empty again, and
+  the worker's wipe one stat(). (A program that never gets here, killed or timed out, leaves
+  the file to that wipe.)"""
+  _flush(streams)
+  try:
+    _unlink(program_path)
+  except _BaseException:  # The program removed or replaced it: the wipe takes what is left.
+    pass
+  _exit(0)
+
+
 def read_texts(fd: int, sizes: list) -> list:
   """The job's texts, which arrive on fd one after the other, UTF-8 encoded, of these sizes in
   bytes; closes fd. (Not JSON: parsing it in every program's process touched dozens more of
@@ -282,27 +296,23 @@ def run(text_fd: int, text_sizes: list, report_fd: int, nonce: bytes, hash_seed:
     code = _compile(program, program_path, "exec")
   except _BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
     report("syntax_error", -1, _describe(e))
-    _flush(streams)
-    _exit(0)
+    _end(streams, program_path)
   try:
     _exec(code, namespace)
   except _BaseException as e:
     report("program_error", -1, _describe(e))
-    _flush(streams)
-    _exit(0)
+    _end(streams, program_path)
   if setup:
     try:
       setup_code = _compile(setup, "setup.py", "exec")
     except _BaseException as e:
       report("setup_syntax_error", -1, _describe(e))
-      _flush(streams)
-      _exit(0)
+      _end(streams, program_path)
     try:
       _exec(setup_code, namespace)
     except _BaseException as e:
       report("setup_error", -1, _describe(e))
-      _flush(streams)
-      _exit(0)
+      _end(streams, program_path)
   for i, test in _enumerate(tests):
     try:
       test_code = _compile(test, f"test_{i}.py", "exec")
@@ -318,8 +328,7 @@ def run(text_fd: int, text_sizes: list, report_fd: int, nonce: bytes, hash_seed:
     else:
       report("pass", i)
   report("done")
-  _flush(streams)
-  _exit(0)
+  _end(streams, program_path)
 
 
 # How much deeper than a program's own run the screen compiles (in Python frames). CPython's

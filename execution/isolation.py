@@ -186,6 +186,7 @@ class WorkerIsolation:
     self.scratch = SCRATCH
     self._socket_counters: list[int] = []  # Open SOCKET_COUNTERS of the current net namespace.
     self._sockets_at_start: tuple = ()
+    self._socket_text_unused = b""  # Their last text whose counts were the ones at start.
     self.cgroup: str | None = None
 
   # --- once per worker -------------------------------------------------------------------
@@ -482,12 +483,16 @@ class WorkerIsolation:
         self._socket_counters.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
       except FileNotFoundError:
         pass  # No IPv6 in this kernel.
-    self._sockets_at_start = self._sockets_in_use()
+    self._socket_text_unused = self._socket_counter_text()
+    self._sockets_at_start = self._sockets_in_use(self._socket_text_unused)
 
-  def _sockets_in_use(self) -> tuple:
-    """The namespace's "inuse" and "tw" (TIME_WAIT) counts of every protocol in the counters
-    (a few microseconds: the files stay open and are read again from offset 0)."""
-    text = b"".join([os.pread(fd, 4096, 0) for fd in self._socket_counters])
+  def _socket_counter_text(self) -> bytes:
+    """The counters' text (the files stay open and are read again from offset 0)."""
+    return b"".join([os.pread(fd, 4096, 0) for fd in self._socket_counters])
+
+  @staticmethod
+  def _sockets_in_use(text: bytes) -> tuple:
+    """The namespace's "inuse" and "tw" (TIME_WAIT) counts of every protocol in the text."""
     return tuple(_SOCKET_COUNTS.findall(text))
 
   def _renew_network_if_used(self) -> None:
@@ -495,11 +500,19 @@ class WorkerIsolation:
     loopback) if the last program left sockets in this one: a port in TIME_WAIT would make
     the next program's plain bind() fail. Every process of the program is gone by now, so
     what is left is what the kernel still holds. Creating a namespace costs milliseconds,
-    so only programs that used the network pay for it."""
-    if self._socket_counters and self._sockets_in_use() != self._sockets_at_start:
-      linux.unshare(linux.CLONE_NEWNET)
-      linux.bring_up_loopback()
-      self._watch_sockets()
+    so only programs that used the network pay for it; the others cost a read of the
+    counters, parsed only when their text changed (host-wide fields in it change too)."""
+    if not self._socket_counters:
+      return
+    text = self._socket_counter_text()
+    if text == self._socket_text_unused:
+      return
+    if self._sockets_in_use(text) == self._sockets_at_start:
+      self._socket_text_unused = text
+      return
+    linux.unshare(linux.CLONE_NEWNET)
+    linux.bring_up_loopback()
+    self._watch_sockets()
 
   def _wipe_scratch(self) -> None:
     # Failure raises: the pool then stops, rather than let one program's files reach the next.

@@ -68,12 +68,25 @@ def machine() -> str:
   return os.uname().machine
 
 
+# Called around every program's fork (a pid namespace each): declared argument types, and an
+# error message built only on failure, keep the pages a call touches (each a copy-on-write
+# fault in the worker) few.
+_unshare = _libc.unshare
+_unshare.argtypes = [ctypes.c_int]
+_unshare.restype = ctypes.c_int
+_setns = _libc.setns
+_setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_setns.restype = ctypes.c_int
+
+
 def unshare(flags: int) -> None:
-  _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+  if _unshare(flags) != 0:
+    _check(-1, f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int) -> None:
-  _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+  if _setns(fd, nstype) != 0:
+    _check(-1, f"setns({nstype:#x})")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,

@@ -18,7 +18,7 @@ by resident memory. Memory that is in no process's RSS (a memfd written to but n
 files on tmpfs) still counts against the limit, so the worker, the biggest process there, used
 to be the one killed. Hence the worker makes itself unkillable by the OOM killer and each
 program killable first (protect_from_oom_killer, prefer_for_oom_killer), and the cgroup's own
-count of OOM kills (oom_kills) tells the worker that a program died for memory.
+count of OOM kills (OomKillWatch) tells the worker that a program died for memory.
 """
 import fcntl
 import os
@@ -105,20 +105,44 @@ def join(limit_bytes: int) -> str | None:
   return path
 
 
-def oom_kills() -> int | None:
-  """How many processes the OOM killer has killed in the cgroup this process joined; None
-  without one (or on kernels older than 4.13, which do not count them)."""
+def _oom_counter_text() -> bytes | None:
   if _oom_counter_fd < 0:
     return None
   try:
-    text = os.pread(_oom_counter_fd, 4096, 0).decode()
+    return os.pread(_oom_counter_fd, 4096, 0)
   except OSError:
     return None
-  for line in text.splitlines():
-    key, _, value = line.partition(" ")
-    if key == "oom_kill":
+
+
+def _parse_oom_kills(text: bytes | None) -> int | None:
+  """The count of OOM kills in the counter file's text; None without a cgroup (or on kernels
+  older than 4.13, which do not count them)."""
+  for line in (text or b"").splitlines():
+    key, _, value = line.partition(b" ")
+    if key == b"oom_kill":
       return int(value)
   return None
+
+
+class OomKillWatch:
+  """Tells the worker, after each program, whether the OOM killer struck in its cgroup.
+
+  Asked once per program, so it costs one pread and one comparison of bytes: the counter
+  file is parsed only when its text changed (an OOM kill, or another of its fields)."""
+
+  def __init__(self):
+    self._text = _oom_counter_text()
+    self._kills = _parse_oom_kills(self._text)
+
+  def struck(self) -> bool:
+    """Whether the count of OOM kills grew since the last call (or since construction)."""
+    text = _oom_counter_text()
+    if text == self._text:
+      return False
+    kills = _parse_oom_kills(text)
+    struck = kills is not None and kills != self._kills
+    self._text, self._kills = text, kills
+    return struck
 
 
 def protect_from_oom_killer() -> None:

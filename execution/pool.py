@@ -10,6 +10,7 @@ Workers are tied to the caller with PR_SET_PDEATHSIG, which fires when the *thre
 created the pool exits: create and use a pool from the same, long-lived thread. A pool runs
 one batch at a time (run() is not reentrant), and can run many batches.
 """
+import array
 import collections
 import dataclasses
 import fcntl
@@ -17,8 +18,10 @@ import json
 import os
 import queue
 import select
+import struct
 import subprocess
 import sys
+import termios
 import threading
 from typing import Callable, Iterable, Sequence
 
@@ -33,6 +36,8 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ProgressCallback = Callable[[int, int], None]
 _PIPE_SIZE = 1 << 20
+# A pipe holds whole pages, and a page the worker has read only part of still takes its slot.
+_PIPE_SLACK = 3 * 4096
 _START_TIMEOUT_S = 60.0
 # Not `-m execution.worker`, which would import the worker module twice (runpy warns).
 _WORKER_ENTRY = "import sys; from execution.worker import main; sys.exit(main(sys.argv))"
@@ -72,38 +77,60 @@ class _WorkerHandle:
     self.cgroup = hello.get("cgroup")
     return hello
 
-  def send(self, job: Job) -> None:
-    """Queues `job` in the worker's pipe: a header, then the texts (see worker.py)."""
-    self._request({"id": job.id, "tests": len(job.tests)}, (job.program, job.setup, *job.tests))
+  @staticmethod
+  def request(job: Job) -> bytes:
+    """`job` as the worker reads it: a header, then the texts (see worker.py)."""
+    encoded = _encode((job.program, job.setup, *job.tests))
+    sizes = array.array("I", [len(data) for data in encoded]).tobytes()
+    return worker_module.frame(worker_module.JOB_REQUEST + sizes, b"".join(encoded))
 
-  def receive(self) -> Result:
-    reply = self._reply()
-    output = b""
-    if reply.get("output"):
-      output = worker_module.read_exactly(self._result_r, reply["output"])
-      if output is None:
-        raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
-    return Result(**reply["result"], output=output.decode("utf-8", "replace"))
+  def send(self, request: bytes) -> None:
+    worker_module.write_all(self._job_w, request)
+
+  def room(self) -> int:
+    """Bytes the job pipe takes now without blocking (its size less what waits in it)."""
+    waiting = struct.unpack("i", fcntl.ioctl(self._job_w, termios.FIONREAD, b"\0" * 4))[0]
+    return _PIPE_SIZE - waiting
+
+  def receive(self, job: Job) -> Result:
+    """The Result of `job`, the oldest one sent and not yet received."""
+    frame = self._frame()
+    if frame[:1] != worker_module.JOB_REPLY_TAG:
+      self._json(frame)  # Raises the SandboxFailure it holds.
+      raise verdict.SandboxFailure(f"unexpected reply from the worker: {frame[:200]!r}")
+    (_, wait_status, timed_out, out_of_memory, duration, report_size, output_size,
+     nonce) = worker_module.JOB_REPLY.unpack(frame)
+    report = self._raw(report_size)
+    output = self._raw(output_size).decode("utf-8", "replace")
+    seen = verdict.Observation(report, nonce, wait_status, timed_out, len(job.tests), duration,
+                               output, out_of_memory)
+    return verdict.decide(job.id, seen)
+
+  def _raw(self, size: int) -> bytes:
+    if not size:
+      return b""
+    data = worker_module.read_exactly(self._result_r, size)
+    if data is None:
+      raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    return data
 
   def screen(self, jobs: Sequence[Job]) -> list[Result | None]:
     """The syntax screen's verdicts on `jobs` (worker.Worker.screen); None: must run."""
-    self._request({"screen": [(job.id, len(job.tests)) for job in jobs]},
-                  [job.program for job in jobs])
-    return [None if r is None else Result(**r) for r in self._reply()["screened"]]
+    self.send(_request({"screen": [(job.id, len(job.tests)) for job in jobs]},
+                       [job.program for job in jobs]))
+    return [None if r is None else Result(**r) for r in self._json(self._frame())["screened"]]
 
-  def _request(self, header: dict, texts: Sequence[str]) -> None:
-    # Lone surrogates (which JSON can carry) survive the trip, as they did inside JSON.
-    encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
-    header["sizes"] = [len(data) for data in encoded]
-    worker_module.write_frame(self._job_w, json.dumps(header).encode(), b"".join(encoded))
-
-  def _reply(self) -> dict:
+  def _frame(self) -> bytes:
     try:
       frame = worker_module.read_frame(self._result_r)
     except EOFError:
       frame = None
     if frame is None:
       raise verdict.SandboxFailure(f"worker died (status {self.process.wait()})")
+    return frame
+
+  @staticmethod
+  def _json(frame: bytes) -> dict:
     reply = json.loads(frame)
     if "sandbox_failure" in reply:
       raise verdict.SandboxFailure(reply["sandbox_failure"])
@@ -122,6 +149,17 @@ class _WorkerHandle:
       self.process.wait()
     if self.cgroup:
       memory_cgroup.remove(self.cgroup)
+
+
+def _encode(texts: Sequence[str]) -> list[bytes]:
+  # Lone surrogates (which JSON can carry) survive the trip, as they did inside JSON.
+  return [text.encode("utf-8", "surrogatepass") for text in texts]
+
+
+def _request(header: dict, texts: Sequence[str]) -> bytes:
+  encoded = _encode(texts)
+  header["sizes"] = [len(data) for data in encoded]
+  return worker_module.frame(json.dumps(header).encode(), b"".join(encoded))
 
 
 def _queue(items: Iterable) -> queue.SimpleQueue:
@@ -208,30 +246,37 @@ class WorkerPool:
 
     def drive(handle: _WorkerHandle, todo: queue.SimpleQueue) -> None:
       # With big pipes, keep a second job queued in the worker's pipe while it runs one, so it
-      # never idles waiting for this thread to wake up. Safe from deadlock because a result
-      # frame (output is capped) always fits in the 1 MiB result pipe, so the worker can always
-      # finish writing and go on to read the queued job.
-      depth = 2 if handle.big_pipes and self.config.output_cap_bytes <= 128 * 1024 else 1
+      # never idles waiting for this thread to wake up. A job is queued ahead only if it fits
+      # in the job pipe at once, so this thread never blocks writing while the worker blocks
+      # writing a reply (which carries the verdict pipe's bytes and the output, and may not
+      # fit in the result pipe) that only this thread would read.
+      depth = 2 if handle.big_pipes else 1
       in_flight: collections.deque = collections.deque()
+      held = None  # (index, request): taken from `todo`, not sent yet.
       while True:
         # Queue ahead only while plenty is left, so a short batch spreads over all workers.
-        while not failures and (not in_flight or (len(in_flight) < depth
-                                                  and todo.qsize() > len(self._workers))):
+        while not failures and (not in_flight or (
+            len(in_flight) < depth and (held or todo.qsize() > len(self._workers)))):
+          if held is None:
+            try:
+              i = todo.get_nowait()
+            except queue.Empty:
+              break
+            held = (i, handle.request(jobs[i]))
+          if in_flight and len(held[1]) > handle.room() - _PIPE_SLACK:
+            break  # Sent once the job in flight is done.
           try:
-            i = todo.get_nowait()
-          except queue.Empty:
-            break
-          try:
-            handle.send(jobs[i])
+            handle.send(held[1])
           except BaseException as e:  # Stop everyone; re-raised in the caller's thread.
             failures.append(e)
             return
-          in_flight.append(i)
+          in_flight.append(held[0])
+          held = None
         if not in_flight:
           return
         try:
           index = in_flight.popleft()
-          result = handle.receive()
+          result = handle.receive(jobs[index])
         except BaseException as e:
           failures.append(e)
           return

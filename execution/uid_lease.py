@@ -4,9 +4,9 @@ As root, a worker runs its programs as a uid no account uses. The kernel counts 
 per uid across the whole host, and the weak mode's cleanup kills every process of the uid, so
 a uid must belong to one worker at a time, also across pools in different processes: two
 evals of a sweep on one machine, the processes of a multi-host eval started on one host, a
-test suite next to an eval. Measured before leases: a program holding 20 threads in one pool
-made a benign 20-thread program of another pool fail with "can't start new thread", a false
-fail that changes pass@k.
+test suite next to an eval. Shared, one pool's program that holds many threads would use up
+another pool's process limit, and a benign threaded program there would fail with "can't
+start new thread": a false fail that changes pass@k.
 
 A lease is an exclusive flock() on `<LEASE_DIR>/<uid>.lock`, held by the worker for its life.
 The kernel drops it when the worker dies (kill -9 included), so leases never go stale and
@@ -18,7 +18,6 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 
 # How many uids after base + index a worker tries before giving up.
 MAX_PROBES = 4096
@@ -30,7 +29,13 @@ class LeaseUnavailable(OSError):
 
 def lease_dir() -> str:
   """/run/lock/... (a tmpfs, emptied at boot) where it exists, else under the temp directory."""
-  parent = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+  if os.path.isdir("/run/lock"):
+    parent = "/run/lock"
+  else:
+    # Imported only here: tempfile brings shutil, bz2, lzma and more into every worker, whose
+    # every page each fork must map again.
+    import tempfile  # pylint: disable=import-outside-toplevel
+    parent = tempfile.gettempdir()
   return os.path.join(parent, "execution-sandbox-uids")
 
 

@@ -5,11 +5,16 @@ PACKAGE_PARENT`. It reads requests from JOB_FD and writes one reply per request 
 The first frame it writes says whether its isolation could be set up (and if not, why), so the
 caller fails loudly instead of running anything unsandboxed.
 
-A request is a length-prefixed JSON header, either a job's ({"id", "tests": count, "sizes"})
-or a syntax screen's ({"screen": [[id, tests count], ...], "sizes"}: Worker.screen), followed
-by the texts it has "sizes" of, UTF-8 encoded, back to back: the job's program, setup and
-tests, or the screened programs. A reply is a length-prefixed JSON frame; a job's ({"result",
-"output": size}) is followed by `size` raw bytes of the program's output.
+A request is a length-prefixed header followed by texts, UTF-8 encoded, back to back: a job's
+(JOB_REQUEST and the sizes of its program, setup and tests) or a syntax screen's (JSON:
+{"screen": [[id, tests count], ...], "sizes"}: Worker.screen, then the screened programs). A
+reply is a length-prefixed frame. A job's says what the worker saw (JOB_REPLY: wait status,
+timed out, OOM kill, seconds, the sizes of what follows, the nonce) and is followed by the
+verdict pipe's bytes and the program's output, raw; the caller turns that into a Result
+(verdict.decide). Every other reply is JSON. All this keeps the worker's own work per program
+small: each page it writes between two forks is a copy-on-write fault (its pages are shared
+with the program it forked last), and decide(), the Result and the json module's encoder and
+decoder touched more of its pages than the rest of its work around a fork.
 
 The texts never enter this process's memory, which every program inherits: it moves them
 from JOB_FD to a pipe of the program's own process with splice(2), inside the kernel, and that
@@ -20,7 +25,8 @@ lives only in the screen's own process.
 
 The worker never executes untrusted code itself; see isolation.py for the process tree and
 harness.py for the verdict channel. Forking from a warm interpreter is what makes this fast: a
-fresh `python` costs 10-40 ms, a fork of this process about a millisecond.
+fresh `python` starts the interpreter and imports its modules again, which costs many times
+what a fork of this process does.
 """
 import fcntl
 import gc
@@ -58,6 +64,10 @@ _REPORT_CAP = 1 << 20
 _PIPE_SIZE = 1 << 20
 _DRAIN_S = 1.0
 _HEADER = struct.Struct("!I")
+JOB_REQUEST = b"J"  # Then the texts' sizes, as native unsigned ints.
+JOB_REPLY_TAG = b"R"
+# The tag, wait status, timed out, OOM kill, seconds, verdict pipe bytes, output bytes, nonce.
+JOB_REPLY = struct.Struct("=ci??dII32s")
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -85,11 +95,19 @@ def read_exactly(fd: int, size: int) -> bytes | None:
   return b"".join(chunks)
 
 
-def write_frame(fd: int, payload: bytes, raw: bytes = b"") -> None:
+def frame(payload: bytes, raw: bytes = b"") -> bytes:
   """A length-prefixed frame, then `raw` bytes (whose size the frame says)."""
-  data = _HEADER.pack(len(payload)) + payload + raw
-  while data:
-    data = data[os.write(fd, data):]
+  return _HEADER.pack(len(payload)) + payload + raw
+
+
+def write_frame(fd: int, payload: bytes, raw: bytes = b"") -> None:
+  write_all(fd, frame(payload, raw))
+
+
+def write_all(fd: int, data: bytes) -> None:
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
 
 
 def _preimport() -> None:
@@ -115,21 +133,22 @@ class Worker:
     self._devnull_w = _move_high(os.open(os.devnull, os.O_WRONLY))
     self._output = _move_high(os.memfd_create("program-output", os.MFD_CLOEXEC))
     self._output_size = 0
-    self._oom_kills = memory_cgroup.oom_kills()
+    self._oom_watch = memory_cgroup.OomKillWatch()
 
-  def run(self, header: dict, job_fd: int) -> tuple[verdict.Result, int]:
-    """Runs the job whose header is `header` and whose text comes next on job_fd. Returns
-    its Result without output, and how many bytes of output send_output would send."""
+  def run(self, sizes: list[int], job_fd: int) -> tuple[bytes, bytes, int]:
+    """Runs the job whose texts (of these sizes) come next on job_fd. Returns the reply
+    (JOB_REPLY), the verdict pipe's bytes that follow it, and the size of the output that
+    send_output sends after them."""
     def body(report_fd: int, nonce: bytes) -> None:
-      harness.run(TEXT_FD, header["sizes"], report_fd, nonce, self.config.python_hash_seed,
+      harness.run(TEXT_FD, sizes, report_fd, nonce, self.config.python_hash_seed,
                   self.config.run_as_main, self.program_path)
 
     self._discard_output()
     nonce, report, wait_status, timed_out, duration, out_of_memory = _retrying(
-        self._fork, body, job_fd, sum(header["sizes"]))
-    seen = verdict.Observation(report, nonce, wait_status, timed_out, header["tests"], duration,
-                               out_of_memory=out_of_memory)
-    return verdict.decide(header["id"], seen), self._output_size
+        self._fork, body, job_fd, sum(sizes))
+    reply = JOB_REPLY.pack(JOB_REPLY_TAG, wait_status, timed_out, out_of_memory, duration,
+                           len(report), self._output_size, nonce)
+    return reply, report, self._output_size
 
   def send_output(self, result_fd: int) -> None:
     """Moves the last program's output (capped) to result_fd, inside the kernel."""
@@ -161,7 +180,11 @@ class Worker:
     nonce = os.urandom(16).hex().encode()
     report_r, report_w = os.pipe()
     output_r, output_w = os.pipe()
-    text_r, text_w = (_move_high(fd) for fd in os.pipe())
+    text_r, text_w = os.pipe()
+    # Out of the way of the program's fds 0-5, which _program sets up before it takes text_r
+    # to TEXT_FD. (text_w needs no move: whatever its number, the program's process ends up
+    # without it, as every fd there is replaced or closed.)
+    text_r = _move_high(text_r)
     # Room for ~20k verdict records, so the worker need not wake up for each one: it reads
     # this pipe only once the program is gone (a program that floods it just blocks itself).
     watch_report = not _grow_pipe(report_w)  # If it stayed small, it must be drained live.
@@ -189,17 +212,10 @@ class Worker:
       os.close(report_r)
       os.close(output_r)
     duration = time.monotonic() - start
-    try:
-      # Most programs leave only their own file: gone, the scratch directory is empty again,
-      # and after_program's wipe costs one stat().
-      os.unlink(self.program_path)
-    except OSError:
-      pass
+    # A program that ran to its end removed its own file (harness.run), so the scratch
+    # directory is empty again and after_program's wipe costs one stat().
     self.isolation.after_program(pid)
-    oom_kills = memory_cgroup.oom_kills()
-    out_of_memory = oom_kills is not None and oom_kills != self._oom_kills
-    self._oom_kills = oom_kills
-    return nonce, report, wait_status, timed_out, duration, out_of_memory
+    return nonce, report, wait_status, timed_out, duration, self._oom_watch.struck()
 
   def _pass_text(self, job_fd: int, text_w: int, size: int) -> None:
     """Moves `size` bytes from job_fd to the program's text pipe, without copying them into
@@ -412,19 +428,18 @@ def main(argv: list[str]) -> int:
     if frame is None:
       isolation_state.close()
       return 0
-    header = json.loads(frame)
-    output_size = 0
+    report, output_size = b"", 0
     try:
-      if "screen" in header:
-        verdicts = worker.screen(header, job_fd)
-        reply = {"screened": [None if v is None else v.to_json() for v in verdicts]}
+      if frame[:1] == JOB_REQUEST:
+        reply, report, output_size = worker.run(memoryview(frame)[1:].cast("I").tolist(),
+                                                job_fd)
       else:
-        result, output_size = worker.run(header, job_fd)
-        reply = {"result": result.to_json(), "output": output_size}
+        verdicts = worker.screen(json.loads(frame), job_fd)
+        reply = json.dumps({"screened": [None if v is None else v.to_json()
+                                         for v in verdicts]}).encode()
     except verdict.SandboxFailure as e:
-      reply = {"sandbox_failure": str(e)}
-      output_size = 0
-    write_frame(result_fd, json.dumps(reply).encode())
+      reply, report, output_size = json.dumps({"sandbox_failure": str(e)}).encode(), b"", 0
+    write_frame(result_fd, reply, report)
     if output_size:
       worker.send_output(result_fd)
 
