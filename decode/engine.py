@@ -104,9 +104,10 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
         jnp.arange(max_new)[None, None, :]))
   problem_of = lambda sample_S: jnp.minimum(sample_S // n, problems - 1)
   # Slots that may take a sample in one step (all of them before the loop): each copies a
-  # page per layer, so a step costs the same whatever stopped in it. A slot left free waits
-  # a step; it changes when a sample runs, never what it draws.
-  refills = min(num_slots, REFILLS_PER_STEP)
+  # page per layer, so a step costs the same whatever stopped in it. An eighth of the slots
+  # (at least REFILLS_PER_STEP) keeps up with samples of 8 tokens on average; a slot left
+  # free waits a step, which changes when a sample runs, never what it draws.
+  refills = min(num_slots, max(REFILLS_PER_STEP, num_slots // 8))
 
   def refill(sample_S, continues_S, next_sample, most):
     """Up to `most` free slots take the next pending samples, in slot order."""

@@ -5,8 +5,8 @@ plain [M, K] @ [K, N] has it; autodiff's backward passes contract over tokens an
 transpose the big [T, F] / [T, V] operands (re-running the elementwise op that produced them,
 now with strided writes), and walk the [L, L] attention scores more often than needed. Here
 each backward is written so that only small operands are transposed, materialised behind an
-`optimization_barrier` so XLA does not fold the transpose back into the dot. Measured on the
-2-core dev CPU, this made attention 2.2x and the MLP 1.9x faster than autodiff; on GPUs and
+`optimization_barrier` so XLA does not fold the transpose back into the dot. On a CPU this makes
+attention and the MLP about twice as fast as autodiff (benchmarks/RESULTS.md); on GPUs and
 TPUs none of it helps, so `auto` uses model/kernels/xla.py there.
 
 Same signatures and maths as model/kernels/xla.py (tests/test_custom_vjps.py checks both
