@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 from absl import logging
 
 from data import prompt_fit, tasks
+from evaluation import evalplus_references
 from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
 from execution.progress import ProgressLog
 from rundir import layout
@@ -167,6 +168,8 @@ class Scorer:
     self._pool: WorkerPool | None = None
     self.programs_executed = 0
     self.programs_screened = 0  # Of those, decided by the sandbox's syntax screen.
+    # HumanEval+ / MBPP+: each task's reference outputs, computed once (evalplus_references).
+    self._evalplus_references: dict[str, dict[str, Any]] = {}
     if self.records:
       logging.info("%s: resuming; %d problems already scored", workdir, len(self.records))
 
@@ -218,6 +221,11 @@ class Scorer:
     if len(stored_tasks | new_tasks) > 1:
       raise WorkdirMismatch(f"{self.workdir}: one workdir holds one task, not "
                             f"{sorted(stored_tasks | new_tasks)}")
+    if any(e["task"] in tasks.PLUS_TASK_NAMES for e, _ in todo):
+      with_references = evalplus_references.with_reference_outputs(
+          [e for e, _ in todo], self.sandbox_config, workdir=self.workdir,
+          cache=self._evalplus_references)
+      todo = [(e, c) for e, (_, c) in zip(with_references, todo)]
     chunks = list(self._chunks(todo))
     if not self._expected_hint:
       self.progress.expect(sum(len(jobs) for _, jobs in chunks))
