@@ -23,8 +23,10 @@ from evaluation.evaluate import evaluate_samples_file
 from execution import Job, SandboxConfig, run_programs
 
 # Quick references, and the special cases: float tolerance (HumanEval/2, /4; Mbpp/82), the
-# find_zero oracle (/32), float outputs under atol 0 (/47), set equality (Mbpp/2), retyped inputs (63: nested tuples, 124 and
-# 252: complex, 580: all tuples), alternative formulas (558, 581), not-None (737, 787).
+# find_zero oracle (/32), float outputs under atol 0 (/47), set equality (Mbpp/2), retyped
+# inputs (63: nested tuples, 124 and 252: complex, 580: all tuples), alternative formulas
+# (558, 581), not-None (737, 787), an expected output sent as a digest (HumanEval/100: a list
+# of 5 MB pickled).
 _TASKS = {"humaneval_plus": (0, 2, 4, 12, 32, 47, 53, 100),
           "mbpp_plus": (2, 63, 82, 124, 252, 558, 580, 581, 737, 787)}
 _BROKEN_UPSTREAM = {("humaneval_plus", 32)}
@@ -212,3 +214,108 @@ def test_a_hanging_top_level_fails_within_the_groups_time(manual_dir):
   result, = run_programs([Job("hang", request["program"], tuple(request["tests"]), "")],
                          SandboxConfig(timeout_s=60.0, memory_mb=4096, workers=1))
   assert result.status != "timeout" and "_EpTimeout" in result.error
+
+
+# A sample that looks for a text everywhere a program can look in its own interpreter: every
+# container gc tracks (dicts, lists, tuples, code constants), every module's names and source
+# file, its own program file and its callers' frames. It answers right only if it found nothing.
+_PROBE = '''
+import gc, os, sys
+NEEDLE = bytes.fromhex("{needle_hex}").decode()
+
+def _holds(value):
+    if isinstance(value, str):
+        return value != NEEDLE and NEEDLE in value  # the needle alone: ours
+    if isinstance(value, bytes):
+        return NEEDLE.encode() in value
+    return False
+
+def _found():
+    for obj in gc.get_objects():
+        if isinstance(obj, dict):
+            items = list(obj.keys()) + list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            items = list(obj)
+        else:
+            items = getattr(getattr(obj, "__code__", obj), "co_consts", ())
+        if any(_holds(item) for item in items):
+            return "gc"
+    files = ["program.py"]
+    for module in list(sys.modules.values()):
+        if any(_holds(v) for v in list(getattr(module, "__dict__", {{}}).values())):
+            return "module"
+        files.append(getattr(module, "__file__", None) or "")
+    for path in files:
+        if path.endswith(".py") and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if NEEDLE in f.read():
+                    return "file " + path
+    frame = sys._getframe()
+    while frame is not None:
+        if any(_holds(v) for v in list(frame.f_locals.values()) + list(frame.f_globals.values())):
+            return "frame"
+        frame = frame.f_back
+    return None
+
+FOUND = _found()
+
+def has_close_elements(numbers, threshold):
+    # {control}
+    if FOUND:
+        return None
+    return any(abs(a - b) < threshold for i, a in enumerate(numbers)
+               for j, b in enumerate(numbers) if i != j)
+'''
+
+
+def test_a_sample_cannot_find_the_reference_solution(manual_dir):
+  """The samples' programs hold the reference's outputs, not its code: a sample that searches
+  its interpreter, modules and files for a line of the canonical solution finds nothing and
+  is scored as any right sample is; the same search finds a text that is there."""
+  example, = _with_references([e for e in tasks.load_task_examples(
+      "humaneval_plus", "test", manual_dir=manual_dir) if e["task_id"] == 0])
+  solution_line = "if sorted_numbers[i + 1] - sorted_numbers[i] < threshold:"
+  assert solution_line in example["target"]
+  control = "a text this sample's own program holds"
+  jobs = []
+  for name, needle in (("solution", solution_line), ("control", control)):
+    sample = _PROBE.format(needle_hex=needle.encode().hex(), control=control)
+    request = tasks.execution_request({**example, "completion_is_program": True}, sample,
+                                      challenge=True)
+    assert solution_line not in request["program"]
+    jobs.append(Job(name, request["program"], tuple(request["tests"]), ""))
+  results = {r.id: r for r in run_programs(jobs, _SANDBOX)}
+  assert results["solution"].passed, results["solution"].error
+  assert not results["control"].passed and "wrong output" in results["control"].error
+
+
+@pytest.mark.parametrize("out, exp", [
+    ([1, 2], [1.0, 2.0]), ([1, 2], (1, 2)), ([True, 0], [1, False]), ({1, 2}, {2.0, 1}),
+    ({"a": [1], "b": 2}, {"b": 2.0, "a": [1]}), ("abc", "abd"), (2 + 0j, 2), (1j, 1j),
+    ([1e300], [10**300]), ([0.1], [0.1]), ((1, [2]), (1, [2, 3])), ({1: 2}, {1: 3}),
+    (frozenset({1}), {1}), (None, 0), (b"x", "x"), ([-0.0], [0])])
+def test_a_digest_matches_what_equals_the_expected_output(out, exp):
+  """Large expected outputs travel as digests (evalplus_harness._EpDigest): a digest matches
+  exactly the outputs that are == the value, as EvalPlus compares them."""
+  # pylint: disable=protected-access
+  from data import evalplus_harness  # pylint: disable=import-outside-toplevel
+  digest = evalplus_harness._EpDigest(*evalplus_harness._ep_digest(exp))
+  assert digest.matches(out) is (out == exp)
+  with pytest.raises(ValueError):
+    evalplus_harness._ep_digest([float("nan")])  # equal to nothing: sent as a value
+
+
+def test_reference_outputs_are_computed_once_per_workdir(manual_dir, tmp_path, monkeypatch):
+  """A resumed evaluation reads the reference outputs its workdir holds: no sandbox run."""
+  examples = _examples("humaneval_plus", manual_dir)[:2]
+  first = evalplus_references.with_reference_outputs(examples, _SANDBOX, workdir=str(tmp_path))
+  assert (tmp_path / evalplus_references.REFERENCES_FILE).exists()
+
+  def no_sandbox(*args, **kwargs):
+    raise AssertionError("the reference outputs were computed again")
+  monkeypatch.setattr(evalplus_references, "WorkerPool", no_sandbox)
+  again = evalplus_references.with_reference_outputs(examples, _SANDBOX, workdir=str(tmp_path))
+  assert again == first and all(tasks.EVALPLUS_EXPECTED in e for e in again)
+  changed = [{**examples[0], "plus_input": examples[0]["plus_input"][:1]}]
+  with pytest.raises(AssertionError, match="computed again"):  # other inputs: other outputs
+    evalplus_references.with_reference_outputs(changed, _SANDBOX, workdir=str(tmp_path))
