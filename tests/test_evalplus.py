@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from data import evalplus, source_files, tasks
+from data import evalplus, evalplus_variants, source_files, tasks
 from evaluation import evalplus_references, load_scored
 from evaluation.evaluate import evaluate_samples_file
 from execution import Job, SandboxConfig, run_programs
@@ -58,27 +58,7 @@ def test_release_files_load_pinned(manual_dir, tmp_path):
 
 
 def _solution(example, kind):
-  """A whole program: the reference, or a variant of it."""
-  entry, reference = example["entry_point"], example["reference"]
-  if kind == "reference":
-    return reference
-  if kind == "wrong":
-    return f"def {entry}(*args):\n    return None\n"
-  if kind == "slow":
-    return f"def {entry}(*args):\n    while True:\n        pass\n"
-  if kind == "nudged":  # float outputs off by a little: within EvalPlus's tolerance
-    return (f"{reference}\n_original = {entry}\n"
-            f"def {entry}(*args):\n"
-            f"    out = _original(*args)\n"
-            f"    return out + 1e-9 if isinstance(out, float) else out\n")
-  return (f"{reference}\n_original = {entry}\n"  # type-changing
-          f"def {entry}(*args):\n"
-          f"    out = _original(*args)\n"
-          f"    if isinstance(out, bool) or out is None: return out\n"
-          f"    if isinstance(out, int): return float(out)\n"
-          f"    if isinstance(out, list): return tuple(out)\n"
-          f"    if isinstance(out, tuple): return list(out)\n"
-          f"    return out\n")
+  return evalplus_variants.variant(example["entry_point"], example["reference"], kind)
 
 
 def _kinds(example):
@@ -319,3 +299,18 @@ def test_reference_outputs_are_computed_once_per_workdir(manual_dir, tmp_path, m
   changed = [{**examples[0], "plus_input": examples[0]["plus_input"][:1]}]
   with pytest.raises(AssertionError, match="computed again"):  # other inputs: other outputs
     evalplus_references.with_reference_outputs(changed, _SANDBOX, workdir=str(tmp_path))
+
+
+@pytest.mark.parametrize("tests_passed, status, verdicts", [
+    (2, "passed", (True, True)), (1, "failed", (True, False)), (1, "timeout", (True, False)),
+    (0, "failed", (False, False)), (0, "killed", (False, False))])
+def test_one_program_gives_base_and_base_plus_verdicts(tests_passed, status, verdicts):
+  """A plus sample runs once (base then plus inputs, plus only after base passed): the
+  scorer reads EvalPlus's base verdict off its first test, base + plus off the whole."""
+  from execution import Result  # pylint: disable=import-outside-toplevel
+  from evaluation import scorer  # pylint: disable=import-outside-toplevel
+  result = Result("p", status, status == "passed", tests_passed, 2, "" if
+                  status == "passed" else "test 1: AssertionError", 1.0)
+  base, both = scorer._plus_verdicts(result)  # pylint: disable=protected-access
+  assert (base.passed, both.passed) == verdicts and both is result
+  assert base.tests_total == 1 and (base.status == "passed") is verdicts[0]
