@@ -168,15 +168,22 @@ def main() -> None:
   }
   if peer_rounds:
     peer_verdicts, peer_s = min(peer_rounds, key=lambda r: r[1])
+    kinds = {}
+    for sample in samples:
+      kinds.setdefault(sample["task_id"], []).append(sample["kind"])
+    # (base, base + plus) per sample; a near time limit can flip either on a loaded machine.
+    disagreements = [
+        {"task_id": task_id, "sample": i, "kind": kinds[task_id][i], "peer": list(theirs),
+         "ours": list(ours[i]) if i < len(ours) else None}
+        for task_id, vs in peer_verdicts.items()
+        for ours in [ours_verdicts.get(task_id, [])]
+        for i, theirs in enumerate(vs) if i >= len(ours) or tuple(ours[i]) != theirs]
     result.update({
         "peer": "evalplus 0.3.1 evaluate(), ground truth included",
         "peer_parallel": parallel,
         "peer_samples_per_s": round(n / peer_s, 2), "peer_wall_s": round(peer_s, 1),
         "ratio": round(peer_s / ours_s, 2),
-        "verdict_disagreements": sum(
-            a != b for task_id, vs in peer_verdicts.items()
-            for a, b in zip(vs, ours_verdicts.get(task_id, [])))
-        + sum(len(vs) != len(ours_verdicts.get(t, [])) for t, vs in peer_verdicts.items()),
+        "verdict_disagreements": len(disagreements), "disagreements": disagreements[:10],
         "all_rounds_wall_s": {"peer": [round(r[1], 1) for r in peer_rounds],
                               "ours": [round(r[1], 1) for r in ours_rounds]},
     })

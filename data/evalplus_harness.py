@@ -36,6 +36,7 @@ import pickle as _ep_pickle
 import signal as _ep_signal
 import sys as _ep_sys
 import time as _ep_time
+import zlib as _ep_zlib
 
 MIN_TIME_LIMIT_S = 1.0          # evalplus/config.py DEFAULT_MIN_TIME_LIMIT
 TIME_LIMIT_FACTOR = 4.0         # DEFAULT_GT_TIME_LIMIT_FACTOR
@@ -301,9 +302,9 @@ def _ep_reference_outputs(spec):
         times.append(_ep_time.time() - start)
       if spec["entry_point"] in MBPP_OUTPUT_NOT_NONE and spec["dataset"] == "mbpp":
         outputs = [o is not None for o in outputs]
-      payload = _ep_pickle.dumps(_ep_expectation(spec, outputs), protocol=4)
-      record = {"group": group, "times": times,
-                "expected": _ep_base64.b64encode(payload).decode("ascii")}
+      record = {"group": group,
+                "expected": _ep_encode({**_ep_expectation(spec, outputs), "times": times}),
+                "inputs": _ep_encode(inputs)}  # retyped (MBPP+), untouched by the reference
     except BaseException as e:  # pylint: disable=broad-except  (MemoryError: Mbpp/255's plus)
       record = {"group": group, "error": f"{type(e).__name__}: {e}"[:500]}
     _ep_sys.stdout.flush()
@@ -311,12 +312,22 @@ def _ep_reference_outputs(spec):
     _ep_sys.stdout.flush()
 
 
+def _ep_encode(value):
+  """Pickled, compressed, base64: a sample's program compiles its data as a string literal,
+  and compiling costs per character (more than decompressing and unpickling)."""
+  return _ep_base64.b64encode(_ep_zlib.compress(_ep_pickle.dumps(value, protocol=4), 6)
+                              ).decode("ascii")
+
+
+def _ep_decode(text):
+  return _ep_pickle.loads(_ep_zlib.decompress(_ep_base64.b64decode(text)))
+
+
 class _EpCheck:
   """A sample's checks against the reference's outputs (never its code), group by group."""
 
   def __init__(self, spec):
     self.spec = spec
-    self.inputs = _ep_groups(spec)
     self.passed = set()
 
   def check(self, group):
@@ -324,15 +335,16 @@ class _EpCheck:
     unless it passed "base" first (EvalPlus's headline verdict needs both; the scorer reads
     the base verdict off the first test)."""
     spec = self.spec
-    if group == "plus" and "base" in self.inputs and "base" not in self.passed:
+    if group == "plus" and "base" in spec["expected"] and "base" not in self.passed:
       raise AssertionError("base inputs failed: base + plus needs both")
     reference = spec["expected"][group]
     if "error" in reference:
       raise AssertionError(f"the reference solution fails on the {group} inputs: "
                            f"{reference['error']}")
-    expectation = _ep_pickle.loads(_ep_base64.b64decode(reference["expected"]))
+    expectation = _ep_decode(reference["expected"])
     expected, digests = expectation["expected"], expectation["digests"]
-    limits = [max(MIN_TIME_LIMIT_S, TIME_LIMIT_FACTOR * t) for t in reference["times"]]
+    inputs = _ep_decode(reference["inputs"])  # fresh: base's calls may have mutated theirs
+    limits = [max(MIN_TIME_LIMIT_S, TIME_LIMIT_FACTOR * t) for t in expectation["times"]]
     deadline = _ep_time.time() + min(TASK_TIME_CAP_S, sum(limits)) + GROUP_EXTRA_S
     namespace = {}
     # The sample's own top level counts against the group's time, as in EvalPlus's process.
@@ -341,7 +353,7 @@ class _EpCheck:
     fn = namespace[spec["entry_point"]]
     atol = spec["atol"]
     unrecorded = 0
-    for i, inp in enumerate(self.inputs[group]):
+    for i, inp in enumerate(inputs):
       limit = min(limits[i], max(deadline - _ep_time.time(), 1e-3))
       out = _ep_call_limited(fn, inp, limit)
       exp = _EpDigest(*digests[i]) if i in digests else expected[i]
@@ -371,8 +383,8 @@ def reference_program(*, dataset, task_number, entry_point, reference, atol, inp
 
 
 def reference_records(output):
-  """{group: record} from a reference_program's output: {"times": [...], "expected": str}
-  (opaque: a sample's program reads it), or {"error": why the reference failed}."""
+  """{group: record} from a reference_program's output: {"expected": str, "inputs": str}
+  (opaque: a sample's program reads them), or {"error": why the reference failed}."""
   records = {}
   for chunk in output.split(REFERENCE_RECORD_MARKER)[1:]:
     try:
@@ -384,13 +396,12 @@ def reference_records(output):
   return records
 
 
-def program(*, dataset, task_number, entry_point, sample, atol, inputs, expected):
-  """The sandboxed program that checks `sample` (a whole program) on `inputs` ({group:
-  [args, ...]}) against `expected` ({group: reference_records' record}): the reference's
-  outputs and times only, never its code, so that no sample can find it."""
+def program(*, dataset, task_number, entry_point, sample, atol, groups, expected):
+  """The sandboxed program that checks `sample` (a whole program) on the inputs of `groups`
+  ("base", "plus") against `expected` ({group: reference_records' record}): the inputs, the
+  reference's outputs and its times, never its code, so that no sample can find it."""
   spec = {"dataset": dataset, "task_number": task_number, "entry_point": entry_point,
-          "sample": sample, "atol": atol, "inputs_json": _ep_json.dumps(inputs),
-          "expected": {g: expected[g] for g in inputs}}
+          "sample": sample, "atol": atol, "expected": {g: expected[g] for g in groups}}
   return f"{_prelude()}\n_EP_CHECK = _EpCheck({spec!r})\n"
 
 

@@ -321,8 +321,8 @@ def evalplus_request(example: dict[str, Any], completion: str, *, plus: bool
   groups = ("base", "plus") if plus else ("base",)
   program = evalplus_harness.program(
       dataset=example["dataset"], task_number=example["task_id"],
-      entry_point=example["entry_point"], sample=sample, atol=example["atol"],
-      inputs={g: example[f"{g}_input"] for g in groups}, expected=example[EVALPLUS_EXPECTED])
+      entry_point=example["entry_point"], sample=sample, atol=example["atol"], groups=groups,
+      expected=example[EVALPLUS_EXPECTED])
   return {"id": example["id"], "program": program,
           "tests": [evalplus_harness.check_call(g) for g in groups], "setup": ""}
 
