@@ -5,8 +5,10 @@
 
 Workload: every one of HumanEval+'s 164 problems (v0.1.10, from --data-dir/evalplus) with
 --samples whole-program samples (EvalPlus `samples.jsonl`, `solution` lines) built from its
-own canonical solution (data/evalplus_variants.py): in turn the reference, a wrong one, one
-that changes its output's types, one that nudges its float outputs, and again; in every
+own canonical solution (data/evalplus_variants.py), their kinds in turn from --cycle (by
+default the reference, a wrong one, one that changes its output's types, one that nudges its
+float outputs, and again; each right one costs both harnesses the reference's own run time
+on every input, which no scorer can skip); in every
 --slow-every-th problem the last sample is one that loops forever (it costs each harness the
 first input's time limit, 1 s, per input group, and cannot go faster anywhere).
 
@@ -44,7 +46,7 @@ from evaluation import load_scored  # noqa: E402
 from evaluation.evaluate import evaluate_samples_file  # noqa: E402
 from execution import SandboxConfig  # noqa: E402
 
-_CYCLE = ("reference", "wrong", "type_changing", "nudged")
+CYCLE = "reference,wrong,type_changing,nudged"
 # Inside the peer's interpreter: time evaluate() alone; os._exit skips its watchdog thread's
 # 20 s sleep.
 _PEER = ("import json, os, sys, time; from evalplus.evaluate import evaluate; "
@@ -54,14 +56,14 @@ _PEER = ("import json, os, sys, time; from evalplus.evaluate import evaluate; "
          "print('PEER_SECONDS', time.perf_counter() - start, flush=True); os._exit(0)")
 
 
-def _kinds(problem_index: int, samples: int, slow_every: int) -> list[str]:
-  kinds = [_CYCLE[i % len(_CYCLE)] for i in range(samples)]
+def _kinds(problem_index: int, samples: int, slow_every: int, cycle: list[str]) -> list[str]:
+  kinds = [cycle[i % len(cycle)] for i in range(samples)]
   if slow_every and problem_index % slow_every == 0:
     kinds[-1] = "slow"
   return kinds
 
 
-def _samples(problems, samples: int, slow_every: int) -> list[dict]:
+def _samples(problems, samples: int, slow_every: int, cycle: list[str]) -> list[dict]:
   # Each sample's text is its own (a numbered comment), as sampled programs mostly are, so
   # that no scorer runs fewer programs by running identical ones once.
   return [{"task_id": p["task_id"],
@@ -70,7 +72,7 @@ def _samples(problems, samples: int, slow_every: int) -> list[dict]:
                        + f"\n# sample {j}\n",
            "kind": kind}
           for i, p in enumerate(problems)
-          for j, kind in enumerate(_kinds(i, samples, slow_every))]
+          for j, kind in enumerate(_kinds(i, samples, slow_every, cycle))]
 
 
 def _sandbox(workers: int) -> SandboxConfig:
@@ -115,6 +117,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
   parser.add_argument("--samples", type=int, default=10, help="samples per problem")
+  parser.add_argument("--cycle", default=CYCLE,
+                      help="the kinds of sample (data/evalplus_variants.py) each problem's "
+                           "samples take in turn")
   parser.add_argument("--slow-every", type=int, default=16,
                       help="one looping sample in every N-th problem (0: none)")
   parser.add_argument("--workers", type=int, default=0, help="ours: 0 = one per core")
@@ -126,13 +131,17 @@ def main() -> None:
   args = parser.parse_args()
   if args.samples < 1 or args.rounds < 1 or args.slow_every < 0:
     parser.error("--samples and --rounds must be >= 1, --slow-every >= 0")
+  cycle = args.cycle.split(",")
+  unknown = sorted(set(cycle) - set(evalplus_variants.KINDS))
+  if unknown:
+    parser.error(f"--cycle: unknown kinds {unknown}; known: {list(evalplus_variants.KINDS)}")
   manual_dir = os.path.join(args.data_dir, "evalplus")
   try:
     problems = evalplus.load("humaneval_plus", manual_dir=manual_dir)
   except Exception as e:  # pylint: disable=broad-except  (missing or wrong data file)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  samples = _samples(problems, args.samples, args.slow_every)
+  samples = _samples(problems, args.samples, args.slow_every, cycle)
   sandbox = _sandbox(args.workers)
   parallel = args.peer_parallel or sandbox.worker_count
   load_before = os.getloadavg()
@@ -160,6 +169,7 @@ def main() -> None:
   result = {
       "benchmark": "evalplus_throughput", "dataset": "HumanEval+ v0.1.10",
       "problems": len(problems), "samples_per_problem": args.samples, "samples": n,
+      "cycle": args.cycle, "slow_every": args.slow_every,
       "kinds": {k: sum(s["kind"] == k for s in samples) for k in evalplus_variants.KINDS},
       "rounds": args.rounds, "cpus": os.cpu_count(), "ours_workers": sandbox.worker_count,
       "ours_samples_per_s": round(n / ours_s, 2), "ours_wall_s": round(ours_s, 1),

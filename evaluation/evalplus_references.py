@@ -20,8 +20,9 @@ from absl import logging
 
 from data import evalplus_harness, tasks
 from execution import Job, SandboxConfig, WorkerPool
+from rundir import layout
 
-REFERENCES_FILE = "evalplus_references.jsonl"
+REFERENCES_FILE = layout.EVALPLUS_REFERENCES_FILE
 # The reference program prints every expected output that is not a digest: HumanEval+'s
 # largest task prints ~10 MB.
 _OUTPUT_CAP_MB = 256
