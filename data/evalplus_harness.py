@@ -179,10 +179,12 @@ def _ep_canonical(x):
     if x != x:
       raise ValueError("nan")
     return int(x) if x.is_integer() else x
-  if t is list:
-    return [_ep_canonical(i) for i in x]
-  if t is tuple:
-    return tuple([_ep_canonical(i) for i in x])
+  if t is list or t is tuple:
+    flat = _ep_canonical_flat(x)
+    if flat is not None:
+      return flat if t is list else tuple(flat)
+    items = [_ep_canonical(i) for i in x]
+    return items if t is list else tuple(items)
   if t is complex:
     if x.imag == 0:
       return _ep_canonical(x.real)
@@ -198,6 +200,26 @@ def _ep_canonical(x):
   if type(x).__module__ == "numpy" and getattr(x, "ndim", None) == 0:
     return _ep_canonical(x.item())  # numpy scalars equal their Python values
   raise TypeError(f"no canonical form for {t.__name__}")
+
+
+_EP_FLAT_TYPES = (frozenset((int,)), frozenset((str,)))
+_EP_NUMBER_TYPES = frozenset((int, float, bool))
+
+
+def _ep_canonical_flat(items):
+  """_ep_canonical of a list of only strings or only whole numbers, at C speed (HumanEval+
+  has outputs of a million numbers), or None."""
+  types = frozenset(map(type, items))
+  if types in _EP_FLAT_TYPES:
+    return list(items)
+  if types <= _EP_NUMBER_TYPES:
+    try:
+      whole = list(map(int, items))
+    except (ValueError, OverflowError):  # NaN, infinities
+      return None
+    if whole == list(items):  # every float is whole (ints compare exactly with floats)
+      return whole
+  return None
 
 
 def _ep_digest(value):

@@ -273,7 +273,9 @@ def test_a_sample_cannot_find_the_reference_solution(manual_dir):
     ([1, 2], [1.0, 2.0]), ([1, 2], (1, 2)), ([True, 0], [1, False]), ({1, 2}, {2.0, 1}),
     ({"a": [1], "b": 2}, {"b": 2.0, "a": [1]}), ("abc", "abd"), (2 + 0j, 2), (1j, 1j),
     ([1e300], [10**300]), ([0.1], [0.1]), ((1, [2]), (1, [2, 3])), ({1: 2}, {1: 3}),
-    (frozenset({1}), {1}), (None, 0), (b"x", "x"), ([-0.0], [0])])
+    (frozenset({1}), {1}), (None, 0), (b"x", "x"), ([-0.0], [0]), ([1, 2.0, 3], [1.0, 2, 3]),
+    ([1, 2.5], [1.0, 2.5]), ([1, 2.5], [1, 2.4]), ([1e300, 2], [10**300, 2]),
+    ([float("inf"), 1], [float("inf"), 1.0]), (["a", "b"], ("a", "b")), ([], ())])
 def test_a_digest_matches_what_equals_the_expected_output(out, exp):
   """Large expected outputs travel as digests (evalplus_harness._EpDigest): a digest matches
   exactly the outputs that are == the value, as EvalPlus compares them."""
