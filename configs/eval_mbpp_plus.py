@@ -14,8 +14,9 @@ Mbpp/N ids). results.json: `pass_at_k` is EvalPlus's "base", `challenge.pass_at_
 Cost: the 378 reference solutions as samples, base and base+plus, took 62 s on the 2-core
 CPU (2026-12-07).
 Broken upstream: Mbpp/255's plus inputs (combinations of up to 1.7M tuples) exceed the memory
-limit, so even its reference solution fails "base + extra tests", here (killed at 4 GiB, also
-at 8 GiB) as in evalplus 0.3.1 itself (base pass, plus fail: checked with its evaluator).
+limit: its reference program is killed on them (at 4 GiB, also at 8 GiB), so every sample fails
+"base + extra tests", as even its reference solution does in evalplus 0.3.1 itself (base pass,
+plus fail: checked with its evaluator).
 """
 from configs import eval_humaneval_plus
 

@@ -8,7 +8,7 @@ by default.
 
 A record keeps `task_id`, `prompt`, `entry_point`, `canonical_solution`, `atol` and the inputs
 (`base_input`, `plus_input`) as parsed JSON; MBPP+'s inputs are retyped (tuples, sets,
-complex) inside the sandboxed program (execution/evalplus_harness.py), as EvalPlus retypes
+complex) inside the sandboxed reference program (data/evalplus_harness.py), as EvalPlus retypes
 them after loading. The prompt is EvalPlus's direct-completion prompt, `prompt.strip() + "\\n"`
 (evalplus/codegen.py), and sampled completions stop where EvalPlus's do (STOP_SEQUENCES).
 """

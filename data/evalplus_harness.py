@@ -1,31 +1,42 @@
-"""EvalPlus's differential check (evalplus 0.3.1), as the text of one sandboxed program per sample.
+"""EvalPlus's differential check (evalplus 0.3.1), as the text of sandboxed programs.
 
 EvalPlus runs the reference on every `base_input` and `plus_input` in a trusted process,
 recording each output and its time, then the sample in a separate process per input group,
 each input under `max(1 s, 4 x the reference's time)`, comparing outputs with its rules. Here
-one sandboxed program does both for a sample: it runs the reference first (before the sample's
-code can touch anything), then execs the sample afresh for each group, as EvalPlus's fresh
-process per group does, and compares. `program(...)` returns the program; its tests are
-`check_call(group)`, one per group, each raising AssertionError on the group's first failing
-input (EvalPlus's verdict for the group is "pass" only when every input passes).
+the same in two kinds of sandboxed program:
+* `reference_program(...)`, one per task and evaluation: runs the reference on every input of
+  every group and prints, per group, its times and expected outputs (read with
+  `reference_records`); a group whose reference fails (Mbpp/255's plus: out of memory) gets
+  its error instead, and every sample fails that group.
+* `program(...)`, one per sample: execs the sample afresh for each group, as EvalPlus's fresh
+  process per group does, and compares its outputs with the expected ones. It carries the
+  reference's outputs and times as data, never the reference's code, so no sample can find
+  the solution in its interpreter, its file or its modules. Its tests are `check_call(group)`,
+  one per group, each raising AssertionError on the group's first failing input (EvalPlus's
+  verdict for the group is "pass" only when every input passes).
+An expected output larger than DIGEST_ABOVE_BYTES pickled, that only `==` can decide (no
+float tolerance in force, no set or not-None oracle), travels as a digest: its pickle's
+sha256, and that of a canonical form under which builtin values that are `==` pickle alike
+(numbers across int/float/bool/complex, sets and dicts in any order). The other outputs travel
+as values (pickled, so tuples, sets and complex numbers stay what they are).
 
-This file is itself the program's prelude (program() embeds its source), so it imports only
-the standard library (numpy only when a float comparison needs it: importing it costs more
-than most samples' checks), and its names start with `_ep` or are module constants.
+This file is itself the programs' prelude (they embed its source), so it imports only the
+standard library (numpy only when a float comparison needs it: importing it costs more than
+most samples' checks), and its names start with `_ep` or are module constants.
 The comparison rules, special oracles and MBPP+ input retyping are ported from evalplus 0.3.1
 (evalplus/eval/__init__.py, _special_oracle.py, data/mbpp.py; Apache-2.0).
-
-Known difference: EvalPlus's reference runs in its own trusted process; here it runs inside
-the sample's sandbox before the sample's code, so a sample that deliberately digs the
-expected outputs out of the interpreter (gc, frames) could pass. The sandbox keeps the host
-safe either way; the verdicts of honest samples are the same.
 """
+import base64 as _ep_base64
 import copy as _ep_copy
+import hashlib as _ep_hashlib
+import io as _ep_io
 import json as _ep_json
 import math as _ep_math
+import pickle as _ep_pickle
 import signal as _ep_signal
 import sys as _ep_sys
 import time as _ep_time
+import zlib as _ep_zlib
 
 MIN_TIME_LIMIT_S = 1.0          # evalplus/config.py DEFAULT_MIN_TIME_LIMIT
 TIME_LIMIT_FACTOR = 4.0         # DEFAULT_GT_TIME_LIMIT_FACTOR
@@ -132,9 +143,109 @@ def _ep_call_limited(fn, inp, seconds):
     _ep_signal.setitimer(_ep_signal.ITIMER_REAL, 0)
 
 
+# An expected output that pickles larger than this travels as a digest (_ep_digest), not as
+# its value: HumanEval+ holds outputs of up to 9 MB (HumanEval/130, /15), 250 MB in all,
+# which every sample's program would otherwise carry.
+DIGEST_ABOVE_BYTES = 64 * 1024
+# Starts each of the reference program's records in its output (what the reference itself
+# prints goes there too).
+REFERENCE_RECORD_MARKER = "\n@evalplus-reference-outputs@ "
+_EP_TAG = "\x00evalplus"
+
+
+def _ep_fast_pickle(value):
+  buffer = _ep_io.BytesIO()
+  pickler = _ep_pickle.Pickler(buffer, protocol=4)
+  # No memo: equal values pickle alike whichever of their parts are one shared object.
+  pickler.fast = True
+  pickler.dump(value)
+  return buffer.getvalue()
+
+
+def _ep_sha(data):
+  return _ep_hashlib.sha256(data).hexdigest()
+
+
+def _ep_canonical(x):
+  """A value that pickles alike for any two builtin values that are `==` (numbers across
+  int/float/bool/complex, sets and dicts in any order); TypeError for other types, ValueError
+  for NaN (which equals nothing)."""
+  t = type(x)
+  if t is int or t is str or t is bytes or x is None:
+    return x
+  if t is bool:
+    return int(x)
+  if t is float:
+    if x != x:
+      raise ValueError("nan")
+    return int(x) if x.is_integer() else x
+  if t is list or t is tuple:
+    flat = _ep_canonical_flat(x)
+    if flat is not None:
+      return flat if t is list else tuple(flat)
+    items = [_ep_canonical(i) for i in x]
+    return items if t is list else tuple(items)
+  if t is complex:
+    if x.imag == 0:
+      return _ep_canonical(x.real)
+    return (_EP_TAG, "complex", _ep_canonical(x.real), _ep_canonical(x.imag))
+  if isinstance(x, (set, frozenset)):
+    return (_EP_TAG, "set", sorted([_ep_fast_pickle(_ep_canonical(i)) for i in x]))
+  if isinstance(x, dict):
+    items = [(_ep_fast_pickle(_ep_canonical(k)), _ep_canonical(v)) for k, v in x.items()]
+    return (_EP_TAG, "dict", sorted(items, key=lambda kv: kv[0]))
+  for base in (bool, int, float, str, bytes, list, tuple):  # subclasses (IntEnum, namedtuple)
+    if isinstance(x, base):
+      return _ep_canonical(base(x) if base is not str else str.__str__(x))
+  if type(x).__module__ == "numpy" and getattr(x, "ndim", None) == 0:
+    return _ep_canonical(x.item())  # numpy scalars equal their Python values
+  raise TypeError(f"no canonical form for {t.__name__}")
+
+
+_EP_FLAT_TYPES = (frozenset((int,)), frozenset((str,)))
+_EP_NUMBER_TYPES = frozenset((int, float, bool))
+
+
+def _ep_canonical_flat(items):
+  """_ep_canonical of a list of only strings or only whole numbers, at C speed (HumanEval+
+  has outputs of a million numbers), or None."""
+  types = frozenset(map(type, items))
+  if types in _EP_FLAT_TYPES:
+    return list(items)
+  if types <= _EP_NUMBER_TYPES:
+    try:
+      whole = list(map(int, items))
+    except (ValueError, OverflowError):  # NaN, infinities
+      return None
+    if whole == list(items):  # every float is whole (ints compare exactly with floats)
+      return whole
+  return None
+
+
+def _ep_digest(value):
+  """(sha256 of the value's pickle, sha256 of its canonical form's pickle)."""
+  return _ep_sha(_ep_fast_pickle(value)), _ep_sha(_ep_fast_pickle(_ep_canonical(value)))
+
+
+class _EpDigest:
+  """A large expected output, as its digest: `matches(out)` is `out == expected` for the
+  builtin values EvalPlus's outputs are (the identical pickle first: cheap on 9 MB)."""
+
+  def __init__(self, pickled_sha, canonical_sha):
+    self.pickled_sha, self.canonical_sha = pickled_sha, canonical_sha
+
+  def matches(self, out):
+    try:
+      if _ep_sha(_ep_fast_pickle(out)) == self.pickled_sha:
+        return True
+      return _ep_sha(_ep_fast_pickle(_ep_canonical(out))) == self.canonical_sha
+    except Exception:  # pylint: disable=broad-except  (unpicklable, NaN, no canonical form)
+      return False
+
+
 def _ep_input_passes(dataset, entry_point, inp, out, exp, atol):
   """(passed, atol for the following inputs): evalplus/eval/__init__.py unsafe_execute."""
-  exact_match = out == exp
+  exact_match = exp.matches(out) if isinstance(exp, _EpDigest) else out == exp
   if dataset == "mbpp":
     if entry_point == "are_equivalent":
       exact_match = True
@@ -166,21 +277,45 @@ def _ep_input_passes(dataset, entry_point, inp, out, exp, atol):
   return bool(exact_match), atol
 
 
-class _EpCheck:
-  """The reference's outputs and times (computed at construction), then sample checks."""
+def _ep_groups(spec):
+  groups = _ep_json.loads(spec["inputs_json"])
+  if spec["dataset"] == "mbpp":
+    groups = {g: mbpp_deserialize_inputs(spec["task_number"], inputs)
+              for g, inputs in groups.items()}
+  return groups
 
-  def __init__(self, spec):
-    self.spec = spec
-    groups = _ep_json.loads(spec["inputs_json"])
-    if spec["dataset"] == "mbpp":
-      groups = {g: mbpp_deserialize_inputs(spec["task_number"], inputs)
-                for g, inputs in groups.items()}
-    self.inputs = groups
-    reference = {}
-    exec(spec["reference"], reference)  # pylint: disable=exec-used
-    fn = reference[spec["entry_point"]]
-    self.expected, self.times = {}, {}
-    for group, inputs in groups.items():
+
+def _ep_expectation(spec, outputs):
+  """What a sample's program gets of the reference's outputs: each value, or, where it is
+  large and only `==` can decide (no tolerance by then, no set or not-None oracle), its
+  digest."""
+  atol = spec["atol"]
+  by_value = spec["dataset"] == "mbpp" and spec["entry_point"] in (MBPP_OUTPUT_SET_EQ +
+                                                                   MBPP_OUTPUT_NOT_NONE)
+  expected, digests = [], {}
+  for i, out in enumerate(outputs):
+    if atol == 0 and _ep_is_floats(out):
+      atol = 1e-6  # as _ep_input_passes will have it at this input
+    if not by_value and atol == 0 and len(_ep_fast_pickle(out)) > DIGEST_ABOVE_BYTES:
+      try:
+        digests[i] = _ep_digest(out)
+        expected.append(None)
+        continue
+      except (TypeError, ValueError):
+        pass  # no canonical form: the value itself
+    expected.append(out)
+  return {"expected": expected, "digests": digests}
+
+
+def _ep_reference_outputs(spec):
+  """Runs the reference on every input of every group, as evalplus's trusted_exec does, and
+  writes one record per group to stdout: its times and expectation, or why it failed."""
+  groups = _ep_groups(spec)
+  reference = {}
+  exec(spec["reference"], reference)  # pylint: disable=exec-used
+  fn = reference[spec["entry_point"]]
+  for group, inputs in groups.items():
+    try:
       outputs, times = [], []
       for inp in inputs:
         inp = _ep_copy.deepcopy(inp)
@@ -189,12 +324,49 @@ class _EpCheck:
         times.append(_ep_time.time() - start)
       if spec["entry_point"] in MBPP_OUTPUT_NOT_NONE and spec["dataset"] == "mbpp":
         outputs = [o is not None for o in outputs]
-      self.expected[group], self.times[group] = outputs, times
+      record = {"group": group,
+                "expected": _ep_encode({**_ep_expectation(spec, outputs), "times": times}),
+                "inputs": _ep_encode(inputs)}  # retyped (MBPP+), untouched by the reference
+    except BaseException as e:  # pylint: disable=broad-except  (MemoryError: Mbpp/255's plus)
+      record = {"group": group, "error": f"{type(e).__name__}: {e}"[:500]}
+    _ep_sys.stdout.flush()
+    _ep_sys.stdout.write(REFERENCE_RECORD_MARKER + _ep_json.dumps(record) + "\n")
+    _ep_sys.stdout.flush()
+
+
+def _ep_encode(value):
+  """Pickled, compressed, base64: a sample's program compiles its data as a string literal,
+  and compiling costs per character (more than decompressing and unpickling)."""
+  return _ep_base64.b64encode(_ep_zlib.compress(_ep_pickle.dumps(value, protocol=4), 6)
+                              ).decode("ascii")
+
+
+def _ep_decode(text):
+  return _ep_pickle.loads(_ep_zlib.decompress(_ep_base64.b64decode(text)))
+
+
+class _EpCheck:
+  """A sample's checks against the reference's outputs (never its code), group by group."""
+
+  def __init__(self, spec):
+    self.spec = spec
+    self.passed = set()
 
   def check(self, group):
-    """Raises AssertionError unless the sample passes every input of `group`."""
+    """Raises AssertionError unless the sample passes every input of `group`, and, for "plus",
+    unless it passed "base" first (EvalPlus's headline verdict needs both; the scorer reads
+    the base verdict off the first test)."""
     spec = self.spec
-    limits = [max(MIN_TIME_LIMIT_S, TIME_LIMIT_FACTOR * t) for t in self.times[group]]
+    if group == "plus" and "base" in spec["expected"] and "base" not in self.passed:
+      raise AssertionError("base inputs failed: base + plus needs both")
+    reference = spec["expected"][group]
+    if "error" in reference:
+      raise AssertionError(f"the reference solution fails on the {group} inputs: "
+                           f"{reference['error']}")
+    expectation = _ep_decode(reference["expected"])
+    expected, digests = expectation["expected"], expectation["digests"]
+    inputs = _ep_decode(reference["inputs"])  # fresh: base's calls may have mutated theirs
+    limits = [max(MIN_TIME_LIMIT_S, TIME_LIMIT_FACTOR * t) for t in expectation["times"]]
     deadline = _ep_time.time() + min(TASK_TIME_CAP_S, sum(limits)) + GROUP_EXTRA_S
     namespace = {}
     # The sample's own top level counts against the group's time, as in EvalPlus's process.
@@ -203,28 +375,56 @@ class _EpCheck:
     fn = namespace[spec["entry_point"]]
     atol = spec["atol"]
     unrecorded = 0
-    for i, inp in enumerate(self.inputs[group]):
+    for i, inp in enumerate(inputs):
       limit = min(limits[i], max(deadline - _ep_time.time(), 1e-3))
       out = _ep_call_limited(fn, inp, limit)
-      passed, atol = _ep_input_passes(spec["dataset"], spec["entry_point"], inp, out,
-                                      self.expected[group][i], atol)
+      exp = _EpDigest(*digests[i]) if i in digests else expected[i]
+      passed, atol = _ep_input_passes(spec["dataset"], spec["entry_point"], inp, out, exp,
+                                      atol)
       if not passed:
         raise AssertionError(f"{group} input {i}: wrong output")
       unrecorded += passed == UNRECORDED
     if unrecorded:
       raise AssertionError(f"{group}: {unrecorded} inputs passed HumanEval/32's oracle, "
                            "which evalplus 0.3.1 never records as passed")
+    self.passed.add(group)
 
 
-def program(*, dataset, task_number, entry_point, reference, sample, atol, inputs):
-  """The sandboxed program that checks `sample` (a whole program) against `reference` on
-  `inputs` ({group: [args, ...]}, JSON values as the release files hold them)."""
+def _prelude():
   with open(__file__, encoding="utf-8") as f:
-    prelude = f.read()
+    return f.read()
+
+
+def reference_program(*, dataset, task_number, entry_point, reference, atol, inputs):
+  """The sandboxed program that runs `reference` on `inputs` ({group: [args, ...]}, JSON
+  values as the release files hold them) and prints a record per group (read them with
+  reference_records)."""
   spec = {"dataset": dataset, "task_number": task_number, "entry_point": entry_point,
-          "reference": reference, "sample": sample, "atol": atol,
-          "inputs_json": _ep_json.dumps(inputs)}
-  return f"{prelude}\n_EP_CHECK = _EpCheck({spec!r})\n"
+          "reference": reference, "atol": atol, "inputs_json": _ep_json.dumps(inputs)}
+  return f"{_prelude()}\n_ep_reference_outputs({spec!r})\n"
+
+
+def reference_records(output):
+  """{group: record} from a reference_program's output: {"expected": str, "inputs": str}
+  (opaque: a sample's program reads them), or {"error": why the reference failed}."""
+  records = {}
+  for chunk in output.split(REFERENCE_RECORD_MARKER)[1:]:
+    try:
+      record = _ep_json.loads(chunk.split("\n", 1)[0])
+    except ValueError:
+      continue  # cut short (the process was killed mid-write)
+    if isinstance(record, dict) and isinstance(record.get("group"), str):
+      records[record.pop("group")] = record
+  return records
+
+
+def program(*, dataset, task_number, entry_point, sample, atol, groups, expected):
+  """The sandboxed program that checks `sample` (a whole program) on the inputs of `groups`
+  ("base", "plus") against `expected` ({group: reference_records' record}): the inputs, the
+  reference's outputs and its times, never its code, so that no sample can find it."""
+  spec = {"dataset": dataset, "task_number": task_number, "entry_point": entry_point,
+          "sample": sample, "atol": atol, "expected": {g: expected[g] for g in groups}}
+  return f"{_prelude()}\n_EP_CHECK = _EpCheck({spec!r})\n"
 
 
 def check_call(group):

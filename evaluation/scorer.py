@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 from absl import logging
 
 from data import prompt_fit, tasks
-from execution import STATUSES, Job, Result, SandboxConfig, WorkerPool
+from evaluation import evalplus_references
+from execution import PASSED, STATUSES, Job, Result, SandboxConfig, WorkerPool
 from execution.progress import ProgressLog
 from rundir import layout
 
@@ -60,6 +61,17 @@ def _prompt_too_long(example: dict[str, Any]) -> tuple[Job, Result]:
   return (Job(example["id"], "", (), ""),
           Result(example["id"], prompt_fit.PROMPT_TOO_LONG, False, 0, 0,
                  "the prompt does not fit max_prompt_len tokens; nothing was sampled", 0.0))
+
+
+def _plus_verdicts(result: Result) -> tuple[Result, Result]:
+  """EvalPlus's base and base + plus verdicts from the one program that checks both
+  (tasks.evalplus_request with plus=True): its second test (the plus inputs) passes only after
+  the first (the base inputs) has, so one passed test means base passed, plus not."""
+  if result.passed or result.tests_passed < 1:
+    return dataclasses.replace(result, tests_passed=min(result.tests_passed, 1),
+                               tests_total=1), result
+  return dataclasses.replace(result, status=PASSED, passed=True, tests_passed=1, tests_total=1,
+                             error=""), result
 
 
 def _record(example: dict[str, Any], sample_index: int, num_samples: int, completion: str,
@@ -167,6 +179,8 @@ class Scorer:
     self._pool: WorkerPool | None = None
     self.programs_executed = 0
     self.programs_screened = 0  # Of those, decided by the sandbox's syntax screen.
+    # HumanEval+ / MBPP+: each task's reference outputs, computed once (evalplus_references).
+    self._evalplus_references: dict[str, dict[str, Any]] = {}
     if self.records:
       logging.info("%s: resuming; %d problems already scored", workdir, len(self.records))
 
@@ -218,6 +232,11 @@ class Scorer:
     if len(stored_tasks | new_tasks) > 1:
       raise WorkdirMismatch(f"{self.workdir}: one workdir holds one task, not "
                             f"{sorted(stored_tasks | new_tasks)}")
+    if any(e["task"] in tasks.PLUS_TASK_NAMES for e, _ in todo):
+      with_references = evalplus_references.with_reference_outputs(
+          [e for e, _ in todo], self.sandbox_config, workdir=self.workdir,
+          cache=self._evalplus_references)
+      todo = [(e, c) for e, (_, c) in zip(with_references, todo)]
     chunks = list(self._chunks(todo))
     if not self._expected_hint:
       self.progress.expect(sum(len(jobs) for _, jobs in chunks))
@@ -238,7 +257,9 @@ class Scorer:
           plan.append((completion, verdict, verdict if with_challenge else None))
           continue
         indices = []
-        for challenge in ((False, True) if with_challenge else (False,)):
+        # HumanEval+ / MBPP+: one program decides both verdicts (_plus_verdicts).
+        plus = example["task"] in tasks.PLUS_TASK_NAMES
+        for challenge in ((True,) if plus else (False, True) if with_challenge else (False,)):
           try:
             request = tasks.execution_request(example, completion, challenge=challenge)
           except tasks.InvalidPrediction as e:
@@ -251,7 +272,7 @@ class Scorer:
             index_of[key] = len(jobs)
             jobs.append(job)
           indices.append(index_of[key])
-        plan.append((completion, indices[0], indices[1] if with_challenge else None))
+        plan.append((completion, indices[0], indices[-1] if with_challenge else None))
       chunk.append((example, plan))
       if len(jobs) >= self.chunk_programs:
         yield chunk, jobs
@@ -271,12 +292,16 @@ class Scorer:
     self.programs_screened += self._pool.screened - screened_before
     lines = []
     for example, plan in chunk:
-      records = [
-          _record(example, i, len(plan), completion,
-                  *(main if isinstance(main, tuple) else (jobs[main], results[main])),
-                  None if challenge is None else
-                  challenge[1] if isinstance(challenge, tuple) else results[challenge])
-          for i, (completion, main, challenge) in enumerate(plan)]
+      records = []
+      for i, (completion, main, challenge) in enumerate(plan):
+        main_verdict = main if isinstance(main, tuple) else (jobs[main], results[main])
+        challenge_verdict = (None if challenge is None else challenge[1]
+                             if isinstance(challenge, tuple) else results[challenge])
+        if example["task"] in tasks.PLUS_TASK_NAMES and not isinstance(main, tuple):
+          base, challenge_verdict = _plus_verdicts(results[main])
+          main_verdict = (jobs[main], base)
+        records.append(_record(example, i, len(plan), completion, *main_verdict,
+                               challenge_verdict))
       self.records[example["id"]] = records
       lines.extend(json.dumps(r) + "\n" for r in records)
     with open(os.path.join(self.workdir, SAMPLES_FILE), "a", encoding="utf-8") as f:

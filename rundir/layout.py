@@ -27,6 +27,8 @@ An eval workdir (eval.py, studies):
 
     samples.jsonl                  one scored sample a line, appended problem by problem
     results.json, report.md        pass@k and friends (evaluation/results.py, report.py)
+    evalplus_references.jsonl      HumanEval+ / MBPP+ only: each task's reference outputs, computed
+                                   once (evaluation/evalplus_references.py)
     throughput.json                each launch's sampling/execution totals, summed into
                                    results.json's meta.throughput (evaluation/throughput_ledger.py)
     config.json                    the eval config of the latest launch (for people and sweeps)
@@ -55,6 +57,7 @@ CONFIG_FILE = "config.json"
 MODEL_CONFIG_FILE = "model_config.json"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
+EVALPLUS_REFERENCES_FILE = "evalplus_references.jsonl"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 LOCK_FILE = "run.lock"

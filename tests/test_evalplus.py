@@ -17,14 +17,16 @@ import sys
 
 import pytest
 
-from data import evalplus, source_files, tasks
-from evaluation import load_scored
+from data import evalplus, evalplus_variants, source_files, tasks
+from evaluation import evalplus_references, load_scored
 from evaluation.evaluate import evaluate_samples_file
 from execution import Job, SandboxConfig, run_programs
 
 # Quick references, and the special cases: float tolerance (HumanEval/2, /4; Mbpp/82), the
-# find_zero oracle (/32), float outputs under atol 0 (/47), set equality (Mbpp/2), retyped inputs (63: nested tuples, 124 and
-# 252: complex, 580: all tuples), alternative formulas (558, 581), not-None (737, 787).
+# find_zero oracle (/32), float outputs under atol 0 (/47), set equality (Mbpp/2), retyped
+# inputs (63: nested tuples, 124 and 252: complex, 580: all tuples), alternative formulas
+# (558, 581), not-None (737, 787), an expected output sent as a digest (HumanEval/100: a list
+# of 5 MB pickled).
 _TASKS = {"humaneval_plus": (0, 2, 4, 12, 32, 47, 53, 100),
           "mbpp_plus": (2, 63, 82, 124, 252, 558, 580, 581, 737, 787)}
 _BROKEN_UPSTREAM = {("humaneval_plus", 32)}
@@ -42,6 +44,10 @@ def _examples(task, manual_dir):
           if e["task_id"] in chosen]
 
 
+def _with_references(examples, config=_SANDBOX):
+  return evalplus_references.with_reference_outputs(examples, config)
+
+
 def test_release_files_load_pinned(manual_dir, tmp_path):
   assert len(evalplus.load("humaneval_plus", manual_dir=manual_dir)) == 164
   problems = evalplus.load("mbpp_plus", manual_dir=manual_dir)
@@ -52,27 +58,7 @@ def test_release_files_load_pinned(manual_dir, tmp_path):
 
 
 def _solution(example, kind):
-  """A whole program: the reference, or a variant of it."""
-  entry, reference = example["entry_point"], example["reference"]
-  if kind == "reference":
-    return reference
-  if kind == "wrong":
-    return f"def {entry}(*args):\n    return None\n"
-  if kind == "slow":
-    return f"def {entry}(*args):\n    while True:\n        pass\n"
-  if kind == "nudged":  # float outputs off by a little: within EvalPlus's tolerance
-    return (f"{reference}\n_original = {entry}\n"
-            f"def {entry}(*args):\n"
-            f"    out = _original(*args)\n"
-            f"    return out + 1e-9 if isinstance(out, float) else out\n")
-  return (f"{reference}\n_original = {entry}\n"  # type-changing
-          f"def {entry}(*args):\n"
-          f"    out = _original(*args)\n"
-          f"    if isinstance(out, bool) or out is None: return out\n"
-          f"    if isinstance(out, int): return float(out)\n"
-          f"    if isinstance(out, list): return tuple(out)\n"
-          f"    if isinstance(out, tuple): return list(out)\n"
-          f"    return out\n")
+  return evalplus_variants.variant(example["entry_point"], example["reference"], kind)
 
 
 def _kinds(example):
@@ -84,7 +70,7 @@ def _kinds(example):
 
 @pytest.mark.parametrize("task", sorted(_TASKS))
 def test_references_pass_and_broken_samples_fail(task, manual_dir):
-  examples = _examples(task, manual_dir)
+  examples = _with_references(_examples(task, manual_dir))
   jobs = []
   for e in examples:
     for broken, completion in ((False, e["target"]), (True, "\n")):  # an empty body
@@ -98,6 +84,19 @@ def test_references_pass_and_broken_samples_fail(task, manual_dir):
     assert results[f"{e['id']}/False/False"] is expected, e["id"]
     assert results[f"{e['id']}/True/False"] is expected, e["id"]
     assert not results[f"{e['id']}/False/True"] and not results[f"{e['id']}/True/True"]
+
+
+def _evalplus_python():
+  """An interpreter with the `evalplus` package: $EVALPLUS_PYTHON (evalplus pins protobuf 5,
+  which the project's own environment cannot take), or this one; None skips the test."""
+  python = os.environ.get("EVALPLUS_PYTHON")
+  if python:
+    return python
+  try:
+    import evalplus.evaluate  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return None
+  return sys.executable
 
 
 def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
@@ -114,7 +113,7 @@ def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
   env = {**os.environ, override: str(tmp_path / "problems.jsonl"),
          "XDG_CACHE_HOME": str(tmp_path / "cache")}
   # os._exit: evalplus's watchdog thread would otherwise hold the process 20 s.
-  subprocess.run([sys.executable, "-c", (
+  subprocess.run([_evalplus_python(), "-c", (
       "import os, sys; from evalplus.evaluate import evaluate; "
       "evaluate(sys.argv[1], samples=sys.argv[2], parallel=2, i_just_wanna_run=True); "
       "os._exit(0)"), "mbpp" if task == "mbpp_plus" else "humaneval", str(samples_file)],
@@ -128,7 +127,8 @@ def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
 
 @pytest.mark.parametrize("task", sorted(_TASKS))
 def test_verdicts_equal_evalplus(task, manual_dir, tmp_path):
-  pytest.importorskip("evalplus.evaluate")
+  if _evalplus_python() is None:
+    pytest.skip("no evalplus: set EVALPLUS_PYTHON to an interpreter that has it")
   examples = _examples(task, manual_dir)
   prefix = "Mbpp/" if task == "mbpp_plus" else "HumanEval/"
   samples = [{"task_id": f"{prefix}{e['task_id']}", "solution": _solution(e, kind)}
@@ -186,11 +186,133 @@ def test_eval_scores_evalplus_files_and_our_completions(task, manual_dir, tmp_pa
 def test_a_hanging_top_level_fails_within_the_groups_time(manual_dir):
   """The sample's top level runs under its group's time (EvalPlus: min(60 s, sum of the
   inputs' limits) + 2 s for the process), not the sandbox's whole 150 s."""
-  example, = [e for e in tasks.load_task_examples("humaneval_plus", "test",
-                                                  manual_dir=manual_dir)
-              if e["task_id"] == 34]  # one base input: 1 s + 3 s
+  example, = _with_references([e for e in tasks.load_task_examples(
+      "humaneval_plus", "test", manual_dir=manual_dir) if e["task_id"] == 34])
+  # one base input: 1 s + 3 s
   request = tasks.execution_request({**example, "completion_is_program": True},
                                     "while True:\n    pass\n")
   result, = run_programs([Job("hang", request["program"], tuple(request["tests"]), "")],
                          SandboxConfig(timeout_s=60.0, memory_mb=4096, workers=1))
   assert result.status != "timeout" and "_EpTimeout" in result.error
+
+
+# A sample that looks for a text everywhere a program can look in its own interpreter: every
+# container gc tracks (dicts, lists, tuples, code constants), every module's names and source
+# file, its own program file and its callers' frames. It answers right only if it found nothing.
+_PROBE = '''
+import gc, os, sys
+NEEDLE = bytes.fromhex("{needle_hex}").decode()
+
+def _holds(value):
+    if isinstance(value, str):
+        return value != NEEDLE and NEEDLE in value  # the needle alone: ours
+    if isinstance(value, bytes):
+        return NEEDLE.encode() in value
+    return False
+
+def _found():
+    for obj in gc.get_objects():
+        if isinstance(obj, dict):
+            items = list(obj.keys()) + list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            items = list(obj)
+        else:
+            items = getattr(getattr(obj, "__code__", obj), "co_consts", ())
+        if any(_holds(item) for item in items):
+            return "gc"
+    files = ["program.py"]
+    for module in list(sys.modules.values()):
+        if any(_holds(v) for v in list(getattr(module, "__dict__", {{}}).values())):
+            return "module"
+        files.append(getattr(module, "__file__", None) or "")
+    for path in files:
+        if path.endswith(".py") and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if NEEDLE in f.read():
+                    return "file " + path
+    frame = sys._getframe()
+    while frame is not None:
+        if any(_holds(v) for v in list(frame.f_locals.values()) + list(frame.f_globals.values())):
+            return "frame"
+        frame = frame.f_back
+    return None
+
+FOUND = _found()
+
+def has_close_elements(numbers, threshold):
+    # {control}
+    if FOUND:
+        return None
+    return any(abs(a - b) < threshold for i, a in enumerate(numbers)
+               for j, b in enumerate(numbers) if i != j)
+'''
+
+
+def test_a_sample_cannot_find_the_reference_solution(manual_dir):
+  """The samples' programs hold the reference's outputs, not its code: a sample that searches
+  its interpreter, modules and files for a line of the canonical solution finds nothing and
+  is scored as any right sample is; the same search finds a text that is there."""
+  example, = _with_references([e for e in tasks.load_task_examples(
+      "humaneval_plus", "test", manual_dir=manual_dir) if e["task_id"] == 0])
+  solution_line = "if sorted_numbers[i + 1] - sorted_numbers[i] < threshold:"
+  assert solution_line in example["target"]
+  control = "a text this sample's own program holds"
+  jobs = []
+  for name, needle in (("solution", solution_line), ("control", control)):
+    sample = _PROBE.format(needle_hex=needle.encode().hex(), control=control)
+    request = tasks.execution_request({**example, "completion_is_program": True}, sample,
+                                      challenge=True)
+    assert solution_line not in request["program"]
+    jobs.append(Job(name, request["program"], tuple(request["tests"]), ""))
+  results = {r.id: r for r in run_programs(jobs, _SANDBOX)}
+  assert results["solution"].passed, results["solution"].error
+  assert not results["control"].passed and "wrong output" in results["control"].error
+
+
+@pytest.mark.parametrize("out, exp", [
+    ([1, 2], [1.0, 2.0]), ([1, 2], (1, 2)), ([True, 0], [1, False]), ({1, 2}, {2.0, 1}),
+    ({"a": [1], "b": 2}, {"b": 2.0, "a": [1]}), ("abc", "abd"), (2 + 0j, 2), (1j, 1j),
+    ([1e300], [10**300]), ([0.1], [0.1]), ((1, [2]), (1, [2, 3])), ({1: 2}, {1: 3}),
+    (frozenset({1}), {1}), (None, 0), (b"x", "x"), ([-0.0], [0]), ([1, 2.0, 3], [1.0, 2, 3]),
+    ([1, 2.5], [1.0, 2.5]), ([1, 2.5], [1, 2.4]), ([1e300, 2], [10**300, 2]),
+    ([float("inf"), 1], [float("inf"), 1.0]), (["a", "b"], ("a", "b")), ([], ())])
+def test_a_digest_matches_what_equals_the_expected_output(out, exp):
+  """Large expected outputs travel as digests (evalplus_harness._EpDigest): a digest matches
+  exactly the outputs that are == the value, as EvalPlus compares them."""
+  # pylint: disable=protected-access
+  from data import evalplus_harness  # pylint: disable=import-outside-toplevel
+  digest = evalplus_harness._EpDigest(*evalplus_harness._ep_digest(exp))
+  assert digest.matches(out) is (out == exp)
+  with pytest.raises(ValueError):
+    evalplus_harness._ep_digest([float("nan")])  # equal to nothing: sent as a value
+
+
+def test_reference_outputs_are_computed_once_per_workdir(manual_dir, tmp_path, monkeypatch):
+  """A resumed evaluation reads the reference outputs its workdir holds: no sandbox run."""
+  examples = _examples("humaneval_plus", manual_dir)[:2]
+  first = evalplus_references.with_reference_outputs(examples, _SANDBOX, workdir=str(tmp_path))
+  assert (tmp_path / evalplus_references.REFERENCES_FILE).exists()
+
+  def no_sandbox(*args, **kwargs):
+    raise AssertionError("the reference outputs were computed again")
+  monkeypatch.setattr(evalplus_references, "WorkerPool", no_sandbox)
+  again = evalplus_references.with_reference_outputs(examples, _SANDBOX, workdir=str(tmp_path))
+  assert again == first and all(tasks.EVALPLUS_EXPECTED in e for e in again)
+  changed = [{**examples[0], "plus_input": examples[0]["plus_input"][:1]}]
+  with pytest.raises(AssertionError, match="computed again"):  # other inputs: other outputs
+    evalplus_references.with_reference_outputs(changed, _SANDBOX, workdir=str(tmp_path))
+
+
+@pytest.mark.parametrize("tests_passed, status, verdicts", [
+    (2, "passed", (True, True)), (1, "failed", (True, False)), (1, "timeout", (True, False)),
+    (0, "failed", (False, False)), (0, "killed", (False, False))])
+def test_one_program_gives_base_and_base_plus_verdicts(tests_passed, status, verdicts):
+  """A plus sample runs once (base then plus inputs, plus only after base passed): the
+  scorer reads EvalPlus's base verdict off its first test, base + plus off the whole."""
+  from execution import Result  # pylint: disable=import-outside-toplevel
+  from evaluation import scorer  # pylint: disable=import-outside-toplevel
+  result = Result("p", status, status == "passed", tests_passed, 2, "" if
+                  status == "passed" else "test 1: AssertionError", 1.0)
+  base, both = scorer._plus_verdicts(result)  # pylint: disable=protected-access
+  assert (base.passed, both.passed) == verdicts and both is result
+  assert base.tests_total == 1 and (base.status == "passed") is verdicts[0]
