@@ -118,11 +118,10 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     sample_S = jnp.where(continues_S, sample_S, jnp.where(takes_S, candidate_S, idle))
     return sample_S, takes_S, next_sample + jnp.sum(takes_S)
 
-  def set_up_pages(pool, sample_S, fresh_S, most):
+  def set_up_pages(pool, problem_S, fresh_S, most):
     """The fresh samples' prompt's partly filled last page, copied into their slot's first
     own page. First thing in a step: then nothing else has read the pool yet, and XLA
     updates it in place (after the step's attention read it, XLA copied the whole pool)."""
-    problem_S = problem_of(sample_S)
     return kv_pages.copy_prompt_tails(pool, layout, model.cfg.num_layers, fresh_S, problem_S,
                                       prompt_lengths_P[problem_S], most)
 
@@ -133,9 +132,9 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     return busy
 
   def body(state: _Slots) -> _Slots:
-    pool = set_up_pages(state.pool, state.sample_S, state.fresh_S, refills)
-    active_S = state.sample_S < idle
     problem_S = problem_of(state.sample_S)
+    pool = set_up_pages(state.pool, problem_S, state.fresh_S, refills)
+    active_S = state.sample_S < idle
     u_S = uniforms_PxNxT[problem_S, state.sample_S % n, jnp.minimum(state.pos_S, max_new - 1)]
     token_S = choose_tokens_by_uniforms(state.logits_SxV, u_S, cfg)
     stopped_S = active_S & ((token_S == eos_id) |
@@ -162,7 +161,7 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     sample_S, fresh_S, next_sample = refill(jnp.full((num_slots,), idle),
                                             jnp.zeros((num_slots,), bool), jnp.int32(0),
                                             num_slots)
-    pool = set_up_pages(pool, sample_S, fresh_S, num_slots)
+    pool = set_up_pages(pool, problem_of(sample_S), fresh_S, num_slots)
     state = jax.lax.while_loop(cond, body, _Slots(
         sample_S=sample_S, fresh_S=jnp.zeros((num_slots,), bool),
         pos_S=jnp.zeros((num_slots,), jnp.int32),

@@ -9,7 +9,6 @@ evaluation makes.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -18,13 +17,13 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from decode import budget as decode_budget
+from decode.engine import make_sample_fn
+from decode.prompt_rows import bucket_length
+from decode.stop_matcher import build_stop_table
+from decode.token_choice import SamplingConfig
 from model.config import ModelConfig
 from model.decoder import sharded_abstract_params
-from decode.prompt_rows import bucket_length
-from decode.token_choice import SamplingConfig
 from model.sharding import batch_shard_count, batch_sharding
-from decode.engine import make_sample_fn
-from decode.stop_matcher import build_stop_table
 
 
 def _abstract(x, sharding) -> jax.ShapeDtypeStruct:
