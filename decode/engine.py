@@ -146,7 +146,8 @@ def generate_samples(graphdef: nnx.GraphDef, params: Any, prompt_PxL: jax.Array,
     prompt_len_S = prompt_lengths_P[problem_S]
     table_SxM = kv_pages.page_tables(layout, problem_S, prompt_len_S)
     logits_SxV, pool = decode_step(model, token_S, prefix_len + prompt_len_S + state.pos_S,
-                                   table_SxM, pool, layout)
+                                   table_SxM, pool, layout,
+                                   kv_pages.prompt_groups(layout, problem_S, prompt_len_S))
     continues_S = active_S & ~stopped_S
     sample_S, fresh_S, next_sample = refill(state.sample_S, continues_S, state.next_sample,
                                             refills)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from decode import kv_pages
 from model.decoder import Decoder
 from model.kernels import kernel_set, resolve
+from model.kernels.page_groups import PageGroups
 
 _LOW = float(jnp.finfo(jnp.float32).min)
 
@@ -76,10 +77,11 @@ def prefill(model: Decoder, tokens_BxL: jax.Array, first_position: int, pool: kv
 
 
 def decode_step(model: Decoder, token_S: jax.Array, position_S: jax.Array,
-                table_SxM: jax.Array, pool: kv_pages.Pool, layout: kv_pages.PageLayout
-                ) -> tuple[jax.Array, kv_pages.Pool]:
+                table_SxM: jax.Array, pool: kv_pages.Pool, layout: kv_pages.PageLayout,
+                groups: PageGroups | None = None) -> tuple[jax.Array, kv_pages.Pool]:
   """(next-token logits [S, V], the pool with each slot's token stored). Slot s feeds
-  token_S[s] at position position_S[s] of the sequence its page table table_SxM[s] holds."""
+  token_S[s] at position position_S[s] of the sequence its page table table_SxM[s] holds;
+  groups: which of the tables' pages slots share (kv_pages.prompt_groups), for the kernel."""
   paged_attention = kernel_set(model.cfg.kernels).paged_attention
   head_dim = model.cfg.head_dim
   per_layer = layout.pages_per_layer
@@ -92,8 +94,11 @@ def decode_step(model: Decoder, token_S: jax.Array, position_S: jax.Array,
     pool = kv_pages.write_tokens(pool, offset, table_SxM, position_S, k_SxKx1xH[:, :, 0],
                                  v_SxKx1xH[:, :, 0])
     q_SxNxH = q_SxNx1xH[:, :, 0] * jnp.asarray(head_dim ** -0.5, q_SxNx1xH.dtype)
+    layer_groups = None if groups is None else groups._replace(
+        table_GxW=groups.table_GxW + offset)
     out_SxNxH = paged_attention(q_SxNxH, pool["k"], pool["v"], position_S + 1,
-                                table_SxM + offset, shared_pages=layout.prefix_pages)
+                                table_SxM + offset, shared_pages=layout.prefix_pages,
+                                groups=layer_groups)
     return block.residuals(x_Sx1xD, block.attn.out(out_SxNxH[:, :, None])), pool
 
   x_Sx1xD, pool = model.scan_layers(layer, (model.embed(token_S[:, None]), pool),

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import ModelConfig
+from model.kernels.page_groups import PageGroups
 from model.sharding import shard_activation
 
 PAGE = 32  # positions per page (E): a divisor of every bucketed prompt length and prefix
@@ -89,6 +90,15 @@ def page_tables(layout: PageLayout, problem_S: jax.Array, prompt_len_S: jax.Arra
   return jnp.where(m_M[None] < layout.prefix_pages, m_M[None],
                    jnp.where(m_M[None] < layout.prefix_pages + whole_S[:, None],
                              prompt_page_SxM, own_page_SxM)).astype(jnp.int32)
+
+
+def prompt_groups(layout: PageLayout, problem_S: jax.Array, prompt_len_S: jax.Array
+                  ) -> PageGroups:
+  """What `page_tables` share, for a kernel (model/kernels/page_groups.py): a slot's group is
+  its problem, whose whole prompt pages its table holds after the prefix."""
+  table_PxL = (layout.prefix_pages + jnp.arange(layout.problems)[:, None] * layout.prompt_pages
+               + jnp.arange(layout.prompt_pages)[None])
+  return PageGroups(problem_S, table_PxL.astype(jnp.int32), prompt_len_S // layout.page)
 
 
 def write_tokens(pool: Pool, layer_offset: jax.Array, table_SxM: jax.Array,

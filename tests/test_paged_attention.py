@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from model import kernels, targets
 from model.kernels import gpu, tpu, xla
+from model.kernels.page_groups import PageGroups
 from model.sharding import make_mesh
 
 RTOL, ATOL = 2e-5, 2e-5
@@ -99,6 +100,57 @@ def test_the_cpu_set_equals_the_reference(num_heads, num_kv_heads, shared_pages)
   """The cpu set scores the shared prefix apart (also for a row shorter than it: length 1)."""
   case = _paged_case(4, num_heads=num_heads, num_kv_heads=num_kv_heads, shared_pages=shared_pages)
   _set_equals_reference("cpu", case, shared_pages)
+
+
+def _groups_of(case, group, shared_pages, seed):
+  """PageGroups of a _paged_case: rows of `group` share its prompt pages (the two table columns
+  after the prefix); each row's hint claims 0, 1 or 2 of them (the rest it reads as its own)."""
+  table = case[4]
+  rows = np.arange(table.shape[0])
+  first_rows = rows[::group]
+  pages = np.random.default_rng(seed).integers(0, 3, table.shape[0])
+  return PageGroups(jnp.asarray(rows // group, jnp.int32),
+                    jnp.asarray(table[first_rows, shared_pages:shared_pages + 2], jnp.int32),
+                    jnp.asarray(pages, jnp.int32))
+
+
+@pytest.mark.parametrize("group", [2, 1], ids=["few_groups", "more_groups_than_dense"])
+@pytest.mark.parametrize("shared_pages", [0, 2])
+def test_the_cpu_set_with_page_groups_equals_the_reference(group, shared_pages):
+  """Groups' pages scored once for their rows (3 groups), or read row by row past
+  MAX_DENSE_GROUPS (6); with a prefix, and rows of length 1 and of the whole table."""
+  case = _paged_case(5, pages_per_seq=6, shared_pages=shared_pages, group=group)
+  groups = _groups_of(case, group, shared_pages, seed=5)
+  paged = kernels.kernel_set("cpu").paged_attention
+  out = jax.jit(lambda *a: paged(*a, shared_pages=shared_pages, groups=groups))(*case)
+  np.testing.assert_allclose(out, jax.jit(xla.paged_attention)(*case), rtol=RTOL, atol=ATOL)
+
+
+def test_the_cpu_set_skips_the_chunks_past_every_rows_length():
+  """Rows all within the table's first PAGE_CHUNK pages: the pages after them are never read
+  (NaN there would reach the output through the values' 0 * NaN)."""
+  chunk = kernels.cpu.PAGE_CHUNK
+  q, k_pages, v_pages, lengths, table = _paged_case(7, pages_per_seq=chunk + 3)
+  lengths = np.minimum(lengths, chunk * k_pages.shape[2]).astype(np.int32)
+  k_pages, v_pages = k_pages.copy(), v_pages.copy()
+  k_pages[:, table[:, chunk:].ravel()] = np.nan
+  v_pages[:, table[:, chunk:].ravel()] = np.nan
+  case = (q, k_pages, v_pages, lengths, table)
+  out = jax.jit(kernels.kernel_set("cpu").paged_attention)(*case)
+  np.testing.assert_allclose(out, _dense_numpy(*case), rtol=RTOL, atol=ATOL)
+
+
+def test_the_cpu_set_reads_a_groups_pages_where_page_groups_says():
+  """Proof the dense path is taken: a hint naming other pages changes the output."""
+  case = _paged_case(6, pages_per_seq=6, group=2)
+  groups = _groups_of(case, 2, 0, seed=6)._replace(pages_S=jnp.full((6,), 2, jnp.int32))
+  wrong = groups._replace(table_GxW=groups.table_GxW[::-1])
+  paged = kernels.kernel_set("cpu").paged_attention
+  right_out, wrong_out = (jax.jit(lambda *a, g=g: paged(*a, groups=g))(*case)
+                          for g in (groups, wrong))
+  np.testing.assert_allclose(right_out, jax.jit(xla.paged_attention)(*case), rtol=RTOL,
+                             atol=ATOL)
+  assert not np.allclose(wrong_out, right_out, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("kernel_set", ["xla", "cpu", "gpu"])

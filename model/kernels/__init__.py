@@ -8,9 +8,11 @@ Every kernel set has the same five functions, with the same maths and signatures
     lm_head(x_BxLxD, head_DxV) -> float32 logits_BxLxV
     token_nll(logits_BxLxV, targets_BxL) -> per-token cross-entropy, float32
     paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S, page_table_SxM, *,
-                    shared_pages=0) -> out_SxNxH
+                    shared_pages=0, groups=None) -> out_SxNxH
         decode attention: one (pre-scaled) query token per sequence against its keys/values
-        in a paged KV cache (model/kernels/xla.py says the layout)
+        in a paged KV cache (model/kernels/xla.py says the layout); shared_pages and groups
+        (model/kernels/page_groups.py) say which pages rows share, for a kernel that reads
+        shared pages once (the page table alone is complete)
 
 `xla` (model/kernels/xla.py) is the model in plain JAX with autodiff, attention through
 `jax.nn.dot_product_attention` (`attention_impl` = "cudnn" picks cuDNN's flash kernel on

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from model.kernels import xla
+from model.kernels.page_groups import PageGroups
 from model.sharding import shard_activation
 
 # Queries are processed in chunks of this many rows; chunk i only needs the keys up to its
@@ -250,54 +251,100 @@ token_nll.defvjp(_token_nll_fwd, _token_nll_bwd)
 
 # --- Decode attention over the paged KV cache ----------------------------------------------
 
+# Table columns (pages) a decode attention reads per step of its walk: small enough that a
+# chunk's gathered keys stay in cache, and that chunks past the longest sequence are skipped.
+PAGE_CHUNK = 3
+# Groups of rows (PageGroups) whose shared pages are scored as one matmul for all rows: each
+# row then also scores the other groups' pages (masked), so this pays only while they are
+# few; past it, each row reads its group's pages like its own.
+MAX_DENSE_GROUPS = 4
+
+
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
-                    shared_pages: int = 0) -> jax.Array:
-  """xla.paged_attention's maths, with the pages every sequence shares scored once.
+                    shared_pages: int = 0, groups: PageGroups | None = None) -> jax.Array:
+  """xla.paged_attention's maths, reading each page as few times as it can.
 
-  The reference gathers each sequence's pages, the shared prefix's S times over: on XLA:CPU
-  that copy, not the arithmetic, is most of the cost when the prefix (few-shot examples) is
-  most of each sequence. Here the prefix's keys are gathered once and every sequence's queries
-  of a kv head are the rows of one [S * G, H] x [H, C] matmul; only the rest of each table is
-  gathered per sequence. One softmax over both parts by a shared max (no concatenation of the
-  scores, which XLA:CPU copies), the values weighted by the unnormalised exponentials and the
-  sum divided once, on the [.., H] output.
+  The reference gathers each sequence's whole table into one key row. On XLA:CPU that copy,
+  not the arithmetic, is most of the cost: pages many rows share are copied once per row, and
+  a table is as wide as the longest sample may grow while most rows end a few pages in. Here:
+    * the prefix every sequence shares (`shared_pages`, few-shot examples) is gathered once
+      and every sequence's queries of a kv head are the rows of one [S * G, H] x [H, C]
+      matmul;
+    * with at most MAX_DENSE_GROUPS `groups` (a problem's prompt pages, PageGroups), each
+      group's pages likewise, every row masked to its own group's;
+    * the rest of each row's table is walked PAGE_CHUNK pages at a time (small gathers that
+      stay in cache), and a chunk that starts past every row's length is skipped
+      (`lax.cond`: the walk ends where the longest row does, not the table).
+  The parts meet in an online softmax (running max, sum and unnormalised weighted values,
+  rescaled when the max grows), divided once, on [.., H].
   """
-  if shared_pages == 0:
-    return xla.paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S,
-                               page_table_SxM)
   seqs, num_heads, head_dim = q_SxNxH.shape
   kv_heads, _, page, _ = k_pages_KxQxExH.shape
   group = num_heads // kv_heads
   f32 = dict(preferred_element_type=jnp.float32)
+  v_dtype = v_pages_KxQxExH.dtype
   q_KxSxGxH = q_SxNxH.reshape(seqs, kv_heads, group, head_dim).transpose(1, 0, 2, 3)
   q_KxSGxH = q_KxSxGxH.reshape(kv_heads, seqs * group, head_dim)
-  shared_M, rest_SxM = page_table_SxM[0, :shared_pages], page_table_SxM[:, shared_pages:]
-  shared = lambda pages: pages[:, shared_M].reshape(kv_heads, -1, head_dim)
-  rest = lambda pages: pages[:, rest_SxM].reshape(kv_heads, seqs, -1, head_dim)
 
-  shared_KxSxGxC = jnp.einsum("kqh,kch->kqc", q_KxSGxH, shared(k_pages_KxQxExH),
-                              **f32).reshape(kv_heads, seqs, group, -1)
-  valid_KxSxGxC = (jnp.arange(shared_KxSxGxC.shape[-1]) < lengths_S[:, None, None])[None]
-  shared_KxSxGxC = jnp.where(valid_KxSxGxC, shared_KxSxGxC, -jnp.inf)
-  top_KxSxGx1 = jnp.max(shared_KxSxGxC, -1, keepdims=True)
-  has_rest = rest_SxM.shape[1] > 0
-  if has_rest:
-    rest_KxSxGxU = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, rest(k_pages_KxQxExH), **f32)
-    positions_U = shared_pages * page + jnp.arange(rest_KxSxGxU.shape[-1])
-    rest_KxSxGxU = jnp.where((positions_U[None] < lengths_S[:, None])[None, :, None],
-                             rest_KxSxGxU, -jnp.inf)
-    top_KxSxGx1 = jnp.maximum(top_KxSxGx1, jnp.max(rest_KxSxGxU, -1, keepdims=True))
-  v_dtype = v_pages_KxQxExH.dtype
-  shared_exp = jnp.exp(shared_KxSxGxC - top_KxSxGx1)
-  total_KxSxGx1 = jnp.sum(shared_exp, -1, keepdims=True)
-  out_KxSxGxH = jnp.einsum(
-      "kqc,kch->kqh", shared_exp.reshape(kv_heads, seqs * group, -1).astype(v_dtype),
-      shared(v_pages_KxQxExH), **f32).reshape(kv_heads, seqs, group, head_dim)
-  if has_rest:
-    rest_exp = jnp.exp(rest_KxSxGxU - top_KxSxGx1)
-    total_KxSxGx1 += jnp.sum(rest_exp, -1, keepdims=True)
-    out_KxSxGxH += jnp.einsum("ksgu,ksuh->ksgh", rest_exp.astype(v_dtype),
-                              rest(v_pages_KxQxExH), **f32)
+  def merged(state, scores_KxSxGxU, values_of):
+    """The softmax state with a block of scores (masked ones -inf) and its values added."""
+    top_KxSxGx1, total_KxSxGx1, out_KxSxGxH = state
+    new_top = jnp.maximum(top_KxSxGx1, jnp.max(scores_KxSxGxU, -1, keepdims=True))
+    # A row with nothing valid yet keeps a -inf max: shift by 0 there, no inf - inf.
+    shift = jnp.where(jnp.isfinite(new_top), new_top, 0.0)
+    rescale = jnp.exp(top_KxSxGx1 - shift)
+    exp_KxSxGxU = jnp.exp(scores_KxSxGxU - shift)
+    return (new_top, total_KxSxGx1 * rescale + jnp.sum(exp_KxSxGxU, -1, keepdims=True),
+            out_KxSxGxH * rescale + values_of(exp_KxSxGxU.astype(v_dtype)))
+
+  def merged_shared(state, pages_C, valid_SxC):
+    """Pages read once for all rows (one matmul per kv head), valid_SxC per row."""
+    read = lambda pages: pages[:, pages_C].reshape(kv_heads, -1, head_dim)
+    scores = jnp.einsum("kqh,kch->kqc", q_KxSGxH, read(k_pages_KxQxExH),
+                        **f32).reshape(kv_heads, seqs, group, -1)
+    return merged(state, jnp.where(valid_SxC[None, :, None], scores, -jnp.inf),
+                  lambda exp: jnp.einsum(
+                      "kqc,kch->kqh", exp.reshape(kv_heads, seqs * group, -1),
+                      read(v_pages_KxQxExH), **f32).reshape(kv_heads, seqs, group, head_dim))
+
+  state = (jnp.full((kv_heads, seqs, group, 1), -jnp.inf, jnp.float32),
+           jnp.zeros((kv_heads, seqs, group, 1), jnp.float32),
+           jnp.zeros((kv_heads, seqs, group, head_dim), jnp.float32))
+  if shared_pages:
+    state = merged_shared(state, page_table_SxM[0, :shared_pages],
+                          jnp.arange(shared_pages * page)[None] < lengths_S[:, None])
+  # Row s's rest: its table from column rest_first_S[s] on, rest_width columns (past the
+  # table: positions past every length, masked; the entry read is the last, a valid page).
+  rest_first_S = jnp.full((seqs,), shared_pages)
+  rest_width = page_table_SxM.shape[1] - shared_pages
+  table_SxM = page_table_SxM[:, shared_pages:]
+  if groups is not None and groups.table_GxW.shape[0] <= MAX_DENSE_GROUPS:
+    num_groups, width = groups.table_GxW.shape
+    offset_U = jnp.arange(width * page)
+    valid_SxGxU = ((jnp.arange(num_groups)[None, :, None] == groups.group_S[:, None, None])
+                   & (offset_U < groups.pages_S[:, None] * page)[:, None]
+                   & (shared_pages * page + offset_U < lengths_S[:, None])[:, None])
+    state = merged_shared(state, groups.table_GxW.reshape(-1),
+                          valid_SxGxU.reshape(seqs, -1))
+    rest_first_S = shared_pages + groups.pages_S
+    table_SxM = jnp.take_along_axis(page_table_SxM, jnp.minimum(
+        rest_first_S[:, None] + jnp.arange(rest_width)[None], page_table_SxM.shape[1] - 1), 1)
+  longest = jnp.max(lengths_S - rest_first_S * page)
+  for first in range(0, table_SxM.shape[1], PAGE_CHUNK):
+    last = min(first + PAGE_CHUNK, table_SxM.shape[1])
+
+    def chunk(state, first=first, last=last):
+      rows = lambda pages: pages[:, table_SxM[:, first:last]].reshape(
+          kv_heads, seqs, -1, head_dim)
+      scores = jnp.einsum("ksgh,ksuh->ksgu", q_KxSxGxH, rows(k_pages_KxQxExH), **f32)
+      positions_SxU = ((rest_first_S[:, None] + first) * page
+                       + jnp.arange(scores.shape[-1])[None])
+      valid = (positions_SxU < lengths_S[:, None])[None, :, None]
+      return merged(state, jnp.where(valid, scores, -jnp.inf), lambda exp: jnp.einsum(
+          "ksgu,ksuh->ksgh", exp, rows(v_pages_KxQxExH), **f32))
+
+    state = jax.lax.cond(first * page < longest, chunk, lambda state: state, state)
+  _, total_KxSxGx1, out_KxSxGxH = state
   out_KxSxGxH = out_KxSxGxH / total_KxSxGx1
   return out_KxSxGxH.transpose(1, 0, 2, 3).reshape(q_SxNxH.shape).astype(q_SxNxH.dtype)

@@ -49,9 +49,9 @@ def kernel_blocks(pages_per_sequence: int) -> tuple[int, int]:
 
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
-                    shared_pages: int = 0) -> jax.Array:
+                    shared_pages: int = 0, groups=None) -> jax.Array:
   """xla.paged_attention's maths by the Pallas GPU kernel (interpreted off a GPU)."""
-  del shared_pages  # the kernel reads every sequence's pages itself
+  del shared_pages, groups  # the kernel reads every sequence's pages itself
   head_dim, page_size = q_SxNxH.shape[-1], k_pages_KxQxExH.shape[2]
   if not (_power_of_two(head_dim) and _power_of_two(page_size)):
     return xla.paged_attention(q_SxNxH, k_pages_KxQxExH, v_pages_KxQxExH, lengths_S,

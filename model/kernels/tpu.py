@@ -110,9 +110,9 @@ def pages_per_compute_block(pages_per_sequence: int, page_size: int) -> int:
 
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
-                    shared_pages: int = 0) -> jax.Array:
+                    shared_pages: int = 0, groups=None) -> jax.Array:
   """xla.paged_attention's maths by the Pallas TPU kernel (interpreted off a TPU)."""
-  del shared_pages  # the kernel reads every sequence's pages itself
+  del shared_pages, groups  # the kernel reads every sequence's pages itself
   interpret = platform_in_context() != "tpu"
   # Pallas' TPU interpreter runs the kernel as host callbacks, which on a CPU mesh of several
   # devices deadlock or crash XLA:CPU (nested shard_maps): there, off a TPU, the reference

@@ -55,16 +55,17 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
 
 def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQxExH: jax.Array,
                     lengths_S: jax.Array, page_table_SxM: jax.Array, *,
-                    shared_pages: int = 0) -> jax.Array:
+                    shared_pages: int = 0, groups=None) -> jax.Array:
   """One query token per sequence against its paged keys/values (decode attention).
 
   Sequence s's position t lives in page page_table_SxM[s, t // E] at offset t % E; positions
   from lengths_S[s] on are masked. q is already scaled by 1/sqrt(H); the softmax is float32;
   query head n reads kv head n // (N / K). The reference of every set: each sequence's pages
   gathered into one [M * E] key row, masked, one softmax. `shared_pages` (the first table
-  entries, the same pages in every row) changes nothing here.
+  entries, the same pages in every row) and `groups` (model/kernels/page_groups.py: pages a
+  group of rows shares) change nothing here.
   """
-  del shared_pages
+  del shared_pages, groups
   num_seqs, num_heads, head_dim = q_SxNxH.shape
   num_kv_heads, _, page_size, _ = k_pages_KxQxExH.shape
   span = page_table_SxM.shape[1] * page_size
