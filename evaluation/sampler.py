@@ -62,16 +62,18 @@ def draw_key(seed: int, variant: int) -> jax.Array:
 def token_texts(tokenizer: Tokenizer) -> list[str]:
   """Every token's text as it reads after other text, for the stop strings' automaton.
 
-  Not `decode([id])`: a SentencePiece model with a dummy prefix (Llama's) strips the leading
-  space of a text's first piece, so alone `▁if` reads `if` and `▁` nothing, and "\n" + "▁if"
-  would spell a false "\nif". After an anchor piece nothing is stripped."""
-  anchor = tokenizer.encode_continuation("x")[-1:]
-  anchor_text = tokenizer.decode(anchor)
+  Not `decode([id])` alone: a SentencePiece model with a dummy prefix (Llama's) strips the
+  leading space of a text's first piece, so alone `▁if` reads `if` and `▁` nothing, and
+  "\\n" + "▁if" would spell a false "\\nif". After an anchor piece that reads as letters
+  alone (so nothing of it was stripped), nothing is."""
+  alone = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+  anchor = next((i for i, text in enumerate(alone) if text.isalnum()), None)
+  if anchor is None:
+    return alone
   texts = []
-  for i in range(tokenizer.vocab_size):
-    after = tokenizer.decode(anchor + [i])
-    texts.append(after[len(anchor_text):] if anchor_text and after.startswith(anchor_text)
-                 else tokenizer.decode([i]))
+  for i, text in enumerate(alone):
+    after = tokenizer.decode([anchor, i])
+    texts.append(after[len(alone[anchor]):] if after.startswith(alone[anchor]) else text)
   return texts
 
 
