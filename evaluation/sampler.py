@@ -59,6 +59,24 @@ def draw_key(seed: int, variant: int) -> jax.Array:
   return jax.random.fold_in(key, variant) if variant else key
 
 
+def token_texts(tokenizer: Tokenizer) -> list[str]:
+  """Every token's text as it reads after other text, for the stop strings' automaton.
+
+  Not `decode([id])` alone: a SentencePiece model with a dummy prefix (Llama's) strips the
+  leading space of a text's first piece, so alone `▁if` reads `if` and `▁` nothing, and
+  "\\n" + "▁if" would spell a false "\\nif". After an anchor piece that reads as letters
+  alone (so nothing of it was stripped), nothing is."""
+  alone = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+  anchor = next((i for i, text in enumerate(alone) if text.isalnum()), None)
+  if anchor is None:
+    return alone
+  texts = []
+  for i, text in enumerate(alone):
+    after = tokenizer.decode([anchor, i])
+    texts.append(after[len(alone[anchor]):] if after.startswith(alone[anchor]) else text)
+  return texts
+
+
 @dataclasses.dataclass
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
@@ -69,6 +87,10 @@ class Sampler:
     (data/prompt_fit.py: whole shots dropped, or the problem failed, as prompt_overflow says).
   cpu_memory_mb: on a CPU, the memory its calls may take (all its devices together);
     0 = decode/budget.py's share of the host's available memory.
+  task_stops: the task's stop strings (data/tasks.py stop_strings): a sample stops on device
+    once the cut of its completion at `[DONE]` or these is fixed (decode/stop_matcher.py),
+    never earlier, so its scored text is that of a sample run to max_new_tokens. The
+    completions come back cut at `[DONE]` only; the task's scoring cuts at the rest.
   """
   graphdef: Any
   params: Any
@@ -82,13 +104,12 @@ class Sampler:
   prompt_overflow: str = "drop_shots"  # data/prompt_fit.OVERFLOW_MODES
   context_len: int | None = None  # the model's, where it declares one (evaluation/runner.py)
   cpu_memory_mb: int = 0   # sampling's memory on a CPU host; 0 = decode_budget's share
+  task_stops: tuple[str, ...] = ()  # besides [DONE]; data/tasks.py stop_strings
 
   def __post_init__(self):
-    texts = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
-    stop_next, stop_completes = build_stop_table(texts, DONE)
-    replicated = NamedSharding(self.mesh, PartitionSpec())
-    self._stop = (jax.device_put(stop_next, replicated),
-                  jax.device_put(stop_completes, replicated))
+    self._token_texts = token_texts(self.tokenizer)
+    # By stop strings; shared with the copies runner.sampler_for makes for other tasks.
+    self._stop_tables: dict[tuple[str, ...], tuple[jax.Array, jax.Array]] = {}
     self._sample_fns: dict[tuple[int, int], Any] = {}
     self._model_cfg = nnx.merge(self.graphdef, self.params).cfg
     self._param_bytes = decode_budget.param_bytes_per_device(self.params, self.mesh)
@@ -104,6 +125,21 @@ class Sampler:
   @property
   def batch_shards(self) -> int:
     return batch_shard_count(self.mesh)
+
+  @property
+  def stop_strings(self) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((DONE, *self.task_stops)))
+
+  def _stop(self) -> tuple[jax.Array, jax.Array]:
+    """The stop strings' automaton tables on the devices: arguments of the compiled loop
+    (jit compiles it again only for tables of another size)."""
+    stops = self.stop_strings
+    if stops not in self._stop_tables:
+      replicated = NamedSharding(self.mesh, PartitionSpec())
+      self._stop_tables[stops] = tuple(
+          jax.device_put(table, replicated)
+          for table in build_stop_table(self._token_texts, stops))
+    return self._stop_tables[stops]
 
   def slots(self, num_samples: int) -> int:
     """Rows decoded together: slots_per_call if set, else the memory rule (same on every host)."""
@@ -153,7 +189,8 @@ class Sampler:
 
   def sample(self, prompts: Sequence[str], problem_keys: Sequence[int],
              num_samples: int) -> list[list[str]]:
-    """num_samples completions (cut at [DONE]) of each prompt, in one call."""
+    """num_samples completions (cut at [DONE]; stopped early at the task's stop strings)
+    of each prompt, in one call."""
     return self.collect(self.dispatch(prompts, problem_keys, num_samples))
 
   def call_plan(self, prompts: Sequence[str]) -> tuple[list[int], int]:
@@ -202,7 +239,7 @@ class Sampler:
           self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
-          draw_key(self.seed, self.variant), *self._stop,
+          draw_key(self.seed, self.variant), *self._stop(),
           None if prefix is None else jax.device_put(prefix, replicated))
     return rows, num_samples, out, out_lengths
 

@@ -22,6 +22,7 @@ class ScriptedSampler:
   # A scripted model reads any prompt whole: a context no prompt reaches (in characters).
   context_len: int | None = 10**9
   cpu_memory_mb: int = 0
+  task_stops: tuple = ()
   tokens_generated: int = 0
   calls: list = dataclasses.field(default_factory=list)
 
