@@ -74,8 +74,7 @@ _F32 = 4
 
 def bytes_per_slot(cfg: ModelConfig, max_new_tokens: int) -> int:
   itemsize = jax.numpy.dtype(cfg.dtype).itemsize
-  positions = kv_pages.PageLayout.of(prefix_len=0, prompt_len=0, problems=0, slots=1,
-                                     max_new_tokens=max_new_tokens).slot_pages * kv_pages.PAGE
+  positions = kv_pages.slot_pages(max_new_tokens) * kv_pages.PAGE
   cache = 2 * cfg.num_layers * cfg.num_kv_heads * positions * cfg.head_dim * itemsize
   working = _F32 * (4 * cfg.vocab_size + 4 * cfg.d_model + 2 * cfg.d_ff)
   return cache + working

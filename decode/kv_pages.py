@@ -34,6 +34,12 @@ PAGE = 32  # positions per page (E): a divisor of every bucketed prompt length a
 Pool = dict[str, jax.Array]  # {"k", "v"}: [K, layers * Q, E, H]
 
 
+def slot_pages(max_new_tokens: int, page: int = PAGE) -> int:
+  """Pages a slot owns (Ms): a sample starts inside its prompt's last page, up to E - 1
+  positions of it, then max_new_tokens of its own."""
+  return -(-(page - 1 + max_new_tokens) // page)
+
+
 @dataclasses.dataclass(frozen=True)
 class PageLayout:
   """Where a call's pages are (module docstring); static, part of the compiled shape."""
@@ -51,10 +57,8 @@ class PageLayout:
     if prefix_len % page or prompt_len % page:
       raise ValueError(f"prefix {prefix_len} and prompt length {prompt_len} must be whole "
                        f"pages of {page}")
-    # A sample starts inside its prompt's last page: up to E - 1 positions of it, then
-    # max_new_tokens of its own.
     return cls(prefix_len // page, prompt_len // page, problems, slots,
-               -(-(page - 1 + max_new_tokens) // page), page)
+               slot_pages(max_new_tokens, page), page)
 
   @property
   def pages_per_layer(self) -> int:  # Q

@@ -276,6 +276,8 @@ def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQx
     * the rest of each row's table is walked PAGE_CHUNK pages at a time (small gathers that
       stay in cache), and a chunk that starts past every row's length is skipped
       (`lax.cond`: the walk ends where the longest row does, not the table).
+  Where XLA partitions the call (tensor parallelism), no groups and no skipping: its
+  partitioner would gather their operands whole on every device.
   The parts meet in an online softmax (running max, sum and unnormalised weighted values,
   rescaled when the max grows), divided once, on [.., H].
   """
@@ -308,6 +310,11 @@ def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQx
                       "kqc,kch->kqh", exp.reshape(kv_heads, seqs * group, -1),
                       read(v_pages_KxQxExH), **f32).reshape(kv_heads, seqs, group, head_dim))
 
+  # Where XLA partitions the call (heads split over tensor, say), its partitioner would gather
+  # a cond's operands, and the group-masked scores, whole on every device: read row by row.
+  mesh = jax.sharding.get_abstract_mesh()
+  partitioned = not mesh.empty and any(
+      size > 1 for name, size in mesh.shape.items() if name not in mesh.manual_axes)
   state = (jnp.full((kv_heads, seqs, group, 1), -jnp.inf, jnp.float32),
            jnp.zeros((kv_heads, seqs, group, 1), jnp.float32),
            jnp.zeros((kv_heads, seqs, group, head_dim), jnp.float32))
@@ -319,7 +326,8 @@ def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQx
   rest_first_S = jnp.full((seqs,), shared_pages)
   rest_width = page_table_SxM.shape[1] - shared_pages
   table_SxM = page_table_SxM[:, shared_pages:]
-  if groups is not None and groups.table_GxW.shape[0] <= MAX_DENSE_GROUPS:
+  if (groups is not None and groups.table_GxW.shape[0] <= MAX_DENSE_GROUPS
+      and not partitioned):
     num_groups, width = groups.table_GxW.shape
     offset_U = jnp.arange(width * page)
     valid_SxGxU = ((jnp.arange(num_groups)[None, :, None] == groups.group_S[:, None, None])
@@ -344,7 +352,10 @@ def paged_attention(q_SxNxH: jax.Array, k_pages_KxQxExH: jax.Array, v_pages_KxQx
       return merged(state, jnp.where(valid, scores, -jnp.inf), lambda exp: jnp.einsum(
           "ksgu,ksuh->ksgh", exp, rows(v_pages_KxQxExH), **f32))
 
-    state = jax.lax.cond(first * page < longest, chunk, lambda state: state, state)
+    if partitioned:
+      state = chunk(state)
+    else:
+      state = jax.lax.cond(first * page < longest, chunk, lambda state: state, state)
   _, total_KxSxGx1, out_KxSxGxH = state
   out_KxSxGxH = out_KxSxGxH / total_KxSxGx1
   return out_KxSxGxH.transpose(1, 0, 2, 3).reshape(q_SxNxH.shape).astype(q_SxNxH.dtype)
