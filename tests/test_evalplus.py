@@ -381,7 +381,8 @@ def test_float_outputs_are_close_exactly_when_numpy_says_so(out, exp, atol):
   floats and flat sequences of floats without numpy, with the same verdicts."""
   import numpy  # pylint: disable=import-outside-toplevel
   expected = bool(numpy.allclose(out, exp, rtol=1e-07, atol=atol))
-  assert evalplus_harness._ep_allclose(out, exp, atol) is expected  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  assert evalplus_harness._ep_allclose(out, exp, atol) is expected
 
 
 def test_a_float_output_is_decided_without_importing_numpy():

@@ -493,6 +493,7 @@ def test_eval_config_carries_run_as_main_to_the_sandbox():
   assert sandbox_config(config).run_as_main is True
 
 
+@needs_root
 def test_preimported_modules_are_in_every_program_without_their_files():
   """SandboxConfig.preimport: the worker imports them before its isolation hides the
   checkout, so a program finds them in sys.modules, though it can import nothing of the
