@@ -29,6 +29,7 @@ seconds each used in the same round (the peer's include its imports; ours the sa
 workers and programs), whose ratio `cpu_ratio` other jobs on the machine change less.
 """
 import argparse
+import collections
 import gzip
 import json
 import os
@@ -211,6 +212,9 @@ def main() -> None:
         "ratio": round(peer_s / ours_s, 2),
         "peer_cpu_s": round(peer_cpu, 1), "cpu_ratio": round(peer_cpu / ours_cpu, 2),
         "verdict_disagreements": len(disagreements), "disagreements": disagreements[:10],
+        # All of them by which side passed what: "kind peer=[base, plus] ours=[base, plus]".
+        "disagreement_counts": dict(collections.Counter(
+            f"{d['kind']} peer={d['peer']} ours={d['ours']}" for d in disagreements)),
         "all_rounds_wall_s": {"peer": [round(r[1], 1) for r in peer_rounds],
                               "ours": [round(r[1], 1) for r in ours_rounds]},
     })
