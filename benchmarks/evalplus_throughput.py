@@ -23,14 +23,18 @@ process around evaluate(), so its imports are not counted. The two alternate for
 rounds and each keeps its best.
 
 Prints one JSON line: samples/s for both, `ratio` = ours / peer, the load average before and
-after (other jobs on a shared machine slow both), and `verdict_disagreements`: samples whose
-base or base + plus verdict differs between the two (0 when the scorers agree).
+after (other jobs on a shared machine slow both), `verdict_disagreements`: samples whose
+base or base + plus verdict differs between the two (0 when the scorers agree), and the CPU
+seconds each used in the same round (the peer's include its imports; ours the sandbox's
+workers and programs), whose ratio `cpu_ratio` other jobs on the machine change less.
 """
 import argparse
+import collections
 import gzip
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,25 +86,37 @@ def _sandbox(workers: int) -> SandboxConfig:
                        screen_batch=sandbox.screen_batch)
 
 
+def _cpu_seconds(who: int) -> float:
+  usage = resource.getrusage(who)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _run_ours(samples_path: pathlib.Path, manual_dir: str, workdir: pathlib.Path,
               sandbox: SandboxConfig):
   start = time.perf_counter()
+  cpu_start = _cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
   examples = tasks.load_task_examples("humaneval_plus", "test", manual_dir=manual_dir)
   evaluate_samples_file(str(samples_path), examples, str(workdir), sandbox_config=sandbox,
                         ks=(1,), samples_format="evalplus")
   seconds = time.perf_counter() - start
+  # The sandbox's workers, closed by now, and the programs they ran count as children.
+  cpu = (_cpu_seconds(resource.RUSAGE_SELF) + _cpu_seconds(resource.RUSAGE_CHILDREN)
+         - cpu_start)
   verdicts = {f"HumanEval/{rs[0]['task_id']}": [(r["passed"], r["challenge_passed"])
                                                  for r in rs]
               for rs in load_scored(str(workdir)).values()}
-  return verdicts, seconds
+  return verdicts, seconds, cpu
 
 
 def _run_peer(python: str, samples_path: pathlib.Path, problems_path: pathlib.Path,
               parallel: int, cache: pathlib.Path):
   env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(problems_path),
          "XDG_CACHE_HOME": str(cache)}
+  cpu_start = _cpu_seconds(resource.RUSAGE_CHILDREN)
   done = subprocess.run([python, "-c", _PEER, str(samples_path), str(parallel)], env=env,
                         capture_output=True, text=True, check=False, timeout=3600)
+  # Its imports included; its pool's workers and their processes are reaped inside it.
+  cpu = _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_start
   seconds = [line.split()[1] for line in done.stdout.splitlines()
              if line.startswith("PEER_SECONDS ")]
   if done.returncode or not seconds:
@@ -110,7 +126,7 @@ def _run_peer(python: str, samples_path: pathlib.Path, problems_path: pathlib.Pa
   verdicts = {task_id: [(r["base_status"] == "pass",
                          r["base_status"] == r["plus_status"] == "pass") for r in records]
               for task_id, records in results.items()}
-  return verdicts, float(seconds[0])
+  return verdicts, float(seconds[0]), cpu
 
 
 def main() -> None:
@@ -165,7 +181,7 @@ def main() -> None:
       shutil.rmtree(run_dir)
   load_after = os.getloadavg()
   n = len(samples)
-  ours_verdicts, ours_s = min(ours_rounds, key=lambda r: r[1])
+  ours_verdicts, ours_s, ours_cpu = min(ours_rounds, key=lambda r: r[1])
   result = {
       "benchmark": "evalplus_throughput", "dataset": "HumanEval+ v0.1.10",
       "problems": len(problems), "samples_per_problem": args.samples, "samples": n,
@@ -173,11 +189,12 @@ def main() -> None:
       "kinds": {k: sum(s["kind"] == k for s in samples) for k in evalplus_variants.KINDS},
       "rounds": args.rounds, "cpus": os.cpu_count(), "ours_workers": sandbox.worker_count,
       "ours_samples_per_s": round(n / ours_s, 2), "ours_wall_s": round(ours_s, 1),
+      "ours_cpu_s": round(ours_cpu, 1),
       "ours_passed": {"base": sum(v[0] for vs in ours_verdicts.values() for v in vs),
                       "base_plus": sum(v[1] for vs in ours_verdicts.values() for v in vs)},
   }
   if peer_rounds:
-    peer_verdicts, peer_s = min(peer_rounds, key=lambda r: r[1])
+    peer_verdicts, peer_s, peer_cpu = min(peer_rounds, key=lambda r: r[1])
     kinds = {}
     for sample in samples:
       kinds.setdefault(sample["task_id"], []).append(sample["kind"])
@@ -193,7 +210,11 @@ def main() -> None:
         "peer_parallel": parallel,
         "peer_samples_per_s": round(n / peer_s, 2), "peer_wall_s": round(peer_s, 1),
         "ratio": round(peer_s / ours_s, 2),
+        "peer_cpu_s": round(peer_cpu, 1), "cpu_ratio": round(peer_cpu / ours_cpu, 2),
         "verdict_disagreements": len(disagreements), "disagreements": disagreements[:10],
+        # All of them by which side passed what: "kind peer=[base, plus] ours=[base, plus]".
+        "disagreement_counts": dict(collections.Counter(
+            f"{d['kind']} peer={d['peer']} ours={d['ours']}" for d in disagreements)),
         "all_rounds_wall_s": {"peer": [round(r[1], 1) for r in peer_rounds],
                               "ours": [round(r[1], 1) for r in ours_rounds]},
     })

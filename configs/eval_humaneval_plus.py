@@ -17,9 +17,11 @@ Cost: each task's reference runs once per evaluation, in one sandboxed program, 
 computes its ground truth once (evaluation/evalplus_references.py; kept in the workdir's
 evalplus_references.jsonl for a resumed run); each sample is then one program that checks
 its base and plus inputs against the reference's outputs, which it carries as data (never the
-reference's code). benchmarks/evalplus_throughput.py times this against evalplus 0.3.1's own
-evaluator. The sandbox allows 150 s and 4 GiB per program (EvalPlus: 60 s + 2 s per group and
-4 GiB). Expectation: a tiny model scores about 0.
+reference's code), with the harness that the sandbox's workers imported once
+(SandboxConfig.preimport), stopping at its first wrong input (plus only after base passed).
+benchmarks/evalplus_throughput.py times this against evalplus 0.3.1's own evaluator. The
+sandbox allows 150 s and 4 GiB per program (EvalPlus: 60 s + 2 s per group and 4 GiB).
+Expectation: a tiny model scores about 0.
 """
 from configs import eval_humaneval
 

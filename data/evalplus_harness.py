@@ -20,20 +20,21 @@ sha256, and that of a canonical form under which builtin values that are `==` pi
 (numbers across int/float/bool/complex, sets and dicts in any order). The other outputs travel
 as values (pickled, so tuples, sets and complex numbers stay what they are).
 
-This file is itself the programs' prelude (they embed its source), so it imports only the
-standard library (numpy only when a float comparison needs it: importing it costs more than
-most samples' checks), and its names start with `_ep` or are module constants.
+This module is itself the programs' harness: a sandbox whose workers preimported it
+(SandboxConfig.preimport) hands it to each program ready to run; any other runs it from the
+source text every program carries. So it imports only the standard library (numpy only for a
+float comparison the pure-Python one (_ep_allclose) does not cover: importing it costs more
+than most samples' checks), and its names start with `_ep` or are module constants.
 The comparison rules, special oracles and MBPP+ input retyping are ported from evalplus 0.3.1
 (evalplus/eval/__init__.py, _special_oracle.py, data/mbpp.py; Apache-2.0).
 """
+import _signal as _ep_signal
 import base64 as _ep_base64
 import copy as _ep_copy
-import hashlib as _ep_hashlib
 import io as _ep_io
 import json as _ep_json
 import math as _ep_math
 import pickle as _ep_pickle
-import signal as _ep_signal
 import sys as _ep_sys
 import time as _ep_time
 import zlib as _ep_zlib
@@ -135,6 +136,9 @@ def _ep_alarm(signum, frame):
 
 
 def _ep_call_limited(fn, inp, seconds):
+  # The handler again for every input, as EvalPlus's time_limit() sets it (a sample may set
+  # its own); _signal's functions, not signal's wrappers, which convert to and from enums at
+  # a cost above most inputs' own.
   _ep_signal.signal(_ep_signal.SIGALRM, _ep_alarm)
   _ep_signal.setitimer(_ep_signal.ITIMER_REAL, seconds)
   try:
@@ -163,7 +167,10 @@ def _ep_fast_pickle(value):
 
 
 def _ep_sha(data):
-  return _ep_hashlib.sha256(data).hexdigest()
+  # Imported here: only digests need it, and hashlib (OpenSSL) in a worker that preimports
+  # this module makes every fork slower.
+  import hashlib  # pylint: disable=import-outside-toplevel
+  return hashlib.sha256(data).hexdigest()
 
 
 def _ep_canonical(x):
@@ -272,9 +279,35 @@ def _ep_input_passes(dataset, entry_point, inp, out, exp, atol):
       return False, atol
     if isinstance(exp, (list, tuple)) and len(out) != len(exp):
       return False, atol
-    import numpy  # pylint: disable=import-outside-toplevel
-    return bool(numpy.allclose(out, exp, rtol=1e-07, atol=atol)), atol
+    return _ep_allclose(out, exp, atol), atol
   return bool(exact_match), atol
+
+
+_EP_RTOL = 1e-07  # EvalPlus's, numpy.testing.assert_allclose's default
+
+
+def _ep_close(x, y, atol):
+  """numpy.isclose(x, y, rtol=_EP_RTOL, atol=atol) for two Python floats: the same float64
+  arithmetic, and infinities close only to themselves, NaN to nothing."""
+  if x == y:
+    return True
+  if x - x != 0.0 or y - y != 0.0:  # inf or NaN: close only if equal
+    return False
+  return abs(x - y) <= atol + _EP_RTOL * abs(y)
+
+
+def _ep_allclose(out, exp, atol):
+  """numpy.allclose(out, exp, rtol=_EP_RTOL, atol=atol), as EvalPlus decides a float output
+  (out and exp of one type, sequences of one length): in pure Python where both are floats
+  or flat lists / tuples of floats, which is what float outputs mostly are, since importing
+  numpy costs a program more than most checks; numpy itself for the rest."""
+  if type(out) is float:
+    return _ep_close(out, exp, atol)
+  if (type(out) in (list, tuple) and all(type(x) is float for x in out)
+      and all(type(y) is float for y in exp)):
+    return all(_ep_close(x, y, atol) for x, y in zip(out, exp))
+  import numpy  # pylint: disable=import-outside-toplevel
+  return bool(numpy.allclose(out, exp, rtol=_EP_RTOL, atol=atol))
 
 
 def _ep_groups(spec):
@@ -326,6 +359,7 @@ def _ep_reference_outputs(spec):
         outputs = [o is not None for o in outputs]
       record = {"group": group,
                 "expected": _ep_encode({**_ep_expectation(spec, outputs), "times": times}),
+                "seconds": sum(times),  # what a right sample costs (the scorer's order)
                 "inputs": _ep_encode(inputs)}  # retyped (MBPP+), untouched by the reference
     except BaseException as e:  # pylint: disable=broad-except  (MemoryError: Mbpp/255's plus)
       record = {"group": group, "error": f"{type(e).__name__}: {e}"[:500]}
@@ -390,9 +424,32 @@ class _EpCheck:
     self.passed.add(group)
 
 
-def _prelude():
-  with open(__file__, encoding="utf-8") as f:
+def _ep_own_source():
+  try:
+    path = __file__
+  except NameError:  # run from a program's text (_program_head), not imported
+    return ""
+  with open(path, encoding="utf-8") as f:
     return f.read()
+
+
+# A program uses a worker's preimported copy only if it is this very text.
+_EP_SOURCE = _ep_own_source()
+
+
+def _program_head():
+  """The start of every program: `_ep_harness`, this module as the sandbox's worker
+  preimported it (SandboxConfig.preimport; evaluation/evalplus_references.py
+  harness_preimported), else built from its text, which the program carries as a string: a
+  string literal costs the compiler almost nothing, while this module's code compiled and
+  its imports cost a program many times what checking a wrong sample does."""
+  return (f"import sys as _ep_sys\n"
+          f"_ep_source = {_EP_SOURCE!r}\n"
+          f"_ep_harness = _ep_sys.modules.get({__name__!r})\n"
+          f"if getattr(_ep_harness, '_EP_SOURCE', None) != _ep_source:\n"
+          f"  _ep_harness = type(_ep_sys)('evalplus_harness')\n"
+          f"  exec(compile(_ep_source, 'evalplus_harness.py', 'exec'), _ep_harness.__dict__)\n"
+          f"del _ep_source\n")
 
 
 def reference_program(*, dataset, task_number, entry_point, reference, atol, inputs):
@@ -401,12 +458,13 @@ def reference_program(*, dataset, task_number, entry_point, reference, atol, inp
   reference_records)."""
   spec = {"dataset": dataset, "task_number": task_number, "entry_point": entry_point,
           "reference": reference, "atol": atol, "inputs_json": _ep_json.dumps(inputs)}
-  return f"{_prelude()}\n_ep_reference_outputs({spec!r})\n"
+  return f"{_program_head()}_ep_harness._ep_reference_outputs({spec!r})\n"
 
 
 def reference_records(output):
   """{group: record} from a reference_program's output: {"expected": str, "inputs": str}
-  (opaque: a sample's program reads them), or {"error": why the reference failed}."""
+  (opaque: a sample's program reads them) and "seconds" (the reference's time on them), or
+  {"error": why the reference failed}."""
   records = {}
   for chunk in output.split(REFERENCE_RECORD_MARKER)[1:]:
     try:
@@ -424,7 +482,7 @@ def program(*, dataset, task_number, entry_point, sample, atol, groups, expected
   reference's outputs and its times, never its code, so that no sample can find it."""
   spec = {"dataset": dataset, "task_number": task_number, "entry_point": entry_point,
           "sample": sample, "atol": atol, "expected": {g: expected[g] for g in groups}}
-  return f"{_prelude()}\n_EP_CHECK = _EpCheck({spec!r})\n"
+  return f"{_program_head()}_EP_CHECK = _ep_harness._EpCheck({spec!r})\n"
 
 
 def check_call(group):

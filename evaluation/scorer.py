@@ -74,6 +74,20 @@ def _plus_verdicts(result: Result) -> tuple[Result, Result]:
                              error=""), result
 
 
+def _costliest_first(chunk: list, job_count: int) -> list[int]:
+  """The indices of a batch's jobs, the ones known to run longest first (HumanEval+ / MBPP+:
+  a right sample runs as long as its reference did on all inputs), so that the batch does
+  not end with one worker on a program of seconds while the others idle; stable otherwise."""
+  cost = [0.0] * job_count
+  for example, plan in chunk:
+    seconds = evalplus_references.reference_seconds(example)
+    for _, main, challenge in plan:
+      for index in (main, challenge):
+        if isinstance(index, int):
+          cost[index] = max(cost[index], seconds)
+  return sorted(range(job_count), key=lambda i: -cost[i])
+
+
 def _record(example: dict[str, Any], sample_index: int, num_samples: int, completion: str,
             job: Job, result: Result, challenge: Result | None) -> dict[str, Any]:
   record = {"id": example["id"], "task": example["task"], "task_id": example["task_id"]}
@@ -282,12 +296,19 @@ class Scorer:
 
   def _run_chunk(self, chunk: list, jobs: list[Job]) -> None:
     if self._pool is None:
-      self._pool = WorkerPool(self.sandbox_config)
+      config = self.sandbox_config
+      if any(example["task"] in tasks.PLUS_TASK_NAMES for example, _ in chunk):
+        config = evalplus_references.harness_preimported(config)
+      self._pool = WorkerPool(config)
       logging.info("sandbox: %d workers, isolation layers %s", self.sandbox_config.worker_count,
                    self._pool.layers)
     self.progress.start_batch()
     screened_before = self._pool.screened
-    results = self._pool.run(jobs, self.progress) if jobs else []
+    order = _costliest_first(chunk, len(jobs))
+    ran = self._pool.run([jobs[i] for i in order], self.progress) if jobs else []
+    results: list[Result] = [None] * len(jobs)  # type: ignore[list-item]
+    for index, result in zip(order, ran):
+      results[index] = result
     self.programs_executed += len(jobs)
     self.programs_screened += self._pool.screened - screened_before
     lines = []

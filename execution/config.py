@@ -53,8 +53,19 @@ class SandboxConfig:
   # which is most of what a program costs (a small model's samples are mostly syntax
   # errors). The rest run one by one; for them the screen costs one extra compile.
   screen_batch: int = 64
+  # Modules each worker imports before it sets up its isolation (so from the caller's
+  # sys.path, the checkout included), beside its own preimported stdlib: a program then finds
+  # them in sys.modules at no cost, without any file of theirs in its view. Trusted code
+  # only: the worker runs it unsandboxed. For a harness every program of a batch embeds
+  # (data/evalplus_harness.py), importing and compiling it once per worker instead of once
+  # per program.
+  preimport: tuple[str, ...] = ()
 
   def __post_init__(self):
+    # A tuple, however it came (the worker gets its config as JSON, which makes it a list).
+    object.__setattr__(self, "preimport", tuple(self.preimport))
+    if not all(isinstance(name, str) and name for name in self.preimport):
+      raise ValueError(f"preimport must be module names, got {self.preimport!r}")
     if self.isolation not in ISOLATION_MODES:
       raise ValueError(f"isolation must be one of {ISOLATION_MODES}, got {self.isolation!r}")
     if not self.timeout_s > 0:

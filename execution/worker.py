@@ -30,6 +30,7 @@ what a fork of this process does.
 """
 import fcntl
 import gc
+import importlib
 import json
 import os
 import select
@@ -116,6 +117,18 @@ def _preimport() -> None:
       __import__(name)
     except Exception:  # Optional modules (e.g. regex) may be absent; that is fine.
       pass
+
+
+def _import_configured(names) -> None:
+  """SandboxConfig.preimport; IsolationUnavailable (the pool refuses to start) for a module
+  that does not import: programs written against it would otherwise fail one by one."""
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except  (whatever its import raises)
+      raise isolation.IsolationUnavailable(
+          f"cannot preimport {name!r} (SandboxConfig.preimport): {type(e).__name__}: {e}"
+      ) from e
 
 
 class Worker:
@@ -405,6 +418,8 @@ def main(argv: list[str]) -> int:
     memory_cgroup.protect_from_oom_killer()
   isolation_state = isolation.WorkerIsolation(config, index)
   try:
+    # Before the isolation: the mount view holds no checkout to import from.
+    _import_configured(config.preimport)
     isolation_state.prepare()
   except isolation.IsolationUnavailable as e:
     write_frame(result_fd, json.dumps({"ready": False, "error": str(e),

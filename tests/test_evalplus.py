@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from data import evalplus, evalplus_variants, source_files, tasks
+from data import evalplus, evalplus_harness, evalplus_variants, source_files, tasks
 from evaluation import evalplus_references, load_scored
 from evaluation.evaluate import evaluate_samples_file
 from execution import Job, SandboxConfig, run_programs
@@ -280,7 +280,6 @@ def test_a_digest_matches_what_equals_the_expected_output(out, exp):
   """Large expected outputs travel as digests (evalplus_harness._EpDigest): a digest matches
   exactly the outputs that are == the value, as EvalPlus compares them."""
   # pylint: disable=protected-access
-  from data import evalplus_harness  # pylint: disable=import-outside-toplevel
   digest = evalplus_harness._EpDigest(*evalplus_harness._ep_digest(exp))
   assert digest.matches(out) is (out == exp)
   with pytest.raises(ValueError):
@@ -316,3 +315,125 @@ def test_one_program_gives_base_and_base_plus_verdicts(tests_passed, status, ver
   base, both = scorer._plus_verdicts(result)  # pylint: disable=protected-access
   assert (base.passed, both.passed) == verdicts and both is result
   assert base.tests_total == 1 and (base.status == "passed") is verdicts[0]
+
+
+# A right HumanEval/0 sample only where its caller is the harness the worker preimported.
+_WHICH_HARNESS = '''
+import sys
+HARNESS = sys._getframe(1).f_globals.get("__name__")
+
+def has_close_elements(numbers, threshold):
+    if HARNESS != "data.evalplus_harness":
+        return None
+    return any(abs(a - b) < threshold for i, a in enumerate(numbers)
+               for j, b in enumerate(numbers) if i != j)
+'''
+
+
+def test_programs_run_the_harness_their_worker_preimported(manual_dir):
+  """A sandbox whose workers preimported the harness (the scorer's) runs each program with
+  that copy, not one compiled from the text it carries; any other sandbox runs the text."""
+  example, = _with_references([e for e in tasks.load_task_examples(
+      "humaneval_plus", "test", manual_dir=manual_dir) if e["task_id"] == 0])
+  request = tasks.execution_request({**example, "completion_is_program": True},
+                                    _WHICH_HARNESS, challenge=True)
+  job = Job("which", request["program"], tuple(request["tests"]), "")
+  preimported, = run_programs([job], evalplus_references.harness_preimported(_SANDBOX))
+  own_text, = run_programs([job], _SANDBOX)
+  assert preimported.passed, preimported.error
+  assert not own_text.passed and "wrong output" in own_text.error
+
+
+def test_a_program_ignores_a_preimported_harness_of_another_text(monkeypatch):
+  """A worker's copy of another version of the harness is not used: the program runs the
+  text it carries."""
+  import types  # pylint: disable=import-outside-toplevel
+  other = types.ModuleType(evalplus_harness.__name__)
+  other._EP_SOURCE = "another version"  # pylint: disable=protected-access
+  monkeypatch.setitem(sys.modules, evalplus_harness.__name__, other)
+  program = evalplus_harness.program(dataset="humaneval", task_number=0, entry_point="f",
+                                     sample="def f():\n  return 1\n", atol=0, groups=(),
+                                     expected={})
+  namespace = {}
+  exec(program, namespace)  # pylint: disable=exec-used
+  assert namespace["_ep_harness"] is not other
+  assert isinstance(namespace["_EP_CHECK"], namespace["_ep_harness"]._EpCheck)
+  monkeypatch.setitem(sys.modules, evalplus_harness.__name__, evalplus_harness)
+  namespace = {}
+  exec(program, namespace)  # pylint: disable=exec-used
+  assert namespace["_ep_harness"] is evalplus_harness
+
+
+_INF, _NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("out, exp, atol", [
+    (1.0, 1.0 + 1e-7, 1e-6), (1.0, 1.0 + 2e-6, 1e-6), (1e9, 1e9 + 99.0, 1e-6),
+    (1e9, 1e9 + 101.0, 1e-6), (0.0, 1e-6, 1e-6), (0.0, -1.0000001e-6, 1e-6),
+    (_INF, _INF, 1e-6), (_INF, -_INF, 1e-6), (_INF, 1e308, 1e-6), (_NAN, _NAN, 1e-6),
+    (1e308, -1e308, 1e-6), (-0.0, 0.0, 1e-4), (2.5, 2.50001, 1e-4),
+    ([1.0, 2.0], [1.0 + 1e-9, 2.0 - 1e-9], 1e-6), ([1.0, _NAN], [1.0, _NAN], 1e-6),
+    ((1.0, 2.0), (1.0, 2.1), 1e-6), ([1.0, 2], [1.0, 2.0000001], 1e-6),
+    ([[1.0], [2.0]], [[1.0], [2.0 + 1e-9]], 1e-6), ([True, 1.0], [1.0, 1.0], 1e-6),
+    ([_INF, 1.0], [_INF, 1.0 + 1e-9], 1e-6)])
+def test_float_outputs_are_close_exactly_when_numpy_says_so(out, exp, atol):
+  """EvalPlus decides a float output with numpy.allclose(rtol=1e-7); the harness decides
+  floats and flat sequences of floats without numpy, with the same verdicts."""
+  import numpy  # pylint: disable=import-outside-toplevel
+  expected = bool(numpy.allclose(out, exp, rtol=1e-07, atol=atol))
+  # pylint: disable-next=protected-access
+  assert evalplus_harness._ep_allclose(out, exp, atol) is expected
+
+
+def test_a_float_output_is_decided_without_importing_numpy():
+  """Importing numpy costs a program more than most checks: a sample whose float outputs
+  are close but not equal (most right ones: another order of operations) is decided
+  without it."""
+  check = ("import sys; from data import evalplus_harness as h; "
+           "print(h._ep_input_passes('humaneval', 'f', (1,), [0.1 + 0.2, 1.0], [0.3, 1.0], 0), "
+           "h._ep_input_passes('humaneval', 'f', (1,), 0.1 + 0.2, 0.3, 0), "
+           "'numpy' in sys.modules)")
+  done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                        check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert done.stdout.split() == ["(True,", "1e-06)", "(True,", "1e-06)", "False"]
+
+
+def test_a_batch_runs_its_longest_samples_first(manual_dir, tmp_path, monkeypatch):
+  """The scorer hands the sandbox a batch's programs longest first (a right sample runs as
+  long as the reference did on all inputs), so no batch ends on one long program while the
+  other workers idle; each verdict still lands on its own sample."""
+  from evaluation import scorer  # pylint: disable=import-outside-toplevel
+  from execution import Result  # pylint: disable=import-outside-toplevel
+  examples = _examples("humaneval_plus", manual_dir)[:3]
+  seconds = {e["id"]: s for e, s in zip(examples, (0.01, 3.0, 0.5))}
+  examples = [{**e, tasks.EVALPLUS_EXPECTED: {
+      "base": {"expected": "", "inputs": "", "seconds": 0.0},
+      "plus": {"expected": "", "inputs": "", "seconds": seconds[e["id"]]}}}
+      for e in examples]
+  ran = []
+
+  class RecordingPool:
+    layers, screened = [], 0
+
+    def __init__(self, config):
+      assert evalplus_harness.__name__ in config.preimport
+
+    def run(self, jobs, progress=None):
+      ran.extend(job.id for job in jobs)
+      # A verdict each sample's text decides: passed where its completion says so.
+      return [Result(job.id, "passed" if "PASS" in job.program else "failed",
+                     "PASS" in job.program, 2 if "PASS" in job.program else 0, 2, "", 0.0)
+              for job in jobs]
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(scorer, "WorkerPool", RecordingPool)
+  completions = {e["id"]: [f"    return 1  # {verdict} {i}\n" for i, verdict in
+                           enumerate(("PASS", "FAIL"))] for e in examples}
+  with scorer.Scorer(str(tmp_path)) as scoring:
+    scoring.score(examples, completions)
+  by_cost = sorted(examples, key=lambda e: -seconds[e["id"]])
+  assert ran == [e["id"] for e in by_cost for _ in range(2)]
+  for e in examples:
+    assert [r["passed"] for r in scoring.records[e["id"]]] == [True, False]

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from execution import Job, SandboxConfig, WorkerPool, accounts, run_programs
+from execution import (IsolationUnavailable, Job, SandboxConfig, WorkerPool, accounts,
+                       run_programs)
 
 CONFIG = SandboxConfig(timeout_s=30, workers=2)
 
@@ -490,3 +491,21 @@ def test_eval_config_carries_run_as_main_to_the_sandbox():
   assert sandbox_config(config).run_as_main is False
   config.sandbox.run_as_main = True
   assert sandbox_config(config).run_as_main is True
+
+
+@needs_root
+def test_preimported_modules_are_in_every_program_without_their_files():
+  """SandboxConfig.preimport: the worker imports them before its isolation hides the
+  checkout, so a program finds them in sys.modules, though it can import nothing of the
+  checkout itself; a module that does not import stops the pool before anything runs."""
+  program = ("import sys\nloaded = 'execution.pass_at_k' in sys.modules\n"
+             "try:\n    import tests.conftest\n    checkout = True\n"
+             "except ImportError:\n    checkout = False\n")
+  job = Job("preimport", program, ("assert loaded", "assert not checkout"))
+  plain, = run_programs([job], SandboxConfig(workers=1))
+  preimported, = run_programs([job], SandboxConfig(workers=1,
+                                                   preimport=("execution.pass_at_k",)))
+  assert (plain.passed, plain.tests_passed) == (False, 1)
+  assert preimported.passed, preimported.error
+  with pytest.raises(IsolationUnavailable, match="cannot preimport 'no_such_module_here'"):
+    run_programs([job], SandboxConfig(workers=1, preimport=("no_such_module_here",)))
