@@ -342,8 +342,10 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
   A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
   problems, as many as its prefill's memory allows (Sampler.call_limit: long prompts make
   small calls); only its unfinished problems are sampled (a sample does not depend on the
-  others in its call). CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so
-  the devices sample while the host executes programs.
+  others in its call). Prompts that lost shots to fit make calls of their own (one set of
+  calls per count of shots kept), so the rest keep the whole template as their shared
+  prefix. CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so the
+  devices sample while the host executes programs.
   """
   # Problems whose prompt does not fit (Sampler.fit_prompts) are scored without samples.
   too_long = [e for e in examples if prompt_fit.is_too_long(e) and e["id"] not in done_ids]
@@ -353,26 +355,36 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
   todo_total = sum(e["id"] not in done_ids for e in examples)
   started, finished = time.perf_counter(), 0
   times = PhaseTimes()
-  lengths, max_prefix = sampler.call_plan([e["prompt"] for e in examples])
-  limits = {}  # by prompt length: (compiled shape, most problems) of a call it ends
+  limits = {}  # by (prompt length, prefix): (compiled shape, most problems) of a call it ends
 
-  def limit(length: int) -> tuple[Any, int]:
-    if length not in limits:
-      limits[length] = sampler.call_limit(num_samples, length, max_prefix)
-    return limits[length]
+  def limit(length: int, max_prefix: int) -> tuple[Any, int]:
+    if (length, max_prefix) not in limits:
+      limits[length, max_prefix] = sampler.call_limit(num_samples, length, max_prefix)
+    return limits[length, max_prefix]
 
-  planned = list(chunks_of_problems(examples, lambda n: limit(n)[1], lengths))
-  length_of = {id(e): n for e, n in zip(examples, lengths)}
+  # Prompts that lost shots to fit (data/prompt_fit.py) share less of the template with the
+  # rest: in a call with the others they would cut every prompt's shared prefix to the shots
+  # they kept. So each count of kept shots makes calls of its own, with its own prefix.
+  by_shots: dict[int, list[dict[str, Any]]] = {}
+  for e in examples:
+    by_shots.setdefault(e.get(prompt_fit.SHOTS_DROPPED, 0), []).append(e)
+  planned, shapes, prefixes = [], [], []
+  for _, members in sorted(by_shots.items()):
+    lengths, max_prefix = sampler.call_plan([e["prompt"] for e in members])
+    length_of = {id(e): n for e, n in zip(members, lengths)}
+    for chunk in chunks_of_problems(members, lambda n, c=max_prefix: limit(n, c)[1], lengths):
+      planned.append(chunk)  # its last problem has its longest prompt
+      shapes.append(limit(length_of[id(chunk[-1])], max_prefix)[0])
+      prefixes.append(max_prefix)
   # Every call of a compiled shape padded to that shape's largest call: few shapes to compile.
-  # A chunk's last problem has its longest prompt.
-  rows = padded_problems(planned, [limit(length_of[id(chunk[-1])])[0] for chunk in planned])
-  chunks = [(todo, padded) for chunk, padded in zip(planned, rows)
+  rows = padded_problems(planned, shapes)
+  chunks = [(todo, padded, prefix) for chunk, padded, prefix in zip(planned, rows, prefixes)
             if (todo := [e for e in chunk if e["id"] not in done_ids])]
-  dispatch = lambda call: _Dispatched(sampler, call[0], num_samples, max_prefix=max_prefix,
+  dispatch = lambda call: _Dispatched(sampler, call[0], num_samples, max_prefix=call[2],
                                       min_problems=call[1])
   in_flight = collections.deque(dispatch(call) for call in chunks[:CALLS_IN_FLIGHT])
   previous_ready_at = started
-  for index, (todo, _) in enumerate(chunks):
+  for index, (todo, _, _) in enumerate(chunks):
     current = in_flight.popleft()
     completions = sampler.collect(current.call)
     times.sampling_s += current.busy_s(previous_ready_at)

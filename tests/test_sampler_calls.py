@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from data import prompt_fit
 from evaluation import sampler as sampler_lib
 from decode import budget as decode_budget
 from model.config import ModelConfig
@@ -67,6 +68,32 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
   calls.clear()
   sampler_lib.sample_problems(sampler, examples, 16, {"p4", "p1", "p6"}, on_chunk)
   assert [c[0] for c in calls] == [(key("p3"),), (key("p0"), key("p5")), (key("p2"),)]
+
+
+def test_prompts_that_lost_shots_make_calls_of_their_own_with_their_own_prefix(monkeypatch):
+  """A prompt that dropped shots to fit shares only the shots it kept with the others: in
+  their calls it would cut every prompt's shared prefix to those."""
+  monkeypatch.setattr(decode_budget, "SAMPLES_PER_SLOT", 16)
+  template = "S" * 600  # the shots every full prompt starts with
+  examples = [{"id": f"p{i}", "prompt": template + "q" * (10 + i)} for i in range(5)]
+  examples[1] = {"id": "p1", "prompt": "S" * 200 + "q" * 11, prompt_fit.SHOTS_DROPPED: 2}
+  examples[3] = {"id": "p3", "prompt": "S" * 400 + "q" * 13, prompt_fit.SHOTS_DROPPED: 1}
+  calls = []
+
+  class Recording(ScriptedSampler):
+    def call_plan(self, prompts):  # characters as tokens; the prefix all of them share
+      common = min(len(p) - len(p.lstrip("S")) for p in prompts)
+      return [len(p) for p in prompts], common
+
+    def dispatch(self, prompts, problem_keys, num_samples, max_prefix=None, min_problems=0):
+      calls.append((sorted(problem_keys), max_prefix))
+      return super().dispatch(prompts, problem_keys, num_samples)
+
+  sampler = Recording(lambda p, s: "x = 1\n", slots_per_call=16)  # 16 problems a call
+  sampler_lib.sample_problems(sampler, examples, 16, set(), lambda todo, c: None)
+  key = sampler_lib.problem_draw_key
+  assert sorted(calls) == sorted([(sorted(key(f"p{i}") for i in (0, 2, 4)), 600),
+                                  ([key("p3")], 400), ([key("p1")], 200)])
 
 
 def test_the_shared_prefix_can_be_capped():
