@@ -18,12 +18,12 @@ a field the task does not have (e.g. `variant`) is an error.
 Cost, measured on the 2-core CPU (2026-12-01) with the tiny model: 40 problems x 4 samples of
 up to 96 tokens sampled at 530-560 tokens/s (1.5-2.9 problems/s) and executed at 465-730
 programs/s, 14-28 s in all; the sandbox runs MBPP reference programs at 530-680/s. The full
-protocol (500 x 80 samples of up to 256 tokens) with the tiny synthesis-finetuned model of
-scripts/reproduce.py took 335 s (5.6 min) end to end (2026-12-02, one XLA device per core,
-the sandbox's syntax screen on): 3.07M tokens sampled at 9,317 tokens/s, 40,212 programs
-run alongside in 5.1 s (39,552 of them decided by the screen; 367 s end to end without
-it); its pretrained-only model never writes [DONE] (10.2M tokens) and took 25.1 min
-(README "The paper's whole protocol").
+protocol (500 x 80 samples, up to 544 new tokens: the longest reference's budget) with the
+tiny synthesis-finetuned model of scripts/reproduce.py took 12 min 47 s end to end with the
+paged decode engine (2026-12-07, one XLA device per core, quiet machine): 3.21M tokens
+sampled at 4,323 tokens/s, 39,609 programs run alongside in 6.6 s, 2.11 GB peak memory.
+The engine before it took 335 s with up to 256 new tokens (2026-12-02); the pretrained-only
+model never writes [DONE] (10.2M tokens then: 25.1 min). benchmarks/RESULTS.md has both.
 Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
 tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
 almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported
