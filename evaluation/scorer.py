@@ -342,5 +342,6 @@ def score_completions(examples: Sequence[dict[str, Any]],
 
 
 def sandbox_meta(config: SandboxConfig) -> dict[str, Any]:
-  """The sandbox settings to record with results (they change verdicts: timeouts)."""
-  return dataclasses.asdict(config)
+  """The sandbox settings to record with results (they change verdicts: timeouts), as JSON
+  reads them back (tuples as lists: results.json is compared with what was written)."""
+  return json.loads(json.dumps(dataclasses.asdict(config)))
