@@ -77,6 +77,12 @@ def token_texts(tokenizer: Tokenizer) -> list[str]:
   return texts
 
 
+CALLS_IN_FLIGHT = decode_budget.CALLS_IN_FLIGHT
+# Compiled call shapes a Sampler keeps (Sampler._compiled_call): the calls in flight, the one
+# collected, and one more.
+MAX_COMPILED_CALLS = CALLS_IN_FLIGHT + 2
+
+
 @dataclasses.dataclass
 class Sampler:
   """Completions for problems' prompts on a mesh, `slots(n)` rows decoded together.
@@ -110,7 +116,8 @@ class Sampler:
     self._token_texts = token_texts(self.tokenizer)
     # By stop strings; shared with the copies runner.sampler_for makes for other tasks.
     self._stop_tables: dict[tuple[str, ...], tuple[jax.Array, jax.Array]] = {}
-    self._sample_fns: dict[tuple[int, int], Any] = {}
+    # One jitted call per compiled shape, least recently used first (_compiled_call).
+    self._sample_fns: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
     self._model_cfg = nnx.merge(self.graphdef, self.params).cfg
     self._param_bytes = decode_budget.param_bytes_per_device(self.params, self.mesh)
     # One call's memory per device (decode/budget.py); a CPU's is shared by the host's
@@ -229,10 +236,8 @@ class Sampler:
     keys = np.zeros((padded,), np.int32)
     keys[rows] = problem_keys
     slots = min(self.slots(num_samples), -(-len(encoded) * num_samples // shards) * shards)
-    fn = self._sample_fns.get((num_samples, slots))
-    if fn is None:
-      fn = self._sample_fns[(num_samples, slots)] = make_sample_fn(
-          self.graphdef, self.sampling, self.tokenizer.eos_id, num_samples, slots)
+    fn = self._compiled_call(num_samples, slots, tokens.shape,
+                             None if prefix is None else len(prefix))
     replicated = NamedSharding(self.mesh, PartitionSpec())
     with jax.set_mesh(self.mesh):
       out, out_lengths = fn(
@@ -242,6 +247,23 @@ class Sampler:
           draw_key(self.seed, self.variant), *self._stop(),
           None if prefix is None else jax.device_put(prefix, replicated))
     return rows, num_samples, out, out_lengths
+
+  def _compiled_call(self, num_samples: int, slots: int, *shape: Any):
+    """The jitted call of this shape. Only the MAX_COMPILED_CALLS most recently used are
+    kept: a compiled decode loop holds tens of MB of host memory (~40 MB each, the tiny
+    model on XLA:CPU), and a study's rounds (longer prompts each round, fewer problems) would
+    otherwise hold every shape they ever used. Calls come sorted by prompt length, so an
+    evaluation rarely needs a shape again once it has moved past it."""
+    key = (num_samples, slots, *shape)
+    fn = self._sample_fns.pop(key, None)
+    if fn is None:
+      fn = make_sample_fn(self.graphdef, self.sampling, self.tokenizer.eos_id, num_samples,
+                          slots)
+    self._sample_fns[key] = fn
+    while len(self._sample_fns) > MAX_COMPILED_CALLS:
+      # Never a call in flight's: theirs are the CALLS_IN_FLIGHT + 1 most recently used.
+      self._sample_fns.popitem(last=False)[1].clear_cache()
+    return fn
 
   def wait(self, call: tuple[Any, ...]) -> None:
     """Blocks until a dispatched call's samples are on the device."""
@@ -329,7 +351,6 @@ class _Dispatched:
     return self.ready_at - max(self.dispatched_at, previous_ready_at)
 
 
-CALLS_IN_FLIGHT = decode_budget.CALLS_IN_FLIGHT
 
 
 def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,

@@ -177,3 +177,29 @@ def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
   shortest, longest = min(sizes), max(sizes)
   assert max(p for p, _ in sizes[shortest]) > 2 * max(p for p, _ in sizes[longest])
   assert len(calls) > 2
+
+
+def test_a_sampler_keeps_only_its_most_recently_used_compiled_calls():
+  """A compiled decode loop holds tens of MB of host memory; a study's rounds bring new
+  shapes each round. Without the bound every shape stayed compiled (the repair study grew
+  by ~150 MB a round)."""
+  from flax import nnx
+  from model.decoder import Decoder
+  from tests.test_draws import _CharTokenizer
+  cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, d_ff=64)
+  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
+  sampler = sampler_lib.Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
+                                make_mesh(devices=jax.devices()[:1]),
+                                SamplingConfig(max_new_tokens=3, temperature=1.0), 2, 4096)
+  client = jax.devices()[0].client
+  # Prompts of 7 compiled shapes (prefix and rest bucketed), one call each.
+  prompts = ["ab" * n for n in (5, 40, 70, 130, 200, 300, 500)]
+  first = sampler.sample(prompts[:1], [0], 2)
+  held = len(client.live_executables())
+  for prompt in prompts[1:]:
+    sampler.sample([prompt], [0], 2)
+  assert len(sampler._sample_fns) == sampler_lib.MAX_COMPILED_CALLS
+  assert len(client.live_executables()) - held <= sampler_lib.MAX_COMPILED_CALLS - 1
+  # The first shape, evicted, compiles again and draws the same samples.
+  assert sampler.sample(prompts[:1], [0], 2) == first
