@@ -12,6 +12,9 @@ on every input, which no scorer can skip); in every
 --slow-every-th problem the last sample is one that loops forever (it costs each harness the
 first input's time limit, 1 s, per input group, and cannot go faster anywhere).
 
+`--cycle wrong --slow-every 0` (every sample fails on its first input) times the scorers
+themselves: what is left when the samples' own computing is taken out.
+
 Both sides start cold, as a first evaluation does: evalplus computes its ground truth afresh
 (its cache under a fresh XDG_CACHE_HOME), ours its reference outputs (a fresh workdir), and
 both score base and base + plus for every sample. Ours: evaluation.evaluate_samples_file with
