@@ -236,15 +236,17 @@ class Sampler:
     keys = np.zeros((padded,), np.int32)
     keys[rows] = problem_keys
     slots = min(self.slots(num_samples), -(-len(encoded) * num_samples // shards) * shards)
+    stop = self._stop()
+    # The stop tables are arguments whose size is part of the compiled shape too.
     fn = self._compiled_call(num_samples, slots, tokens.shape,
-                             None if prefix is None else len(prefix))
+                             None if prefix is None else len(prefix), stop[0].shape)
     replicated = NamedSharding(self.mesh, PartitionSpec())
     with jax.set_mesh(self.mesh):
       out, out_lengths = fn(
           self.params, jax.device_put(tokens, batch_sharding(self.mesh)),
           jax.device_put(lengths, batch_sharding(self.mesh, 1)),
           jax.device_put(keys, replicated), jax.device_put(np.int32(len(encoded)), replicated),
-          draw_key(self.seed, self.variant), *self._stop(),
+          draw_key(self.seed, self.variant), *stop,
           None if prefix is None else jax.device_put(prefix, replicated))
     return rows, num_samples, out, out_lengths
 
@@ -349,8 +351,6 @@ class _Dispatched:
     """Device time of this call: calls run one after another on the device."""
     self._waiter.join()
     return self.ready_at - max(self.dispatched_at, previous_ready_at)
-
-
 
 
 def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
