@@ -22,9 +22,10 @@ protocol (500 x 80 samples, up to 544 new tokens: the longest reference's budget
 tiny synthesis-finetuned model of scripts/reproduce.py took 12 min 47 s end to end with the
 paged decode engine (2026-12-07, one XLA device per core, quiet machine): 3.21M tokens
 sampled at 4,323 tokens/s, 39,609 programs run alongside in 6.6 s, 2.11 GB peak memory.
-With `--config.sampling.max_new_tokens=256`: 8 min 52 s (5,663 tokens/s); the engine
-before it took 335 s with up to 256 new tokens (2026-12-02); the pretrained-only
-model never writes [DONE] (10.2M tokens then: 25.1 min). benchmarks/RESULTS.md has both.
+With `--config.sampling.max_new_tokens=256`: 8 min 46 s (5,718 tokens/s), where the engine
+before it took 7 min 02 s on the same machine (2026-12-07; 335 s on 2026-12-02's); the
+pretrained-only model never writes [DONE] (10.2M tokens then: 25.1 min). benchmarks/RESULTS.md
+has both.
 Writes samples.jsonl, results.json (pass@1/10/80, per-problem n/c, status counts, challenge
 tests separately) and report.md with plots; restarting resumes. A tiny CPU model solves
 almost nothing: the point there is the pipeline; pass@k needs real model sizes (or imported

@@ -22,6 +22,8 @@ from typing import Any
 
 from absl import logging
 
+from rundir.tensorboard import import_tensorboardx
+
 _META_HPARAMS = ("model", "num_params", "objective", "task", "split", "samples_format",
                  "samples_source", "num_samples")
 
@@ -50,19 +52,15 @@ def _hparams(results: dict[str, Any]) -> dict[str, Any]:
 
 def write_scalars(logdir: str, scalars: dict[str, float], hparams: dict[str, Any]) -> bool:
   """One step-0 session of `scalars` with `hparams` in `logdir`; False if not installed."""
-  try:
-    import tensorboardX  # pylint: disable=g-import-not-at-top
-    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    logging.warning("tensorboardX is not installed: no TensorBoard event files "
-                    "(pip install -r requirements.txt)")
+  tensorboardX = import_tensorboardx()
+  if tensorboardX is None:
     return False
   # Named to sort after an earlier file even within the same second (the name has seconds).
   writer = tensorboardX.SummaryWriter(logdir, purge_step=0,
                                       filename_suffix=f".{time.time_ns()}")
   try:
     file_writer = writer._get_file_writer()  # pylint: disable=protected-access
-    for part in summary.hparams(hparams, scalars):
+    for part in tensorboardX.summary.hparams(hparams, scalars):
       file_writer.add_summary(part)
     for name, value in scalars.items():
       writer.add_scalar(name, value, 0)

@@ -1,5 +1,5 @@
 """The run directory's owner: its file names and small files, the workdir lock, the progress
-line, the multi-host helpers and the console's log filter.
+line, the multi-host helpers, the console's log filter and the TensorBoard writer's import.
 
 It sits at the bottom of the project: it imports no other project package and no JAX at
 module level (the multi-host helpers import JAX only when a run is multi-process), so scoring a
@@ -18,4 +18,5 @@ be shadowed by, or shadow, a folder of run outputs in the checkout.
     rundir/multihost.py     jax.distributed setup and the collectives that keep processes
                             in agreement
     rundir/logs.py          keeps library INFO chatter off the console
+    rundir/tensorboard.py   tensorboardX for the event files, imported without torch
 """

@@ -2,6 +2,8 @@
 train.py's curves and hparams, resume hiding the dead run's steps, W&B when enabled, and
 eval.py's / compare.py's headline numbers."""
 import json
+import pathlib
+import subprocess
 import sys
 import types
 
@@ -153,3 +155,17 @@ def test_eval_logs_its_headline_numbers_to_wandb_when_enabled(tmp_path, monkeypa
   assert calls[0]["name"] == "ev" and calls[0]["config"] == {"model": "m",
                                                              "task": "mbpp_synthesis"}
   assert calls[1:] == [{"mbpp_synthesis/pass_at_1": 0.5}, "finish"]
+
+
+def test_tensorboardx_is_imported_without_torch_and_torch_stays_importable():
+  # torch is in the test requirements (the transformers parity tests): without it this would
+  # prove nothing.
+  pytest.importorskip("torch")
+  code = ("import sys; from rundir.tensorboard import import_tensorboardx; "
+          "tensorboardX = import_tensorboardx(); assert tensorboardX.summary.hparams; "
+          "assert 'torch' not in sys.modules, 'tensorboardX imported torch'; "
+          "import torch; print(torch.zeros(2).sum().item())")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        cwd=pathlib.Path(__file__).resolve().parents[1], check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == "0.0"

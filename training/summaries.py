@@ -24,6 +24,8 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from rundir.tensorboard import import_tensorboardx
+
 # Record keys that are bookkeeping, not curves.
 _NOT_SCALARS = frozenset({"step", "total_steps", "eta_sec"})
 HPARAM_METRICS = ("train/loss", "eval/loss")
@@ -81,19 +83,15 @@ class Summaries:
   def __init__(self, workdir: str, start_step: int, config: ml_collections.ConfigDict):
     hparams = flat_hparams(config)
     self._wandb = _wandb_run(config, workdir, hparams)
-    try:
-      import tensorboardX  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      logging.warning("tensorboardX is not installed: no TensorBoard event files "
-                      "(pip install -r requirements.txt)")
+    tensorboardX = import_tensorboardx()
+    if tensorboardX is None:
       self._writer = None
       return
-    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
     self._writer = tensorboardX.SummaryWriter(
         workdir, purge_step=start_step + 1 if start_step else None, flush_secs=30,
         filename_suffix=unique_suffix())
     file_writer = self._writer._get_file_writer()  # pylint: disable=protected-access
-    for part in summary.hparams(hparams, {name: None for name in HPARAM_METRICS}):
+    for part in tensorboardX.summary.hparams(hparams, {name: None for name in HPARAM_METRICS}):
       file_writer.add_summary(part)
     self._writer.flush()
     atexit.register(self.close)  # A run that ends in an error still keeps its last events.
