@@ -1,6 +1,6 @@
 """Samples/s scoring HumanEval+ as EvalPlus does: ours versus evalplus's own evaluator, one run.
 
-    python benchmarks/evalplus_throughput.py --peer-python /work/venv-bench/bin/python \
+    python benchmarks/evalplus_throughput.py [--peer-python PYTHON] \
         [--samples 10] [--slow-every 16] [--workers 0]
 
 Workload: every one of HumanEval+'s 164 problems (v0.1.10, from --data-dir/evalplus) with
@@ -20,8 +20,9 @@ Both sides start cold, as a first evaluation does: evalplus computes its ground 
 both score base and base + plus for every sample. Ours: evaluation.evaluate_samples_file with
 configs/eval_humaneval_plus.py's sandbox (one worker per core unless --workers), timed from
 loading the problems to results.json. The peer: evalplus.evaluate.evaluate(parallel=P,
-i_just_wanna_run=True) in --peer-python (evalplus pins protobuf 5, so it stays out of the
-project's environment), P = our worker count unless --peer-parallel, timed inside that
+i_just_wanna_run=True), run where benchmarks/evalplus_peer.py finds evalplus (--peer-python or
+$EVALPLUS_PYTHON, else .evalplus/ from requirements-evalplus.txt: evalplus pins protobuf 5, so
+it stays out of the project's environment; without any, ours alone), P = our worker count unless --peer-parallel, timed inside that
 process around evaluate(), so its imports are not counted. The two alternate for --rounds
 rounds and each keeps its best.
 
@@ -55,6 +56,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.evalplus_peer import evalplus_runner  # noqa: E402
 from configs import eval_humaneval_plus  # noqa: E402
 from data import evalplus, evalplus_harness, evalplus_variants, tasks  # noqa: E402
 from evaluation import evalplus_references, load_scored  # noqa: E402
@@ -137,9 +139,10 @@ def _floor_cpu_s(samples: list[dict], verdicts: dict, reference_s: dict) -> floa
   return floor
 
 
-def _run_peer(python: str, samples_path: pathlib.Path, problems_path: pathlib.Path,
-              parallel: int, cache: pathlib.Path):
-  env = {**os.environ, "HUMANEVAL_OVERRIDE_PATH": str(problems_path),
+def _run_peer(runner: tuple[str, dict[str, str]], samples_path: pathlib.Path,
+              problems_path: pathlib.Path, parallel: int, cache: pathlib.Path):
+  python, python_env = runner
+  env = {**os.environ, **python_env, "HUMANEVAL_OVERRIDE_PATH": str(problems_path),
          "XDG_CACHE_HOME": str(cache)}
   cpu_start = _cpu_seconds(resource.RUSAGE_CHILDREN)
   done = subprocess.run([python, "-c", _PEER, str(samples_path), str(parallel)], env=env,
@@ -169,7 +172,8 @@ def main() -> None:
                       help="one looping sample in every N-th problem (0: none)")
   parser.add_argument("--workers", type=int, default=0, help="ours: 0 = one per core")
   parser.add_argument("--peer-python", default="",
-                      help="a Python with evalplus 0.3.1 (without it, ours alone)")
+                      help="a Python with evalplus 0.3.1; default $EVALPLUS_PYTHON, else this "
+                           "one with .evalplus/ (requirements-evalplus.txt), else ours alone")
   parser.add_argument("--peer-parallel", type=int, default=0,
                       help="evalplus's parallel=; 0 = as many as our workers")
   parser.add_argument("--rounds", type=int, default=1)
@@ -189,6 +193,7 @@ def main() -> None:
   samples = _samples(problems, args.samples, args.slow_every, cycle)
   sandbox = _sandbox(args.workers)
   parallel = args.peer_parallel or sandbox.worker_count
+  peer = evalplus_runner(args.peer_python)
   load_before = os.getloadavg()
   ours_rounds, peer_rounds = [], []
   with tempfile.TemporaryDirectory(prefix="evalplus-bench-") as tmp:
@@ -203,8 +208,8 @@ def main() -> None:
       samples_path.write_text("".join(
           json.dumps({"task_id": s["task_id"], "solution": s["solution"]}) + "\n"
           for s in samples))
-      if args.peer_python:
-        peer_rounds.append(_run_peer(args.peer_python, samples_path, problems_path, parallel,
+      if peer:
+        peer_rounds.append(_run_peer(peer, samples_path, problems_path, parallel,
                                      run_dir / "cache"))
       ours_rounds.append(_run_ours(samples_path, manual_dir, run_dir / "ours", sandbox))
       shutil.rmtree(run_dir)

@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from benchmarks.evalplus_peer import evalplus_runner
 from data import evalplus, evalplus_harness, evalplus_variants, source_files, tasks
 from evaluation import evalplus_references, load_scored
 from evaluation.evaluate import evaluate_samples_file
@@ -86,19 +87,6 @@ def test_references_pass_and_broken_samples_fail(task, manual_dir):
     assert not results[f"{e['id']}/False/True"] and not results[f"{e['id']}/True/True"]
 
 
-def _evalplus_python():
-  """An interpreter with the `evalplus` package: $EVALPLUS_PYTHON (evalplus pins protobuf 5,
-  which the project's own environment cannot take), or this one; None skips the test."""
-  python = os.environ.get("EVALPLUS_PYTHON")
-  if python:
-    return python
-  try:
-    import evalplus.evaluate  # pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    return None
-  return sys.executable
-
-
 def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
   """{task number: [(base passed, base and plus passed), ...]} from evalplus itself."""
   name = {"humaneval_plus": evalplus.HUMANEVAL_PLUS, "mbpp_plus": evalplus.MBPP_PLUS}[task]
@@ -110,10 +98,11 @@ def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
   samples_file = tmp_path / "samples.jsonl"
   samples_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
   override = "MBPP_OVERRIDE_PATH" if task == "mbpp_plus" else "HUMANEVAL_OVERRIDE_PATH"
-  env = {**os.environ, override: str(tmp_path / "problems.jsonl"),
+  python, python_env = evalplus_runner()
+  env = {**os.environ, **python_env, override: str(tmp_path / "problems.jsonl"),
          "XDG_CACHE_HOME": str(tmp_path / "cache")}
   # os._exit: evalplus's watchdog thread would otherwise hold the process 20 s.
-  subprocess.run([_evalplus_python(), "-c", (
+  subprocess.run([python, "-c", (
       "import os, sys; from evalplus.evaluate import evaluate; "
       "evaluate(sys.argv[1], samples=sys.argv[2], parallel=2, i_just_wanna_run=True); "
       "os._exit(0)"), "mbpp" if task == "mbpp_plus" else "humaneval", str(samples_file)],
@@ -127,8 +116,9 @@ def _evalplus_verdicts(task, manual_dir, samples, tmp_path):
 
 @pytest.mark.parametrize("task", sorted(_TASKS))
 def test_verdicts_equal_evalplus(task, manual_dir, tmp_path):
-  if _evalplus_python() is None:
-    pytest.skip("no evalplus: set EVALPLUS_PYTHON to an interpreter that has it")
+  if evalplus_runner() is None:
+    pytest.skip("no evalplus: pip install --no-deps --target .evalplus -r "
+                "requirements-evalplus.txt, or set EVALPLUS_PYTHON to a Python that has it")
   examples = _examples(task, manual_dir)
   prefix = "Mbpp/" if task == "mbpp_plus" else "HumanEval/"
   samples = [{"task_id": f"{prefix}{e['task_id']}", "solution": _solution(e, kind)}
