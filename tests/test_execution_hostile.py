@@ -318,15 +318,18 @@ def test_program_leads_its_own_process_group_or_session(own_session, check):
 
 def test_memory_of_all_a_programs_processes_is_capped_together():
   # Six processes of 300 MiB each stay under the per-process limit (RLIMIT_AS) but not under
-  # the worker's memory cgroup: the kernel kills some of them, inside the sandbox only.
+  # the worker's memory cgroup: the kernel kills some of them, inside the sandbox only. Each
+  # holds its memory a while: on a busy 2-core machine children that exit at once can run one
+  # after another and never hold more than the cgroup allows together (seen once in CI).
   config = SandboxConfig(timeout_s=30, workers=1, memory_mb=512, worker_memory_mb=1024)
   program = textwrap.dedent("""
-      import os, signal
+      import os, signal, time
       children = []
       for _ in range(6):
         pid = os.fork()
         if pid == 0:
           block = bytearray(300 << 20)
+          time.sleep(3)
           os._exit(0)
         children.append(pid)
       statuses = [os.waitpid(pid, 0)[1] for pid in children]
