@@ -24,8 +24,7 @@ i_just_wanna_run=True), run where benchmarks/evalplus_peer.py finds evalplus (--
 $EVALPLUS_PYTHON, else .evalplus/ from requirements-evalplus.txt: evalplus pins protobuf 5, so
 it stays out of the project's environment; without any, ours alone), P = our worker count
 unless --peer-parallel, timed inside that process around evaluate(), so its imports are not
-counted. The two alternate for --rounds
-rounds and each keeps its best.
+counted. The two alternate for --rounds rounds and each keeps its best.
 
 Prints one JSON line: samples/s for both, `ratio` = ours / peer, the load average before and
 after (other jobs on a shared machine slow both), `verdict_disagreements`: samples whose
