@@ -74,6 +74,15 @@ class _CharTokenizer:
     return " ".join(map(str, ids))
 
 
+def char_sampler(sampling, slots_per_call, max_prompt_len):
+  """A Sampler of a small random model on one device, a character per token (_CharTokenizer)."""
+  cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, d_ff=64)
+  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
+  return Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
+                 make_mesh(devices=jax.devices()[:1]), sampling, slots_per_call, max_prompt_len)
+
+
 def _agreement(first, second, k):
   """Of the pairs of samples of a problem, one from each dict ({(id, index): completion}),
   the shares whose first k tokens agree: (same sample index, other indices)."""
@@ -98,12 +107,8 @@ def test_prompt_variants_share_no_draws(mbpp_dirs):
   # T = 1 on a random model: nearly uniform draws, so the same uniform gives the same token
   # even where the prompts differ, and two independent draws rarely agree.
   config.sampling.max_new_tokens, config.sampling.temperature = 5, 1.0
-  cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                    head_dim=8, d_ff=64)
-  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
-  sampler = Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
-                    make_mesh(devices=jax.devices()[:1]), runner.sampling_config(config, 5),
-                    config.slots_per_call, config.max_prompt_len)
+  sampler = char_sampler(runner.sampling_config(config, 5), config.slots_per_call,
+                         config.max_prompt_len)
   variants = [studies.variant_config(config, "prompt.shot_seed", s) for s in (0, 1)]
   prompts = [runner.load_examples(v) for v in variants]
 

@@ -4,19 +4,18 @@ more than the largest call of their shape."""
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from data import prompt_fit
 from evaluation import sampler as sampler_lib
 from decode import budget as decode_budget
 from model.config import ModelConfig
-from model.decoder import Decoder, abstract_model
+from model.decoder import abstract_model
 from decode.prompt_rows import bucket_length, split_shared_prefix
 from decode.token_choice import SamplingConfig
 from model.sharding import make_mesh
 from decode.engine import problem_rows
 from tests.scripted_sampler import ScriptedSampler
-from tests.test_draws import _CharTokenizer
+from tests.test_draws import char_sampler
 
 
 def _examples(lengths):
@@ -185,12 +184,7 @@ def test_a_sampler_keeps_only_its_most_recently_used_compiled_calls():
   """A compiled decode loop holds tens of MB of host memory; a study's rounds bring new
   shapes each round. Without the bound every shape stayed compiled (the repair study grew
   by ~150 MB a round)."""
-  cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                    head_dim=8, d_ff=64)
-  graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(0)))
-  sampler = sampler_lib.Sampler(graphdef, nnx.to_pure_dict(state), _CharTokenizer(),
-                                make_mesh(devices=jax.devices()[:1]),
-                                SamplingConfig(max_new_tokens=3, temperature=1.0), 2, 4096)
+  sampler = char_sampler(SamplingConfig(max_new_tokens=3, temperature=1.0), 2, 4096)
   client = jax.devices()[0].client
   # Prompts of 7 compiled shapes (prefix and rest bucketed), one call each.
   prompts = ["ab" * n for n in (5, 40, 70, 130, 200, 300, 500)]
