@@ -159,6 +159,25 @@ class Tokenizer:
     return f"Tokenizer(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
 
 
+def token_texts(tokenizer: Tokenizer) -> list[str]:
+  """Every token's text as it reads after other text: the stop strings' automaton's input
+  (decode/stop_matcher.py build_stop_table).
+
+  Not `decode([id])` alone: a SentencePiece model with a dummy prefix (Llama's) strips the
+  leading space of a text's first piece, so alone `▁if` reads `if` and `▁` nothing, and
+  "\\n" + "▁if" would spell a false "\\nif". After an anchor piece that reads as letters
+  alone (so nothing of it was stripped), nothing is."""
+  alone = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+  anchor = next((i for i, text in enumerate(alone) if text.isalnum()), None)
+  if anchor is None:
+    return alone
+  texts = []
+  for i, text in enumerate(alone):
+    after = tokenizer.decode([anchor, i])
+    texts.append(after[len(alone[anchor]):] if after.startswith(alone[anchor]) else text)
+  return texts
+
+
 def _without_dummy_prefix(model_proto: bytes) -> spm.SentencePieceProcessor | None:
   """A processor for the same model with add_dummy_prefix off; None if it is off already."""
   from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top

@@ -1,6 +1,7 @@
 """The decode engine: completions sampled from a model, n per problem, on any mesh.
 
-Read top to bottom: evaluation/sampler.py (tokenise, plan calls, dispatch, collect) ->
+Read top to bottom: evaluation/call_schedule.py (an evaluation's calls) ->
+evaluation/sampler.py (one call: tokenise, dispatch, collect) ->
 engine.py (one call: prefill, then slots refilled in one on-device loop) -> forward.py (the
 model's layers over the paged cache) -> kv_pages.py (pages, page tables) -> the kernel set's
 `paged_attention` (model/kernels/). Beside them: token_choice.py (how a token is drawn),

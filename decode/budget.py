@@ -35,8 +35,8 @@ parameters only over tensor):
               (free - slots * slot - prefix) / problem * batch shards), a multiple of the
               batch shards where the budget binds (at least one problem)
 
-The problems per call follow each call's own prompt length (evaluation/sampler.py plans the
-calls of an evaluation by it): the attention scores of a 768-token prompt cost 36 times
+The problems per call follow each call's own prompt length (evaluation/call_schedule.py plans
+the calls of an evaluation by it): the attention scores of a 768-token prompt cost 36 times
 those of a 128-token one.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ MEMORY_FRACTION = 0.6   # the rest: XLA's temporaries, fragmentation, the compil
 # busy (benchmarks/RESULTS.md). So a quarter of what is available, at most a GiB.
 HOST_MEMORY_FRACTION = 0.25
 HOST_MEMORY_CAP = 1 << 30
-# Calls queued on the devices at once (evaluation/sampler.py): with two, a device that
+# Calls queued on the devices at once (evaluation/call_schedule.py): with two, a device that
 # finishes its share of a call (each loop shard runs its own loop, decode/engine.py) starts
 # the next one at once instead of idling while the host collects and dispatches (and a new
 # shape's compile overlaps the running call). XLA:CPU runs both at once, so a CPU's budget is

@@ -244,7 +244,7 @@ def sample_prompts(graphdef: nnx.GraphDef, params: Any, prompts: list[list[int]]
                    ) -> list[list[list[int]]]:
   """Each prompt's num_samples samples (token ids, up to and including their stop), in one
   call on the default device, num_slots slots (0: one per sample): the engine for a script
-  or a check (evaluation/sampler.py plans the calls of an evaluation)."""
+  or a check (evaluation/call_schedule.py plans the calls of an evaluation)."""
   tokens, lengths = right_pad(prompts, bucket_length(max(map(len, prompts)),
                                                           minimum=kv_pages.PAGE))
   sample = make_sample_fn(graphdef, cfg, eos_id, num_samples,

@@ -4,8 +4,8 @@ Every process samples every problem in lockstep (the model is sharded across all
 each generate call is one global computation); process 0 alone executes the completions in
 the sandbox and appends them to samples.jsonl, so each problem is executed and written exactly
 once, and the workdir need exist only on process 0's host. Resume stays exact: the problems
-already scored are process 0's answer, broadcast, so every process skips the same chunks and
-the rest draw the same samples (evaluation/sampler.py keys each chunk by its index).
+already scored are process 0's answer, broadcast, so every process skips the same problems
+and draws the same samples for the rest (keyed by problem and sample, evaluation/sampler.py).
 
 A failure on process 0 (a workdir holding another run's samples, a full disk) stops every
 process at the same point (rundir/multihost.py on_process_zero). With one process this is

@@ -50,8 +50,8 @@ from data import tasks
 from data.prompt_fit import PROMPT_TOO_LONG
 from data.prompts import BEGIN, DONE, cut_at_done
 from evaluation import evaluate, report, repair_probe
+from evaluation.call_schedule import sample_problems
 from evaluation.throughput_ledger import combined as combined_throughput
-from evaluation.sampler import sample_problems
 from evaluation.scorer import Scorer
 from execution import FAILED, SandboxConfig
 

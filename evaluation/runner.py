@@ -301,7 +301,7 @@ def _run_eval(config: ml_collections.ConfigDict, workdir: str, sampler: Sampler 
                     sampler.max_prompt_len, len(fitted["shots_dropped"]),
                     len(fitted["prompt_too_long"]))
   _record_config(config, workdir, checked)
-  from evaluation.sampler import sample_problems  # pylint: disable=g-import-not-at-top
+  from evaluation.call_schedule import sample_problems  # pylint: disable=g-import-not-at-top
   tokens_before = sampler.tokens_generated
   logging.info("Evaluating %d problems x %d samples from %s", len(examples), config.num_samples,
                config.checkpoint)

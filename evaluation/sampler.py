@@ -4,37 +4,33 @@ A call samples whole problems through the decode engine (decode/engine.py): each
 prompt is prefilled once into pages its n samples share, and the samples run through a fixed
 number of slots refilled on device. The tokens all of a call's prompts start with (a few-shot
 template's examples; decode/prompt_rows.py shared_prefix_length, to a multiple of 64) are
-prefilled and held once for the call. A
-sample's random draws are keyed by (seed, the draw variant, the problem's id, its sample
+prefilled and held once for the call.
+
+A sample's random draws are keyed by (seed, the draw variant, the problem's id, its sample
 index), so a resumed evaluation draws the samples an uninterrupted one would have, whatever
 went into each call (the logits themselves can differ in their last bits where a call's
 padding or shared prefix differs, which can flip a draw that sits on a tie), and a study's
 prompt variants draw independently of each other (evaluation/draws.py).
 
-`sample_problems` keeps the device busy: a call is dispatched (JAX returns at once), then the
-previous call's programs run in the sandbox on the host, then the call's samples are
-collected; a thread notes when each call became ready, so the phases' times (PhaseTimes)
-are the device's and the sandbox's own.
+The calls of an evaluation (which problems go in each, dispatched ahead of the sandbox):
+evaluation/call_schedule.py.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import threading
-import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from data import prompt_fit
 from data.prompts import DONE, cut_at_done
-from data.tokenizer import Tokenizer
+from data.tokenizer import Tokenizer, token_texts
 from decode import budget as decode_budget
 from decode.engine import loop_shards, make_sample_fn, problem_rows
 from decode.host_devices import available_memory_bytes
@@ -44,7 +40,6 @@ from decode.stop_matcher import build_stop_table
 from decode.token_choice import SamplingConfig
 from model.sharding import batch_shard_count, batch_sharding, device_memory_bytes
 from rundir import multihost
-from rundir.progress import progress_line
 
 
 def problem_draw_key(problem_id: Any) -> int:
@@ -57,24 +52,6 @@ def draw_key(seed: int, variant: int) -> jax.Array:
   (evaluation/draws.py) folded in; variant 0 folds nothing in (the draws of a plain eval)."""
   key = jax.random.key(seed)
   return jax.random.fold_in(key, variant) if variant else key
-
-
-def token_texts(tokenizer: Tokenizer) -> list[str]:
-  """Every token's text as it reads after other text, for the stop strings' automaton.
-
-  Not `decode([id])` alone: a SentencePiece model with a dummy prefix (Llama's) strips the
-  leading space of a text's first piece, so alone `▁if` reads `if` and `▁` nothing, and
-  "\\n" + "▁if" would spell a false "\\nif". After an anchor piece that reads as letters
-  alone (so nothing of it was stripped), nothing is."""
-  alone = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-  anchor = next((i for i, text in enumerate(alone) if text.isalnum()), None)
-  if anchor is None:
-    return alone
-  texts = []
-  for i, text in enumerate(alone):
-    after = tokenizer.decode([anchor, i])
-    texts.append(after[len(alone[anchor]):] if after.startswith(alone[anchor]) else text)
-  return texts
 
 
 CALLS_IN_FLIGHT = decode_budget.CALLS_IN_FLIGHT
@@ -202,9 +179,9 @@ class Sampler:
 
   def call_plan(self, prompts: Sequence[str]) -> tuple[list[int], int]:
     """(each prompt's tokens, the tokens all prompts share; prompts are fitted to
-    max_prompt_len first, fit_prompts): sample_problems orders its calls by the first and caps
-    each call's shared prefix at the second, so the calls it plans from these prompts (those
-    that kept the same number of shots) share one prefix length."""
+    max_prompt_len first, fit_prompts): call_schedule.sample_problems orders its calls by
+    the first and caps each call's shared prefix at the second, so the calls it plans from
+    these prompts (those that kept the same number of shots) share one prefix length."""
     encoded = [self.encode_prompt(p) for p in prompts]
     return [len(e) for e in encoded], shared_prefix_length(encoded)
 
@@ -286,139 +263,3 @@ class Sampler:
         texts.append(cut_at_done(self.tokenizer.decode(ids)))
       completions.append(texts)
     return completions
-
-
-def chunks_of_problems(examples: Sequence[dict[str, Any]],
-                       problems_per_chunk: int | Callable[[int], int],
-                       prompt_lengths: Sequence[int]) -> Iterator[list[dict[str, Any]]]:
-  """Problems in calls, fixed by the full list (so a resumed evaluation with the same budget
-  makes the same calls): shortest prompt first, ties in list order. `problems_per_chunk`: the
-  most problems a call holds, or a function of its longest prompt's length giving that (it
-  must not grow with the length: a call's memory does, Sampler.call_limit).
-
-  Why by length: a call pads its prompts (after their shared prefix) to one bucketed length,
-  so a call of similar lengths prefills and holds less padding, and holds more problems in
-  the same memory.
-  """
-  limit = problems_per_chunk if callable(problems_per_chunk) else lambda _: problems_per_chunk
-  chunk: list[int] = []
-  for i in sorted(range(len(examples)), key=lambda i: (prompt_lengths[i], i)):
-    if chunk and len(chunk) >= limit(prompt_lengths[i]):  # i: the chunk's longest prompt
-      yield [examples[j] for j in chunk]
-      chunk = []
-    chunk.append(i)
-  if chunk:
-    yield [examples[j] for j in chunk]
-
-
-def padded_problems(chunks: Sequence[Sequence[Any]], shapes: Sequence[Any]) -> list[int]:
-  """The problems each call is padded to: the largest call of its compiled shape (so the
-  calls of a shape compile once), never more than that call, which fits the budget."""
-  largest: dict[Any, int] = {}
-  for chunk, shape in zip(chunks, shapes):
-    largest[shape] = max(largest.get(shape, 0), len(chunk))
-  return [largest[shape] for shape in shapes]
-
-
-@dataclasses.dataclass
-class PhaseTimes:
-  """Where an evaluation's time went. The phases overlap (the next call samples while the
-  last one's programs run), so sampling_s + execution_s may exceed wall_s."""
-  sampling_s: float = 0.0    # the device busy sampling (dispatch or previous call -> ready)
-  execution_s: float = 0.0   # in on_chunk (the sandbox, and the writes)
-  wall_s: float = 0.0
-
-
-class _Dispatched:
-  """A sampling call in flight, and when it became ready (a thread waits for it)."""
-
-  def __init__(self, sampler: Sampler, todo: list[dict[str, Any]], num_samples: int,
-               **call_shape: int):
-    self._sampler = sampler
-    self.dispatched_at = time.perf_counter()
-    self.call = sampler.dispatch([e["prompt"] for e in todo],
-                                 [problem_draw_key(e["id"]) for e in todo], num_samples,
-                                 **call_shape)
-    self.ready_at = self.dispatched_at
-    self._waiter = threading.Thread(target=self._wait, daemon=True)
-    self._waiter.start()
-
-  def _wait(self) -> None:
-    self._sampler.wait(self.call)
-    self.ready_at = time.perf_counter()
-
-  def busy_s(self, previous_ready_at: float) -> float:
-    """Device time of this call: calls run one after another on the device."""
-    self._waiter.join()
-    return self.ready_at - max(self.dispatched_at, previous_ready_at)
-
-
-def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
-                    done_ids: set[str], on_chunk) -> PhaseTimes:
-  """Samples every problem not in done_ids and hands each finished chunk to on_chunk.
-
-  `examples` have been through Sampler.fit_prompts: those marked prompt_too_long go to
-  on_chunk first, with empty completions and unsampled.
-
-  A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
-  problems, as many as its prefill's memory allows (Sampler.call_limit: long prompts make
-  small calls); only its unfinished problems are sampled (a sample does not depend on the
-  others in its call). Prompts that lost shots to fit make calls of their own (one set of
-  calls per count of shots kept), so the rest keep the whole template as their shared
-  prefix. CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so the
-  devices sample while the host executes programs.
-  """
-  # Problems whose prompt does not fit (Sampler.fit_prompts) are scored without samples.
-  too_long = [e for e in examples if prompt_fit.is_too_long(e) and e["id"] not in done_ids]
-  if too_long:
-    on_chunk(too_long, {e["id"]: [""] * num_samples for e in too_long})
-  examples = [e for e in examples if not prompt_fit.is_too_long(e)]
-  todo_total = sum(e["id"] not in done_ids for e in examples)
-  started, finished = time.perf_counter(), 0
-  times = PhaseTimes()
-  limits = {}  # by (prompt length, prefix): (compiled shape, most problems) of a call it ends
-
-  def limit(length: int, max_prefix: int) -> tuple[Any, int]:
-    if (length, max_prefix) not in limits:
-      limits[length, max_prefix] = sampler.call_limit(num_samples, length, max_prefix)
-    return limits[length, max_prefix]
-
-  # Prompts that lost shots to fit (data/prompt_fit.py) share less of the template with the
-  # rest: in a call with the others they would cut every prompt's shared prefix to the shots
-  # they kept. So each count of kept shots makes calls of its own, with its own prefix.
-  by_shots: dict[int, list[dict[str, Any]]] = {}
-  for e in examples:
-    by_shots.setdefault(e.get(prompt_fit.SHOTS_DROPPED, 0), []).append(e)
-  planned, shapes, prefixes = [], [], []
-  for _, members in sorted(by_shots.items()):
-    lengths, max_prefix = sampler.call_plan([e["prompt"] for e in members])
-    length_of = {id(e): n for e, n in zip(members, lengths)}
-    for chunk in chunks_of_problems(members, lambda n, c=max_prefix: limit(n, c)[1], lengths):
-      planned.append(chunk)  # its last problem has its longest prompt
-      shapes.append(limit(length_of[id(chunk[-1])], max_prefix)[0])
-      prefixes.append(max_prefix)
-  # Every call of a compiled shape padded to that shape's largest call: few shapes to compile.
-  rows = padded_problems(planned, shapes)
-  chunks = [(todo, padded, prefix) for chunk, padded, prefix in zip(planned, rows, prefixes)
-            if (todo := [e for e in chunk if e["id"] not in done_ids])]
-  dispatch = lambda call: _Dispatched(sampler, call[0], num_samples, max_prefix=call[2],
-                                      min_problems=call[1])
-  in_flight = collections.deque(dispatch(call) for call in chunks[:CALLS_IN_FLIGHT])
-  previous_ready_at = started
-  for index, (todo, _, _) in enumerate(chunks):
-    current = in_flight.popleft()
-    completions = sampler.collect(current.call)
-    times.sampling_s += current.busy_s(previous_ready_at)
-    previous_ready_at = current.ready_at
-    if index + CALLS_IN_FLIGHT < len(chunks):
-      in_flight.append(dispatch(chunks[index + CALLS_IN_FLIGHT]))
-    executing_since = time.perf_counter()
-    on_chunk(todo, {e["id"]: c for e, c in zip(todo, completions)})
-    times.execution_s += time.perf_counter() - executing_since
-    finished += len(todo)
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    logging.info(progress_line("sampled", finished, todo_total, "problems", finished / elapsed,
-                               [f"{num_samples} samples each",
-                                f"{sampler.tokens_generated / elapsed:.0f} tokens/s"]))
-  times.wall_s = time.perf_counter() - started
-  return times

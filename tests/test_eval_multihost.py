@@ -17,7 +17,7 @@ from tests import multiprocess
 from tests.test_train_loop import _config, corpus  # noqa: F401  (module fixture)
 from training.loop import train
 
-# 8 samples of 3 problems in rows of 4: chunks of 2 problems (evaluation/sampler.py), so a
+# 8 samples of 3 problems in rows of 4: chunks of 2 problems (evaluation/call_schedule.py), so a
 # resumed run skips a whole chunk, and every process must skip the same one.
 _OVERRIDES = {"max_problems": 3, "num_samples": 8, "slots_per_call": 4, "max_prompt_len": 640,
               "sampling.max_new_tokens": 8, "sampling.temperature": 0.5, "seed": 7,

@@ -1,4 +1,4 @@
-"""How an evaluation's problems become sampling calls (evaluation/sampler.py): by prompt
+"""How an evaluation's problems become sampling calls (evaluation/call_schedule.py): by prompt
 length, fixed by the full list, as many problems as the memory budget allows, padded to no
 more than the largest call of their shape."""
 import jax
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data import prompt_fit
+from evaluation import call_schedule
 from evaluation import sampler as sampler_lib
 from decode import budget as decode_budget
 from model.config import ModelConfig
@@ -26,17 +27,17 @@ def test_calls_take_problems_shortest_prompt_first_ties_in_list_order():
   examples = _examples([5, 3, 9, 3, 1, 7, 5, 12, 10])
   lengths = [len(e["prompt"]) for e in examples]
   ids = lambda chunks: [[e["id"] for e in c] for c in chunks]
-  assert ids(sampler_lib.chunks_of_problems(examples, 3, lengths)) == [
+  assert ids(call_schedule.chunks_of_problems(examples, 3, lengths)) == [
       ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2", "p8", "p7"]]
   # A limit by the call's longest prompt: a call closes before a prompt it cannot hold.
   by_length = lambda n: 3 if n < 8 else 1
-  assert ids(sampler_lib.chunks_of_problems(examples, by_length, lengths)) == [
+  assert ids(call_schedule.chunks_of_problems(examples, by_length, lengths)) == [
       ["p4", "p1", "p3"], ["p0", "p6", "p5"], ["p2"], ["p8"], ["p7"]]
 
 
 def test_calls_are_padded_to_the_largest_call_of_their_shape_only():
   chunks = [[1, 2, 3], [4, 5], [6], [7, 8], [9]]
-  assert sampler_lib.padded_problems(chunks, ["a", "a", "b", "b", "c"]) == [3, 3, 2, 2, 1]
+  assert call_schedule.padded_problems(chunks, ["a", "a", "b", "b", "c"]) == [3, 3, 2, 2, 1]
 
 
 def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monkeypatch):
@@ -57,7 +58,7 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
   sampler = Recording(lambda p, s: "x = 1\n", slots_per_call=3)
   written = {}
   on_chunk = lambda todo, completions: written.update(completions)
-  sampler_lib.sample_problems(sampler, examples, 16, set(), on_chunk)
+  call_schedule.sample_problems(sampler, examples, 16, set(), on_chunk)
   key = sampler_lib.problem_draw_key
   assert [c[0] for c in calls] == [tuple(key(f"p{i}") for i in ids)
                                    for ids in ((4, 1, 3), (0, 6, 5), (2,))]
@@ -67,7 +68,7 @@ def test_a_resumed_evaluation_makes_the_same_calls_and_every_call_one_shape(monk
   assert sorted(written) == sorted(e["id"] for e in examples)
   # Resumed after p4, p1 and p6 were written: the remaining problems of the same calls.
   calls.clear()
-  sampler_lib.sample_problems(sampler, examples, 16, {"p4", "p1", "p6"}, on_chunk)
+  call_schedule.sample_problems(sampler, examples, 16, {"p4", "p1", "p6"}, on_chunk)
   assert [c[0] for c in calls] == [(key("p3"),), (key("p0"), key("p5")), (key("p2"),)]
 
 
@@ -91,7 +92,7 @@ def test_prompts_that_lost_shots_make_calls_of_their_own_with_their_own_prefix(m
       return super().dispatch(prompts, problem_keys, num_samples)
 
   sampler = Recording(lambda p, s: "x = 1\n", slots_per_call=16)  # 16 problems a call
-  sampler_lib.sample_problems(sampler, examples, 16, set(), lambda todo, c: None)
+  call_schedule.sample_problems(sampler, examples, 16, set(), lambda todo, c: None)
   key = sampler_lib.problem_draw_key
   assert sorted(calls) == sorted([(sorted(key(f"p{i}") for i in (0, 2, 4)), 600),
                                   ([key("p3")], 400), ([key("p1")], 200)])
@@ -155,7 +156,7 @@ def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
   suffixes = [3 + 47 * i % 378 for i in range(60)]
   examples = [{"id": f"p{i}", "prompt": "s" * 130 + "x" * n} for i, n in enumerate(suffixes)]
   written = {}
-  sampler_lib.sample_problems(sampler, examples, 1, set(),
+  call_schedule.sample_problems(sampler, examples, 1, set(),
                               lambda todo, completions: written.update(completions))
   assert sorted(written) == sorted(e["id"] for e in examples)
   budget = sampler.budget_bytes                     # per device and call

@@ -9,7 +9,8 @@ from data import humaneval, prompts, tasks
 from decode.token_choice import SamplingConfig
 from evaluation import runner
 from decode.stop_matcher import build_stop_table
-from evaluation.sampler import Sampler, problem_draw_key, token_texts
+from data.tokenizer import token_texts
+from evaluation.sampler import Sampler, problem_draw_key
 from model.config import ModelConfig
 from model.decoder import Decoder
 from model.sharding import make_mesh
