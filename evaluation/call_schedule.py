@@ -1,20 +1,21 @@
 """The calls of an evaluation: which problems go in each, and the device kept busy.
 
-`sample_problems` plans an evaluation's sampling calls from all of its problems (so a resumed
+`plan_calls` plans an evaluation's sampling calls from all of its problems (so a resumed
 evaluation makes the same calls): shortest prompt first, as many problems a call as its
-memory allows (Sampler.call_limit), each count of kept shots in calls of its own. It keeps
-CALLS_IN_FLIGHT calls dispatched (JAX returns at once) while the host runs the previous
-call's programs in the sandbox, then collects; a thread notes when each call became ready,
-so the phases' times (PhaseTimes) are the device's and the sandbox's own.
+memory allows (Sampler.call_limit), each count of kept shots in calls of its own.
+`sample_problems` keeps CALLS_IN_FLIGHT of them dispatched (JAX returns at once) while the
+host runs the previous call's programs in the sandbox, then collects; a thread notes when each
+call became ready, so the phases' times (PhaseTimes) are the device's and the sandbox's own.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 
@@ -89,39 +90,28 @@ class _Dispatched:
     return self.ready_at - max(self.dispatched_at, previous_ready_at)
 
 
-def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
-                    done_ids: set[str], on_chunk) -> PhaseTimes:
-  """Samples every problem not in done_ids and hands each finished chunk to on_chunk.
+class PlannedCall(NamedTuple):
+  """One sampling call of an evaluation, before it is dispatched."""
+  todo: list[dict[str, Any]]   # its unfinished problems, the ones sampled
+  min_problems: int            # padded to this many (its compiled shape's largest call)
+  max_prefix: int              # its shared prefix's cap: that of its count of kept shots
 
-  `examples` have been through Sampler.fit_prompts: those marked prompt_too_long go to
-  on_chunk first, with empty completions and unsampled.
 
-  A chunk (one sampling call) carries about SAMPLES_PER_SLOT samples per slot, in whole
+def plan_calls(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
+               done_ids: set[str]) -> list[PlannedCall]:
+  """The calls that sample every problem of `examples` (fitted prompts, none too long) not in
+  done_ids, planned from all of them, so a resumed evaluation makes the same calls.
+
+  A call carries about SAMPLES_PER_SLOT samples per slot (decode/budget.py), in whole
   problems, as many as its prefill's memory allows (Sampler.call_limit: long prompts make
   small calls); only its unfinished problems are sampled (a sample does not depend on the
-  others in its call). Prompts that lost shots to fit make calls of their own (one set of
-  calls per count of shots kept), so the rest keep the whole template as their shared
-  prefix. CALLS_IN_FLIGHT calls are dispatched ahead of the one on_chunk runs on, so the
-  devices sample while the host executes programs.
+  others in its call). Prompts that lost shots to fit (data/prompt_fit.py) share less of the
+  template with the rest: in a call with the others they would cut every prompt's shared
+  prefix to the shots they kept. So each count of kept shots makes calls of its own, with its
+  own prefix.
   """
-  # Problems whose prompt does not fit (Sampler.fit_prompts) are scored without samples.
-  too_long = [e for e in examples if prompt_fit.is_too_long(e) and e["id"] not in done_ids]
-  if too_long:
-    on_chunk(too_long, {e["id"]: [""] * num_samples for e in too_long})
-  examples = [e for e in examples if not prompt_fit.is_too_long(e)]
-  todo_total = sum(e["id"] not in done_ids for e in examples)
-  started, finished = time.perf_counter(), 0
-  times = PhaseTimes()
-  limits = {}  # by (prompt length, prefix): (compiled shape, most problems) of a call it ends
-
-  def limit(length: int, max_prefix: int) -> tuple[Any, int]:
-    if (length, max_prefix) not in limits:
-      limits[length, max_prefix] = sampler.call_limit(num_samples, length, max_prefix)
-    return limits[length, max_prefix]
-
-  # Prompts that lost shots to fit (data/prompt_fit.py) share less of the template with the
-  # rest: in a call with the others they would cut every prompt's shared prefix to the shots
-  # they kept. So each count of kept shots makes calls of its own, with its own prefix.
+  # By (prompt length, prefix): (compiled shape, most problems) of a call it ends.
+  limit = functools.cache(lambda length, prefix: sampler.call_limit(num_samples, length, prefix))
   by_shots: dict[int, list[dict[str, Any]]] = {}
   for e in examples:
     by_shots.setdefault(e.get(prompt_fit.SHOTS_DROPPED, 0), []).append(e)
@@ -135,23 +125,45 @@ def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_sa
       prefixes.append(max_prefix)
   # Every call of a compiled shape padded to that shape's largest call: few shapes to compile.
   rows = padded_problems(planned, shapes)
-  chunks = [(todo, padded, prefix) for chunk, padded, prefix in zip(planned, rows, prefixes)
-            if (todo := [e for e in chunk if e["id"] not in done_ids])]
-  dispatch = lambda call: _Dispatched(sampler, call[0], num_samples, max_prefix=call[2],
-                                      min_problems=call[1])
-  in_flight = collections.deque(dispatch(call) for call in chunks[:CALLS_IN_FLIGHT])
+  return [PlannedCall(todo, padded, prefix)
+          for chunk, padded, prefix in zip(planned, rows, prefixes)
+          if (todo := [e for e in chunk if e["id"] not in done_ids])]
+
+
+def sample_problems(sampler: Sampler, examples: Sequence[dict[str, Any]], num_samples: int,
+                    done_ids: set[str], on_chunk) -> PhaseTimes:
+  """Samples every problem not in done_ids and hands each finished call's problems and
+  completions to on_chunk.
+
+  `examples` have been through Sampler.fit_prompts: those marked prompt_too_long go to
+  on_chunk first, with empty completions and unsampled. The rest go in plan_calls' calls,
+  CALLS_IN_FLIGHT of them dispatched ahead of the one on_chunk runs on, so the devices sample
+  while the host executes programs.
+  """
+  too_long = [e for e in examples if prompt_fit.is_too_long(e) and e["id"] not in done_ids]
+  if too_long:
+    on_chunk(too_long, {e["id"]: [""] * num_samples for e in too_long})
+  examples = [e for e in examples if not prompt_fit.is_too_long(e)]
+  calls = plan_calls(sampler, examples, num_samples, done_ids)
+  todo_total = sum(len(call.todo) for call in calls)
+  started, finished = time.perf_counter(), 0
+  times = PhaseTimes()
+  dispatch = lambda call: _Dispatched(sampler, call.todo, num_samples,
+                                      max_prefix=call.max_prefix,
+                                      min_problems=call.min_problems)
+  in_flight = collections.deque(dispatch(call) for call in calls[:CALLS_IN_FLIGHT])
   previous_ready_at = started
-  for index, (todo, _, _) in enumerate(chunks):
+  for index, call in enumerate(calls):
     current = in_flight.popleft()
     completions = sampler.collect(current.call)
     times.sampling_s += current.busy_s(previous_ready_at)
     previous_ready_at = current.ready_at
-    if index + CALLS_IN_FLIGHT < len(chunks):
-      in_flight.append(dispatch(chunks[index + CALLS_IN_FLIGHT]))
+    if index + CALLS_IN_FLIGHT < len(calls):
+      in_flight.append(dispatch(calls[index + CALLS_IN_FLIGHT]))
     executing_since = time.perf_counter()
-    on_chunk(todo, {e["id"]: c for e, c in zip(todo, completions)})
+    on_chunk(call.todo, {e["id"]: c for e, c in zip(call.todo, completions)})
     times.execution_s += time.perf_counter() - executing_since
-    finished += len(todo)
+    finished += len(call.todo)
     elapsed = max(time.perf_counter() - started, 1e-9)
     logging.info(progress_line("sampled", finished, todo_total, "problems", finished / elapsed,
                                [f"{num_samples} samples each",
