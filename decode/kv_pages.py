@@ -110,7 +110,13 @@ def write_tokens(pool: Pool, layer_offset: jax.Array, table_SxM: jax.Array,
   """Each slot's new key/value at its position (layer_offset = layer * Q), in place."""
   page = pool["k"].shape[2]
   page_S = layer_offset + jnp.take_along_axis(table_SxM, (position_S // page)[:, None], 1)[:, 0]
-  write = lambda x, new_SxKxH: x.at[:, page_S, position_S % page].set(
+  # One index per (kv head, slot), each writing a row of H: the update windows are the pool's
+  # last axis alone, so XLA:TPU keeps the pool in the layout the Pallas kernel reads. Indexed
+  # by (page, position) with windows over heads and H, it laid the pool out pages-major and
+  # copied all of it into the kernel's layout twice a layer and step (tests/test_plan_targets.py
+  # counts such copies).
+  head_Kx1 = jnp.arange(pool["k"].shape[0])[:, None]
+  write = lambda x, new_SxKxH: x.at[head_Kx1, page_S[None], (position_S % page)[None]].set(
       jnp.swapaxes(new_SxKxH, 0, 1).astype(x.dtype))
   return {"k": write(pool["k"], k_SxKxH), "v": write(pool["v"], v_SxKxH)}
 

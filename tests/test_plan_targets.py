@@ -117,6 +117,9 @@ def test_1b_sampler_compiles_for_the_target_and_fits(target_name, mesh):
   # dim, 128, is one both Pallas kernels take).
   platform = targets.get(target_name).platform
   assert result["kernels"] == ["pallas (TPU)" if platform == "tpu" else "pallas (Triton)"]
+  # The kernel reads the KV pool where the loop updates it: no copy of the whole cache (on
+  # a TPU, one whose layout differed from the kernel's was copied twice a layer and step).
+  assert result["kv_pool_copies"] == 0
 
 
 @_GPU

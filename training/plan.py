@@ -232,7 +232,9 @@ def plan_sampling(model_cfg: ModelConfig, mesh_sizes: tuple[int, int, int], devi
   used = bytes_per_device(compiled)
   result.update(compile_s=round(compile_s, 2), bytes_per_device=used,
                 gib_per_device=round(used["total"] / GIB, 3),
-                kernels=plan_sampler.kernels_in(compiled))
+                kernels=plan_sampler.kernels_in(compiled),
+                kv_pool_copies=plan_sampler.kv_pool_copies(compiled, model_cfg, mesh, shape,
+                                                           max_new_tokens))
   _verdict(result, used, target, estimate, device_memory_gib)
   if target is not None:
     # A decode step reads the parameters and (at most) every temporary buffer: the caches.

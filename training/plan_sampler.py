@@ -9,6 +9,7 @@ evaluation makes.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -17,7 +18,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from decode import budget as decode_budget
-from decode.engine import make_sample_fn
+from decode import kv_pages
+from decode.engine import loop_shards, make_sample_fn
 from decode.prompt_rows import bucket_length
 from decode.stop_matcher import build_stop_table
 from decode.token_choice import SamplingConfig
@@ -93,6 +95,21 @@ def kernels_in(compiled: Any) -> list[str]:
   text = compiled.as_text()
   return sorted({kind for target, kind in _KERNEL_CALLS.items()
                  if f'custom_call_target="{target}"' in text})
+
+
+def kv_pool_copies(compiled: Any, model_cfg: ModelConfig, mesh: Mesh, shape: dict[str, int],
+                   max_new_tokens: int) -> int:
+  """Copies of the call's KV pool (decode/kv_pages.py) in the compiled program, besides the
+  zeros it starts from: each one passes over the whole cache (on TPU, twice a layer and step
+  where the pool's layout and the kernel's differed), so 0 is the only good count."""
+  shards = loop_shards(mesh)
+  layout = kv_pages.PageLayout.of(
+      prefix_len=0, prompt_len=shape["prompt_len"], problems=shape["problems"] // shards,
+      slots=shape["slots"] // shards, max_new_tokens=max_new_tokens)
+  pool = (rf"\w+\[\d+,{model_cfg.num_layers * layout.pages_per_layer},{layout.page},"
+          rf"{model_cfg.head_dim}\]")
+  return len(re.findall(rf"= {pool}\{{[^}}]*\}} copy\((?!%(?:wrapped_)?broadcast)",
+                        compiled.as_text()))
 
 
 def decode_step_flops(model_cfg: ModelConfig, slots: int, context: int) -> float:
