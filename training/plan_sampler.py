@@ -98,18 +98,21 @@ def kernels_in(compiled: Any) -> list[str]:
 
 
 def kv_pool_copies(compiled: Any, model_cfg: ModelConfig, mesh: Mesh, shape: dict[str, int],
-                   max_new_tokens: int) -> int:
+                   max_new_tokens: int) -> int | None:
   """Copies of the call's KV pool (decode/kv_pages.py) in the compiled program, besides the
   zeros it starts from: each one passes over the whole cache (on TPU, twice a layer and step
-  where the pool's layout and the kernel's differed), so 0 is the only good count."""
+  where the pool's layout and the kernel's differed), so 0 is the only good count. None
+  where no array of the pool's shape is in the program."""
   shards = loop_shards(mesh)
   layout = kv_pages.PageLayout.of(
       prefix_len=0, prompt_len=shape["prompt_len"], problems=shape["problems"] // shards,
       slots=shape["slots"] // shards, max_new_tokens=max_new_tokens)
   pool = (rf"\w+\[\d+,{model_cfg.num_layers * layout.pages_per_layer},{layout.page},"
           rf"{model_cfg.head_dim}\]")
-  return len(re.findall(rf"= {pool}\{{[^}}]*\}} copy\((?!%(?:wrapped_)?broadcast)",
-                        compiled.as_text()))
+  text = compiled.as_text()
+  if not re.search(pool, text):  # None, not 0: no pool seen is not no copy seen
+    return None
+  return len(re.findall(rf"= {pool}\{{[^}}]*\}} copy\((?!%(?:wrapped_)?broadcast)", text))
 
 
 def decode_step_flops(model_cfg: ModelConfig, slots: int, context: int) -> float:
