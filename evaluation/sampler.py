@@ -179,9 +179,9 @@ class Sampler:
 
   def call_plan(self, prompts: Sequence[str]) -> tuple[list[int], int]:
     """(each prompt's tokens, the tokens all prompts share; prompts are fitted to
-    max_prompt_len first, fit_prompts): call_schedule.sample_problems orders its calls by
-    the first and caps each call's shared prefix at the second, so the calls it plans from
-    these prompts (those that kept the same number of shots) share one prefix length."""
+    max_prompt_len first, fit_prompts): call_schedule.plan_calls orders its calls by the
+    first and caps each call's shared prefix at the second, so the calls it plans from these
+    prompts (those that kept the same number of shots) share one prefix length."""
     encoded = [self.encode_prompt(p) for p in prompts]
     return [len(e) for e in encoded], shared_prefix_length(encoded)
 

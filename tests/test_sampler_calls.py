@@ -157,7 +157,7 @@ def test_a_calls_padded_prefill_fits_the_memory_budget_at_its_prompt_length():
   examples = [{"id": f"p{i}", "prompt": "s" * 130 + "x" * n} for i, n in enumerate(suffixes)]
   written = {}
   call_schedule.sample_problems(sampler, examples, 1, set(),
-                              lambda todo, completions: written.update(completions))
+                                lambda todo, completions: written.update(completions))
   assert sorted(written) == sorted(e["id"] for e in examples)
   budget = sampler.budget_bytes                     # per device and call
   assert budget == (128 << 20) // (len(jax.local_devices()) * sampler_lib.CALLS_IN_FLIGHT)

@@ -3,7 +3,7 @@
 
 The call evaluation/sampler.py dispatches (decode/engine.py's jitted call), at
 the size its rules give it on the target: slots by decode/budget.py's rule for the
-device's memory, problems per call as evaluation/call_schedule.py's sample_problems takes them,
+device's memory, problems per call as evaluation/call_schedule.py's plan_calls takes them,
 prompts at their longest bucket (max_prompt_len, no shared prefix): the largest call an
 evaluation makes.
 """
